@@ -1,0 +1,48 @@
+//! The command line: one `sortd` binary with a subcommand per job.
+//!
+//! Each subcommand lives in its own file and owns its arguments; this module only
+//! dispatches and turns errors into exit codes. `anyhow` is allowed here and nowhere in
+//! the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod frames;
+mod plan;
+
+/// Exit status for a bad configuration or bad command-line input (BSD `EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "sortd", version, about = "Parcel sorter controller")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode or encode scanner frames (the integrator's tool).
+    #[command(subcommand)]
+    Frames(frames::FramesCommand),
+    /// Compile, verify, inspect and compare sort plans.
+    #[command(subcommand)]
+    Plan(plan::PlanCommand),
+}
+
+/// Parse the command line and run the subcommand.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Frames(command) => frames::run(command),
+        Command::Plan(command) => plan::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("sortd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! (plc layer: being written.)
