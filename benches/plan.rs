@@ -1,0 +1,2 @@
+//! Placeholder until the plan layer lands.
+fn main() {}
