@@ -1,3 +1,3 @@
 #![no_main]
-// Placeholder until the layer lands; replaced by the layer that owns it.
-libfuzzer_sys::fuzz_target!(|_data: &[u8]| {});
+// Invariants live in sortd::wire::fuzzing so the stable corpus replay runs the same checks.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sortd::wire::fuzzing::round_trip(data));

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sortd::wire::{
     self, Barcodes, DecodeError, Decoded, Frame, Framing, Heartbeat, Hello, ScanFlags, ScanFrame,
@@ -104,11 +104,11 @@ fn decode_stream(
             let rest = buffer.get(start..).unwrap_or_default();
             let advance = match framing.decode(rest) {
                 Decoded::Frame { frame, consumed } => {
-                    writeln!(out, "{}", frame_json(&frame, offset, consumed))?;
+                    writeln!(out, "{}", frame_json(&frame, offset, consumed)?)?;
                     consumed
                 }
                 Decoded::Skip { error, skip } => {
-                    writeln!(out, "{}", error_json(&error, offset, skip))?;
+                    writeln!(out, "{}", error_json(&error, offset, skip)?)?;
                     skip
                 }
                 Decoded::NeedMore if at_end => {
@@ -116,7 +116,7 @@ fn decode_stream(
                     let error = DecodeError::Truncated {
                         available: rest.len(),
                     };
-                    writeln!(out, "{}", error_json(&error, offset, skip))?;
+                    writeln!(out, "{}", error_json(&error, offset, skip)?)?;
                     skip
                 }
                 Decoded::NeedMore => break,
@@ -143,60 +143,112 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-fn frame_json(frame: &Frame<'_>, offset: u64, consumed: usize) -> Value {
-    match frame {
-        Frame::Scan(scan) => {
-            let flag_names: Vec<&str> = ScanFlags::NAMED
+/// Field order of the JSON lines `decode` prints (serde_json would sort a map).
+#[derive(Serialize)]
+struct ScanLine<'a> {
+    offset: u64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    bytes: usize,
+    scanner_id: u32,
+    sequence: u32,
+    parcel_id: u64,
+    scanned_at_us: u64,
+    barcodes: Vec<Value>,
+    destination: Option<Value>,
+    weight_g: u32,
+    length_mm: u16,
+    width_mm: u16,
+    height_mm: u16,
+    flags: u16,
+    flag_names: Vec<&'a str>,
+}
+
+#[derive(Serialize)]
+struct HelloLine {
+    offset: u64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    bytes: usize,
+    scanner_id: u32,
+    protocol_version: u8,
+    heartbeat_interval_ms: u16,
+    sent_at_us: u64,
+}
+
+#[derive(Serialize)]
+struct HeartbeatLine {
+    offset: u64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    bytes: usize,
+    scanner_id: u32,
+    sequence: u32,
+    sent_at_us: u64,
+}
+
+#[derive(Serialize)]
+struct ErrorLine {
+    offset: u64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: &'static str,
+    detail: String,
+    skipped: usize,
+}
+
+fn frame_json(frame: &Frame<'_>, offset: u64, consumed: usize) -> anyhow::Result<String> {
+    let line = match frame {
+        Frame::Scan(scan) => serde_json::to_string(&ScanLine {
+            offset,
+            kind: "scan",
+            bytes: consumed,
+            scanner_id: scan.scanner_id,
+            sequence: scan.sequence,
+            parcel_id: scan.parcel_id,
+            scanned_at_us: scan.scanned_at_us,
+            barcodes: scan.barcodes.iter().map(|code| bytes_json(code)).collect(),
+            destination: scan.destination.map(bytes_json),
+            weight_g: scan.weight_g,
+            length_mm: scan.length_mm,
+            width_mm: scan.width_mm,
+            height_mm: scan.height_mm,
+            flags: scan.flags.bits(),
+            flag_names: ScanFlags::NAMED
                 .iter()
                 .filter(|(flag, _)| scan.flags.contains(*flag))
                 .map(|(_, name)| *name)
-                .collect();
-            json!({
-                "offset": offset,
-                "bytes": consumed,
-                "type": "scan",
-                "scanner_id": scan.scanner_id,
-                "sequence": scan.sequence,
-                "parcel_id": scan.parcel_id,
-                "scanned_at_us": scan.scanned_at_us,
-                "barcodes": scan.barcodes.iter().map(|code| bytes_json(code)).collect::<Vec<_>>(),
-                "destination": scan.destination.map(bytes_json),
-                "weight_g": scan.weight_g,
-                "length_mm": scan.length_mm,
-                "width_mm": scan.width_mm,
-                "height_mm": scan.height_mm,
-                "flags": scan.flags.bits(),
-                "flag_names": flag_names,
-            })
-        }
-        Frame::Hello(hello) => json!({
-            "offset": offset,
-            "bytes": consumed,
-            "type": "hello",
-            "scanner_id": hello.scanner_id,
-            "protocol_version": hello.protocol_version,
-            "heartbeat_interval_ms": hello.heartbeat_interval_ms,
-            "sent_at_us": hello.sent_at_us,
+                .collect(),
         }),
-        Frame::Heartbeat(heartbeat) => json!({
-            "offset": offset,
-            "bytes": consumed,
-            "type": "heartbeat",
-            "scanner_id": heartbeat.scanner_id,
-            "sequence": heartbeat.sequence,
-            "sent_at_us": heartbeat.sent_at_us,
+        Frame::Hello(hello) => serde_json::to_string(&HelloLine {
+            offset,
+            kind: "hello",
+            bytes: consumed,
+            scanner_id: hello.scanner_id,
+            protocol_version: hello.protocol_version,
+            heartbeat_interval_ms: hello.heartbeat_interval_ms,
+            sent_at_us: hello.sent_at_us,
         }),
-    }
+        Frame::Heartbeat(heartbeat) => serde_json::to_string(&HeartbeatLine {
+            offset,
+            kind: "heartbeat",
+            bytes: consumed,
+            scanner_id: heartbeat.scanner_id,
+            sequence: heartbeat.sequence,
+            sent_at_us: heartbeat.sent_at_us,
+        }),
+    };
+    Ok(line?)
 }
 
-fn error_json(error: &DecodeError, offset: u64, skipped: usize) -> Value {
-    json!({
-        "offset": offset,
-        "type": "error",
-        "error": error.kind(),
-        "detail": error.to_string(),
-        "skipped": skipped,
-    })
+fn error_json(error: &DecodeError, offset: u64, skipped: usize) -> anyhow::Result<String> {
+    Ok(serde_json::to_string(&ErrorLine {
+        offset,
+        kind: "error",
+        error: error.kind(),
+        detail: error.to_string(),
+        skipped,
+    })?)
 }
 
 /// A barcode or destination in JSON: a string, or `{"hex": "..."}` for bytes that are
