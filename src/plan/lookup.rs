@@ -1,0 +1,259 @@
+//! The hot path: exact and longest-prefix lookup in a compiled plan, and the resolution
+//! rule that turns a parcel's barcodes and destination code into chutes.
+//!
+//! Nothing here allocates or panics, whatever the plan bytes or the input: a malformed
+//! bucket or record reads as "no entry". The iterators over all entries (for diff,
+//! stats and load generation) live here too because they share the record decoding.
+//!
+//! Resolution rule: every non-empty barcode with an `exact` entry contributes that
+//! entry's chute list; if two contributed lists differ (same chutes in the same order
+//! counts as agreeing), the parcel is `MultiRead`; if they all agree, `Exact` with the
+//! first matching barcode's rule. If no barcode matched, the longest `prefix` of the
+//! destination code decides (`Prefix`). Otherwise `NoRule` if anything was read, and
+//! `NoRead` if there were no non-empty barcodes and no non-empty destination.
+
+use super::format::{self, BUCKET_BYTES, KEY_BYTES_MAX, RECORD_FIXED_BYTES};
+use super::open::Plan;
+use super::types::{Chutes, DefaultKind, Outcome, Resolution, RuleKind, RuleRef};
+
+/// A view of one hash table: its buckets and its records.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct TableView<'a> {
+    pub(super) buckets: &'a [u8],
+    pub(super) records: &'a [u8],
+    bucket_count: u64,
+    probe_limit: u32,
+}
+
+/// One decoded record.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Record<'a> {
+    pub(super) offset: u32,
+    pub(super) line: u32,
+    pub(super) chute_set: u32,
+    pub(super) key: &'a [u8],
+}
+
+impl<'a> TableView<'a> {
+    /// The record at `offset`, or `None` when it does not fit or its key length is bad.
+    #[inline]
+    pub(super) fn record_at(&self, offset: u32) -> Option<Record<'a>> {
+        let start = offset as usize;
+        let fixed = self
+            .records
+            .get(start..start.checked_add(RECORD_FIXED_BYTES)?)?;
+        let line = u32::from_le_bytes(fixed.get(0..4)?.try_into().ok()?);
+        let chute_set = u32::from_le_bytes(fixed.get(4..8)?.try_into().ok()?);
+        let key_len = usize::from(*fixed.get(8)?);
+        if key_len == 0 || key_len > KEY_BYTES_MAX {
+            return None;
+        }
+        let key_start = start + RECORD_FIXED_BYTES;
+        let key = self.records.get(key_start..key_start + key_len)?;
+        Some(Record {
+            offset,
+            line,
+            chute_set,
+            key,
+        })
+    }
+
+    /// Find `key`: linear probing from its home bucket, at most `probe_limit` buckets,
+    /// stopping at the first empty bucket.
+    #[inline]
+    pub(super) fn find(&self, key: &[u8]) -> Option<Record<'a>> {
+        if self.bucket_count == 0 {
+            return None;
+        }
+        let hash = format::key_hash(key);
+        let tag = format::bucket_tag(hash);
+        let bucket_count = self.bucket_count as usize;
+        let mut position = format::home_bucket(hash, self.bucket_count) as usize;
+        for _ in 0..self.probe_limit {
+            let bucket = format::read_u64(self.buckets, position * BUCKET_BYTES)?;
+            let bucket_tag = bucket as u32;
+            if bucket_tag == 0 {
+                return None;
+            }
+            if bucket_tag == tag {
+                if let Some(record) = self.record_at((bucket >> 32) as u32) {
+                    if record.key == key {
+                        return Some(record);
+                    }
+                }
+            }
+            position += 1;
+            if position == bucket_count {
+                position = 0;
+            }
+        }
+        None
+    }
+}
+
+impl Plan {
+    /// The table of `kind`.
+    #[inline]
+    pub(super) fn table(&self, kind: RuleKind) -> TableView<'_> {
+        let (buckets, records, bucket_count, probe_limit) = match kind {
+            RuleKind::Exact => (
+                self.layout.exact_buckets,
+                self.layout.exact_records,
+                self.header.exact_bucket_count,
+                self.header.exact_probe_max,
+            ),
+            RuleKind::Prefix => (
+                self.layout.prefix_buckets,
+                self.layout.prefix_records,
+                self.header.prefix_bucket_count,
+                self.header.prefix_probe_max,
+            ),
+        };
+        TableView {
+            buckets: self.section(buckets),
+            records: self.section(records),
+            bucket_count,
+            probe_limit,
+        }
+    }
+
+    #[inline]
+    fn entry(&self, kind: RuleKind, record: Record<'_>) -> Option<(Chutes, RuleRef)> {
+        let chutes = self.chute_set(record.chute_set)?;
+        Some((
+            chutes,
+            RuleRef {
+                kind,
+                line: record.line,
+                record_offset: record.offset,
+            },
+        ))
+    }
+
+    /// The `exact` entry for a barcode, if any.
+    #[inline]
+    pub fn exact(&self, barcode: &[u8]) -> Option<(Chutes, RuleRef)> {
+        if barcode.is_empty() || barcode.len() > KEY_BYTES_MAX {
+            return None;
+        }
+        let record = self.table(RuleKind::Exact).find(barcode)?;
+        self.entry(RuleKind::Exact, record)
+    }
+
+    /// The `prefix` entry with exactly this key, if any.
+    #[inline]
+    pub fn prefix(&self, key: &[u8]) -> Option<(Chutes, RuleRef)> {
+        if key.is_empty() || key.len() > KEY_BYTES_MAX {
+            return None;
+        }
+        let record = self.table(RuleKind::Prefix).find(key)?;
+        self.entry(RuleKind::Prefix, record)
+    }
+
+    /// The longest `prefix` entry that is a prefix of `code`: one probe per prefix
+    /// length present in the plan, longest first, skipping lengths longer than `code`.
+    #[inline]
+    pub fn longest_prefix(&self, code: &[u8]) -> Option<(Chutes, RuleRef)> {
+        let table = self.table(RuleKind::Prefix);
+        let lengths = self
+            .prefix_lengths_desc
+            .get(..self.prefix_length_count)
+            .unwrap_or(&[]);
+        for &len in lengths {
+            let Some(prefix) = code.get(..usize::from(len)) else {
+                continue;
+            };
+            if let Some(record) = table.find(prefix) {
+                if let Some(entry) = self.entry(RuleKind::Prefix, record) {
+                    return Some(entry);
+                }
+            }
+        }
+        None
+    }
+
+    fn default_resolution(&self, outcome: Outcome, which: DefaultKind) -> Resolution {
+        // Defaults are checked non-zero at open, so the clamp never changes a chute.
+        let chutes = Chutes::single_clamped(self.default_chute(which));
+        Resolution {
+            outcome,
+            chutes,
+            rule: None,
+        }
+    }
+
+    /// Resolve a parcel (see the module docs for the rule). Never allocates or panics.
+    pub fn resolve(&self, barcodes: &[&[u8]], destination: Option<&[u8]>) -> Resolution {
+        let mut anything_read = false;
+        let mut matched: Option<(Chutes, RuleRef)> = None;
+        for barcode in barcodes {
+            if barcode.is_empty() {
+                continue;
+            }
+            anything_read = true;
+            if let Some((chutes, rule)) = self.exact(barcode) {
+                match matched {
+                    None => matched = Some((chutes, rule)),
+                    Some((first, _)) if first == chutes => {}
+                    Some(_) => {
+                        return self.default_resolution(Outcome::MultiRead, DefaultKind::MultiRead);
+                    }
+                }
+            }
+        }
+        if let Some((chutes, rule)) = matched {
+            return Resolution {
+                outcome: Outcome::Exact,
+                chutes,
+                rule: Some(rule),
+            };
+        }
+        if let Some(code) = destination.filter(|code| !code.is_empty()) {
+            anything_read = true;
+            if let Some((chutes, rule)) = self.longest_prefix(code) {
+                return Resolution {
+                    outcome: Outcome::Prefix,
+                    chutes,
+                    rule: Some(rule),
+                };
+            }
+        }
+        if anything_read {
+            self.default_resolution(Outcome::NoRule, DefaultKind::NoRule)
+        } else {
+            self.default_resolution(Outcome::NoRead, DefaultKind::NoRead)
+        }
+    }
+
+    /// The key of the rule `rule` points at (empty if it does not point at a record).
+    pub fn rule_key(&self, rule: &RuleRef) -> &[u8] {
+        self.table(rule.kind)
+            .record_at(rule.record_offset)
+            .map_or(&[][..], |record| record.key)
+    }
+
+    /// Every `exact` entry in CSV order.
+    pub fn exact_entries(&self) -> impl Iterator<Item = (&[u8], Chutes)> + '_ {
+        self.entries(RuleKind::Exact)
+            .map(|(key, chutes, _)| (key, chutes))
+    }
+
+    /// Every `prefix` entry in CSV order.
+    pub fn prefix_entries(&self) -> impl Iterator<Item = (&[u8], Chutes)> + '_ {
+        self.entries(RuleKind::Prefix)
+            .map(|(key, chutes, _)| (key, chutes))
+    }
+
+    /// Every entry of one table in CSV order, with its rule. Stops at the first malformed
+    /// record ([`Plan::verify`] reports those).
+    pub fn entries(&self, kind: RuleKind) -> impl Iterator<Item = (&[u8], Chutes, RuleRef)> + '_ {
+        let table = self.table(kind);
+        let mut offset = 0usize;
+        std::iter::from_fn(move || {
+            let record = table.record_at(u32::try_from(offset).ok()?)?;
+            offset += RECORD_FIXED_BYTES + record.key.len();
+            let (chutes, rule) = self.entry(kind, record)?;
+            Some((record.key, chutes, rule))
+        })
+    }
+}
