@@ -5,13 +5,19 @@
 //! sequenced, acknowledged link ([`plc`]). Every parcel gets exactly one
 //! [`decision::Reason`].
 //!
-//! The library holds the sans-IO core (codecs, lookups, protocol state machines); the
-//! `sortd` binary adds sockets, threads, signals and the command line.
+//! The sans-IO core (codecs, lookups, protocol state machines: [`wire`], [`plan`],
+//! [`plc`], [`pipeline`]) never touches a socket or a clock. The thin shells that do
+//! ([`net`], [`daemon`]) drive it; the `sortd` binary adds the command line and signals.
 
 #![warn(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod daemon;
 pub mod decision;
+pub mod net;
+pub mod pipeline;
 pub mod plan;
 pub mod plc;
+pub mod stats;
+pub mod util;
 pub mod wire;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod frames;
 mod plan;
+mod run;
 
 /// Exit status for a bad configuration or bad command-line input (BSD `EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;
@@ -29,6 +30,8 @@ enum Command {
     /// Compile, verify, inspect and compare sort plans.
     #[command(subcommand)]
     Plan(plan::PlanCommand),
+    /// Run the daemon.
+    Run(run::RunArgs),
 }
 
 /// Parse the command line and run the subcommand.
@@ -37,6 +40,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Frames(command) => frames::run(command),
         Command::Plan(command) => plan::run(command),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,256 @@
+//! `sortd run`: the daemon. It opens the plan, binds the scanner listeners, starts the
+//! ingress workers and the PLC thread, and turns signals into plan reloads and drains.
+//!
+//! Everything here is start-up and wiring; the loops are in [`crate::net`] and the rules
+//! in the sans-IO layers. Configuration is validated (see [`config`]) before this runs.
+
+pub mod config;
+mod plan_source;
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::thread::JoinHandle;
+
+use mio::{Poll, Waker};
+
+use crate::net::egress::{self, Egress, EgressShared};
+use crate::net::ingress::{self, IngressShared, IngressWorker};
+use crate::pipeline::finalize::Finalizer;
+use crate::pipeline::queue::{Wake, batch_queue};
+use crate::plan::{PlanHandle, SwapReport};
+use crate::plc::{ChuteStateTable, HostLink};
+use crate::stats::Counters;
+
+pub use config::Config;
+pub use plan_source::PlanSource;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug)]
+pub enum DaemonError {
+    /// The plan could not be compiled, opened or verified.
+    Plan(String),
+    /// A socket could not be bound or registered.
+    Bind {
+        /// What was being bound.
+        what: String,
+        /// The error.
+        error: io::Error,
+    },
+    /// A thread could not be started or failed.
+    Thread(String),
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DaemonError::Plan(message) => write!(f, "sort plan: {message}"),
+            DaemonError::Bind { what, error } => write!(f, "cannot bind {what}: {error}"),
+            DaemonError::Thread(message) => write!(f, "thread: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+/// A running daemon: its threads and the handles to steer it.
+#[derive(Debug)]
+pub struct Daemon {
+    /// Live counters.
+    pub counters: Arc<Counters>,
+    /// The current plan.
+    pub plan: Arc<PlanHandle>,
+    plan_source: PlanSource,
+    stop: Arc<AtomicBool>,
+    ingress_wakers: Vec<Arc<Waker>>,
+    egress_waker: Arc<Waker>,
+    threads: Vec<(String, JoinHandle<io::Result<()>>)>,
+    scanner_addresses: Vec<std::net::SocketAddr>,
+}
+
+impl Daemon {
+    /// Opens the plan, binds every socket and starts the threads.
+    pub fn start(config: Config) -> Result<Daemon, DaemonError> {
+        let config = Arc::new(config);
+        let plan_source = PlanSource::new(config.plan_path.clone());
+        let plan = plan_source.open().map_err(DaemonError::Plan)?;
+        tracing::info!(
+            plan = plan.name(),
+            version = plan.version(),
+            path = %config.plan_path.display(),
+            "sort plan loaded"
+        );
+        let plan = Arc::new(PlanHandle::new(plan));
+        let counters = Arc::new(Counters::default());
+        let chute_states = Arc::new(ChuteStateTable::new());
+        let stop = Arc::new(AtomicBool::new(false));
+
+        let mut std_listeners = Vec::with_capacity(config.listeners.len());
+        let mut scanner_addresses = Vec::with_capacity(config.listeners.len());
+        for listener in &config.listeners {
+            let bound = std::net::TcpListener::bind(listener.address).map_err(|error| {
+                DaemonError::Bind {
+                    what: format!("scanner listener {}", listener.address),
+                    error,
+                }
+            })?;
+            bound
+                .set_nonblocking(true)
+                .map_err(|error| DaemonError::Bind {
+                    what: format!("scanner listener {}", listener.address),
+                    error,
+                })?;
+            let local = bound.local_addr().map_err(|error| DaemonError::Bind {
+                what: format!("scanner listener {}", listener.address),
+                error,
+            })?;
+            tracing::info!(address = %local, protocol = %listener.protocol_name, "listening for scanners");
+            scanner_addresses.push(local);
+            std_listeners.push(bound);
+        }
+
+        let egress_poll = Poll::new().map_err(|error| DaemonError::Bind {
+            what: "PLC event loop".into(),
+            error,
+        })?;
+        let egress_waker = Arc::new(
+            Waker::new(egress_poll.registry(), egress::WAKE_TOKEN).map_err(|error| {
+                DaemonError::Bind {
+                    what: "PLC waker".into(),
+                    error,
+                }
+            })?,
+        );
+        let pipeline = config.pipeline;
+        let (sender, receiver) = batch_queue(
+            pipeline.queue_batches_max,
+            pipeline.batch_parcels_max,
+            egress_waker.clone() as Arc<dyn Wake>,
+        );
+        let link = HostLink::new(config.plc.link_config(), std::time::Instant::now());
+        let finalizer = Finalizer::new(
+            pipeline.deadline,
+            pipeline.duplicate_window,
+            pipeline.duplicate_entries_max,
+        );
+        let egress = Egress::new(
+            egress_poll,
+            link,
+            receiver,
+            finalizer,
+            EgressShared {
+                plc: config.plc,
+                chute_states: chute_states.clone(),
+                counters: counters.clone(),
+                stop: stop.clone(),
+                spin_before_park: pipeline.spin_before_park,
+                drain_grace: config.drain_grace,
+            },
+        )
+        .map_err(|error| DaemonError::Bind {
+            what: format!("PLC listener {}", config.plc.address),
+            error,
+        })?;
+
+        let shared = IngressShared {
+            config: config.clone(),
+            plan: plan.clone(),
+            chute_states,
+            counters: counters.clone(),
+            stop: stop.clone(),
+            next_synthetic_scanner_id: Arc::new(AtomicU32::new(0)),
+        };
+        let mut workers = Vec::with_capacity(pipeline.workers);
+        let mut ingress_wakers = Vec::with_capacity(pipeline.workers);
+        for index in 0..pipeline.workers {
+            let bind_error = |error| DaemonError::Bind {
+                what: format!("ingress worker {index}"),
+                error,
+            };
+            let poll = Poll::new().map_err(bind_error)?;
+            let waker = Waker::new(poll.registry(), ingress::WAKE_TOKEN).map_err(bind_error)?;
+            let mut listeners = Vec::with_capacity(std_listeners.len());
+            for bound in &std_listeners {
+                let clone = bound.try_clone().map_err(bind_error)?;
+                listeners.push(mio::net::TcpListener::from_std(clone));
+            }
+            let worker = IngressWorker::new(index, poll, listeners, sender.clone(), shared.clone())
+                .map_err(bind_error)?;
+            workers.push(worker);
+            ingress_wakers.push(Arc::new(waker));
+        }
+        drop(sender);
+
+        let mut threads = Vec::new();
+        let spawn = |name: String, body: Box<dyn FnOnce() -> io::Result<()> + Send>| {
+            std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(body)
+                .map(|handle| (name, handle))
+                .map_err(|error| DaemonError::Thread(error.to_string()))
+        };
+        threads.push(spawn("sortd-plc".into(), Box::new(move || egress.run()))?);
+        for worker in workers {
+            let name = format!("sortd-ingress-{}", threads.len() - 1);
+            threads.push(spawn(name, Box::new(move || worker.run()))?);
+        }
+        Ok(Daemon {
+            counters,
+            plan,
+            plan_source,
+            stop,
+            ingress_wakers,
+            egress_waker,
+            threads,
+            scanner_addresses,
+        })
+    }
+
+    /// The addresses the scanner listeners are bound to, in configuration order.
+    pub fn scanner_addresses(&self) -> &[std::net::SocketAddr] {
+        &self.scanner_addresses
+    }
+
+    /// Loads the plan again from its configured path; the old plan stays on any failure.
+    pub fn reload_plan(&self) -> Result<SwapReport, String> {
+        let report = self.plan_source.swap_into(&self.plan)?;
+        tracing::info!(?report, "sort plan reloaded");
+        Ok(report)
+    }
+
+    /// Stops accepting and reading, decides and sends what was received, and waits for the
+    /// threads to finish.
+    pub fn shutdown(self) -> Result<(), DaemonError> {
+        self.stop.store(true, Ordering::Release);
+        for waker in &self.ingress_wakers {
+            let _ = waker.wake();
+        }
+        let mut first_error = None;
+        // Ingress first (threads after the PLC thread), then the PLC thread drains.
+        let mut threads = self.threads;
+        let plc_thread = if threads.is_empty() {
+            None
+        } else {
+            Some(threads.remove(0))
+        };
+        for (name, handle) in threads.into_iter().chain(plc_thread) {
+            let _ = self.egress_waker.wake();
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(DaemonError::Thread(format!("{name}: {error}")));
+                }
+                Err(_) => {
+                    first_error.get_or_insert(DaemonError::Thread(format!("{name} panicked")));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Whether any thread has exited (it should not before shutdown).
+    pub fn has_stopped_thread(&self) -> bool {
+        self.threads.iter().any(|(_, handle)| handle.is_finished())
+    }
+}
