@@ -14,10 +14,12 @@
 
 pub mod daemon;
 pub mod decision;
+pub mod loadgen;
 pub mod net;
 pub mod pipeline;
 pub mod plan;
 pub mod plc;
+pub mod sim;
 pub mod stats;
 pub mod util;
 pub mod wire;

@@ -8,8 +8,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod demo;
 mod frames;
+mod loadgen;
 mod plan;
+mod plc_sim;
 mod run;
 
 /// Exit status for a bad configuration or bad command-line input (BSD `EX_USAGE`).
@@ -24,6 +27,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a self-contained demo: PLC simulator, daemon, example plan and scanners.
+    Demo(demo::DemoArgs),
     /// Decode or encode scanner frames (the integrator's tool).
     #[command(subcommand)]
     Frames(frames::FramesCommand),
@@ -32,6 +37,10 @@ enum Command {
     Plan(plan::PlanCommand),
     /// Run the daemon.
     Run(run::RunArgs),
+    /// Run a PLC simulator that speaks sortd's PLC link.
+    PlcSim(plc_sim::PlcSimArgs),
+    /// Play scanners (and the PLC) against a running sortd and report.
+    Loadgen(loadgen::LoadgenArgs),
 }
 
 /// Parse the command line and run the subcommand.
@@ -41,6 +50,9 @@ pub fn main() -> ExitCode {
         Command::Frames(command) => frames::run(command),
         Command::Plan(command) => plan::run(command),
         Command::Run(args) => run::run(args),
+        Command::PlcSim(args) => plc_sim::run(args),
+        Command::Loadgen(args) => loadgen::run(args),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(code) => code,

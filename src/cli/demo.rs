@@ -1,0 +1,244 @@
+//! `sortd demo`: the first thing a newcomer runs. In one process it starts a simulated
+//! PLC, the daemon with the built-in example plan, and scanners, runs two short phases (a
+//! busy hub at a steady rate, then flat out), and explains what happened.
+//!
+//! Nothing to prepare: the example plan is compiled into the binary and written to a
+//! private temporary folder.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sortd::daemon::{Daemon, config};
+use sortd::loadgen::mix::MixShares;
+use sortd::loadgen::report::LoadReport;
+use sortd::loadgen::scanners::ScannerOptions;
+use sortd::loadgen::{LoadOptions, run_load};
+use sortd::plan::Plan;
+use sortd::plc::PeerConfig;
+use sortd::sim::plc::{ChuteFaults, PlcSim, PlcSimCounters, PlcSimOptions, SimMode};
+
+/// The example plan, built into the binary.
+const EXAMPLE_PLAN_CSV: &str = include_str!("../../config/example-plan.csv");
+
+/// Arguments of `sortd demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Total running time in seconds, split between the two phases.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Parcels per second in the steady phase.
+    #[arg(long, default_value_t = 100_000)]
+    rate: u64,
+    /// Write the steady phase's latency curve here (SVG).
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
+}
+
+struct Phase {
+    title: &'static str,
+    story: &'static str,
+    connections: usize,
+    frames_per_write: usize,
+    rate_per_s: Option<u64>,
+    seconds: f64,
+}
+
+/// Runs the demo; exits non-zero if any parcel went missing.
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    super::run::init_logging("warn");
+    let folder = tempfile::tempdir().context("creating a temporary folder")?;
+    let plan_path = folder.path().join("example-plan.csv");
+    std::fs::write(&plan_path, EXAMPLE_PLAN_CSV).context("writing the example plan")?;
+    let plan = sortd::daemon::PlanSource::new(plan_path.clone())
+        .open()
+        .map_err(|error| anyhow::anyhow!(error))?;
+    let stats = plan.stats();
+    println!(
+        "sortd demo: plan \"{}\" (version {}): {} exact tracking numbers, {} destination-code prefixes",
+        plan.name(),
+        plan.version(),
+        stats.exact_keys,
+        stats.prefix_keys
+    );
+    let chutes = busy_chutes(&plan);
+    drop(plan);
+
+    let seconds = args.seconds.max(1.0);
+    let phases = [
+        Phase {
+            title: "Phase 1: a busy hub",
+            story: "16 scanners, each sending one parcel per TCP write, evenly paced",
+            connections: 16,
+            frames_per_write: 1,
+            rate_per_s: Some(args.rate.max(1)),
+            seconds: seconds * 0.6,
+        },
+        Phase {
+            title: "Phase 2: flat out",
+            story: "4 DWS gateways coalescing 64 parcels per write, as fast as sortd takes them",
+            connections: 4,
+            frames_per_write: 64,
+            rate_per_s: None,
+            seconds: seconds * 0.4,
+        },
+    ];
+    let mut all_good = true;
+    for (index, phase) in phases.iter().enumerate() {
+        println!();
+        println!("{}: {}", phase.title, phase.story);
+        let report = run_phase(phase, &plan_path, &chutes, index as u64)?;
+        explain(&report, phase);
+        if index == 0 {
+            if let Some(path) = &args.plot {
+                std::fs::write(path, report.svg())
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("  latency curve written to {}", path.display());
+            }
+        }
+        all_good &= report.discrepancies.is_empty();
+    }
+    println!();
+    if all_good {
+        println!(
+            "Every parcel sent got exactly one decision. Next: README.md, `sortd run --config config/sortd.toml`."
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("Some parcels were not accounted for: see the MISMATCH lines above.");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The primary chutes of the plan's rules, for the simulated chute faults.
+fn busy_chutes(plan: &Plan) -> Vec<u16> {
+    let mut chutes: Vec<u16> = plan
+        .prefix_entries()
+        .map(|(_, chutes)| chutes.primary())
+        .collect();
+    chutes.sort_unstable();
+    chutes.dedup();
+    chutes
+}
+
+fn run_phase(
+    phase: &Phase,
+    plan_path: &Path,
+    chutes: &[u16],
+    seed: u64,
+) -> anyhow::Result<LoadReport> {
+    let counters = Arc::new(PlcSimCounters::default());
+    let sim = PlcSim::new(
+        PlcSimOptions {
+            mode: SimMode::Listen("127.0.0.1:0".parse()?),
+            link: PeerConfig::default(),
+            confirm_delay: Some(Duration::from_millis(1500)),
+            chute_faults: Some(ChuteFaults {
+                seed: seed + 7,
+                interval_mean: Duration::from_millis(300),
+                hold: Duration::from_secs(2),
+                disabled_percent: 20,
+                chutes: chutes.to_vec(),
+            }),
+            link_faults: Vec::new(),
+            chute_events: Vec::new(),
+        },
+        counters,
+        None,
+    )
+    .context("starting the PLC simulator")?;
+    let plc_address = sim
+        .local_address()
+        .context("the PLC simulator has no address")?;
+    let config_text = format!(
+        r#"
+[plan]
+path = "{plan}"
+[[scanners.listeners]]
+address = "127.0.0.1:0"
+protocol = "binary"
+[plc]
+address = "{plc_address}"
+[log]
+filter = "warn"
+"#,
+        plan = plan_path.display().to_string().replace('\\', "\\\\")
+    );
+    let file = config::parse(&config_text).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let config =
+        config::validate(file, Path::new(".")).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let daemon = Daemon::start(config)?;
+    let target = *daemon
+        .scanner_addresses()
+        .first()
+        .context("the daemon has no scanner listener")?;
+    let options = LoadOptions {
+        scanners: ScannerOptions {
+            target,
+            connections: phase.connections,
+            frames_per_write: phase.frames_per_write,
+            rate_per_s: phase.rate_per_s,
+            duration: Some(Duration::from_secs_f64(phase.seconds)),
+            count: None,
+            scanner_id_base: 1,
+        },
+        plan_path: plan_path.to_path_buf(),
+        shares: MixShares::default(),
+        seed: seed + 1,
+        settle: Duration::from_secs(10),
+        progress: true,
+    };
+    let counters = daemon.counters.clone();
+    let report = run_load(&options, Some(sim), Some(&counters));
+    daemon.shutdown()?;
+    Ok(report?)
+}
+
+fn explain(report: &LoadReport, phase: &Phase) {
+    println!(
+        "  {} parcels in {:.1} s: {:.0} parcels per second{}",
+        report.sent,
+        report.elapsed_s,
+        report.throughput_per_s,
+        match phase.rate_per_s {
+            Some(rate) => format!(" (asked for {rate}/s)"),
+            None => String::new(),
+        }
+    );
+    println!("  where they went:");
+    for (reason, count) in &report.reasons {
+        let share = 100.0 * *count as f64 / report.decided.max(1) as f64;
+        let meaning = match reason.as_str() {
+            "sorted_primary" => "to the chute the plan names first",
+            "sorted_alternate" => "to an alternate chute: the first was full or disabled",
+            "no_read" => "no barcode and no code: the no-read chute",
+            "multi_read" => "barcodes that disagree: the multi-read chute",
+            "no_rule" => "nothing in the plan matched: the exception chute",
+            "chute_unavailable" => "every chute of its rule was full: the exception chute",
+            "late" => "decided after its deadline: the late chute",
+            "duplicate" => "the same parcel scanned twice: not actuated again",
+            _ => "",
+        };
+        println!("    {count:>10} ({share:>5.1}%) {reason}: {meaning}");
+    }
+    if !report.top_chutes.is_empty() {
+        let busiest: Vec<String> = report
+            .top_chutes
+            .iter()
+            .take(5)
+            .map(|(chute, count)| format!("chute {chute} ({count})"))
+            .collect();
+        println!("  busiest chutes: {}", busiest.join(", "));
+    }
+    let latency = report.latency_us;
+    println!(
+        "  time from a scanner sending a parcel to its SORT reaching the PLC: half within {} us, \
+99% within {} us, 99.9% within {} us, worst {} us",
+        latency.p50, latency.p99, latency.p999, latency.max
+    );
+    for discrepancy in &report.discrepancies {
+        println!("  MISMATCH: {discrepancy}");
+    }
+}
