@@ -73,9 +73,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let result = daemon.shutdown();
     handle.close();
     let _ = second_signal.join();
+    let load =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    let by_reason: Vec<String> = sortd::decision::Reason::ALL
+        .iter()
+        .map(|reason| {
+            format!(
+                "{}={}/{}",
+                reason.as_str(),
+                counters.decided_sent.get(*reason),
+                counters.decided_undelivered.get(*reason)
+            )
+        })
+        .collect();
     tracing::info!(
-        scans = counters.scans_in.load(std::sync::atomic::Ordering::Relaxed),
+        scans = load(&counters.scans_in),
         decided = counters.decided_total(),
+        sent_to_plc = counters.decided_sent.total() - counters.decided_sent.get(sortd::decision::Reason::Duplicate),
+        undelivered = counters.decided_undelivered.total(),
+        bytes_skipped = load(&counters.bytes_skipped),
+        refused_limit = load(&counters.connections_refused_limit),
+        refused_address = load(&counters.connections_refused_address),
+        closed_frame_deadline = load(&counters.connections_closed_frame_deadline),
+        reasons_sent_undelivered = %by_reason.join(","),
         "sortd stopped"
     );
     result?;

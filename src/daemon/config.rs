@@ -444,7 +444,8 @@ pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, ConfigError> {
     for (index, listener) in scanners.listeners.iter().enumerate() {
         let key = |field: &str| format!("scanners.listeners[{index}].{field}");
         let address = socket_address(&key("address"), &listener.address)?;
-        if listeners.iter().any(|l: &Listener| l.address == address) {
+        // Port 0 asks for any free port, so two of them never collide.
+        if address.port() != 0 && listeners.iter().any(|l: &Listener| l.address == address) {
             return Err(ConfigError::new(
                 key("address"),
                 "is used by another listener",

@@ -122,6 +122,8 @@ pub struct PlcSimCounters {
     pub confirms: Mutex<BTreeMap<&'static str, u64>>,
     /// Times a host connection came up.
     pub connections: AtomicU64,
+    /// Reports (confirmations, chute status) the host acknowledged: it has applied them.
+    pub reports_acked: AtomicU64,
     /// Latency from sortd's receipt of the scan to the SORT's arrival, microseconds.
     pub latency_us: Mutex<hdrhistogram::Histogram<u64>>,
 }
@@ -135,6 +137,7 @@ impl Default for PlcSimCounters {
             duplicates_ignored: AtomicU64::new(0),
             confirms: Mutex::new(BTreeMap::new()),
             connections: AtomicU64::new(0),
+            reports_acked: AtomicU64::new(0),
             latency_us: Mutex::new(new_latency_histogram()),
         }
     }
@@ -370,13 +373,15 @@ impl PlcSim {
                     self.first_host_up.get_or_insert(now);
                     Counters::add(&self.counters.connections, 1);
                 }
+                PeerEvent::ReportsAcked { count, .. } => {
+                    Counters::add(&self.counters.reports_acked, u64::from(count));
+                }
                 PeerEvent::HostLost { why } => {
                     tracing::info!(?why, "plc-sim: host lost");
                     if self.socket.detach(self.poll.registry()) {
                         self.schedule_redial(now);
                     }
                 }
-                _ => {}
             }
         }
         self.counters
