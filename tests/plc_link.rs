@@ -21,6 +21,17 @@ fn submit_all(pair: &mut Pair, ids: std::ops::Range<u64>) -> Vec<u32> {
         .collect()
 }
 
+/// SORTs the host reported acknowledged, summed over its events.
+fn acked_total(pair: &Pair) -> u64 {
+    pair.host_events
+        .iter()
+        .map(|event| match event {
+            HostEvent::SortsAcked { count, .. } => u64::from(*count),
+            _ => 0,
+        })
+        .sum()
+}
+
 #[test]
 fn every_sort_is_delivered_once_in_order_and_acked() {
     let mut pair = Pair::established();
@@ -39,15 +50,7 @@ fn every_sort_is_delivered_once_in_order_and_acked() {
         (100, 100, 0)
     );
     assert_eq!(pair.plc.stats().delivered, 100);
-    let acked: u32 = pair
-        .host_events
-        .iter()
-        .map(|event| match event {
-            HostEvent::SortsAcked { count, .. } => *count,
-            _ => 0,
-        })
-        .sum();
-    assert_eq!(acked, 100);
+    assert_eq!(acked_total(&pair), 100);
 }
 
 #[test]
@@ -144,6 +147,12 @@ fn reconnect_resends_only_what_the_plc_lacks() {
     assert_eq!(pair.host.stats().sent, 12);
     assert_eq!(pair.plc.stats().duplicates, 0);
     assert_eq!(pair.host.unacked(), 0);
+    // Six were acknowledged by the PLC's HELLO, six by ACKs: all twelve reported.
+    assert!(pair.host_events.contains(&HostEvent::SortsAcked {
+        through_seq: 6,
+        count: 6
+    }));
+    assert_eq!(acked_total(&pair), 12);
 }
 
 #[test]

@@ -130,6 +130,16 @@ fn run_seed(seed: u64) -> Outcomes {
     let seqs: Vec<u64> = pair.delivered_seqs().into_iter().map(u64::from).collect();
     expect_sequence(seed, "sequence numbers", &seqs, 1..next_parcel + 1);
     assert_eq!(pair.host.unacked(), 0, "seed {seed}");
+    // The daemon's in-flight accounting: acknowledgements reported add up exactly.
+    let acked: u64 = pair
+        .host_events
+        .iter()
+        .map(|event| match event {
+            HostEvent::SortsAcked { count, .. } => u64::from(*count),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(acked, next_parcel, "seed {seed}");
     // Every confirmation delivered exactly once.
     assert_eq!(confirms_queued, pair.delivered.len(), "seed {seed}");
     let mut confirmed: HashMap<u64, u32> = HashMap::new();
