@@ -363,3 +363,90 @@ fn rejections_name_what_is_wrong() {
         ]
     );
 }
+
+/// Rough cost of the codec and the whole link path, relative to a CRC-only baseline
+/// measured in the same run. Prints, asserts nothing:
+/// `cargo test --release --test plc_telegram -- --ignored --nocapture measure_cost`
+#[test]
+#[ignore = "measurement, prints only"]
+fn measure_cost() {
+    use std::hint::black_box;
+    use std::time::Instant;
+    const ROUNDS: u32 = 2_000_000;
+    let mut rng = fastrand::Rng::with_seed(1);
+    let telegrams: Vec<Telegram> = (0..1024).map(|_| random_telegram(&mut rng)).collect();
+    let encoded: Vec<[u8; TELEGRAM_BYTES]> = telegrams.iter().map(Telegram::encode).collect();
+    let per_op = |start: Instant| start.elapsed().as_nanos() as f64 / f64::from(ROUNDS);
+
+    let start = Instant::now();
+    for round in 0..ROUNDS {
+        let bytes = &encoded[round as usize % encoded.len()];
+        black_box(sortd::plc::checksum::crc16(black_box(&bytes[..38])));
+    }
+    let crc_ns = per_op(start);
+    let start = Instant::now();
+    for round in 0..ROUNDS {
+        black_box(black_box(&telegrams[round as usize % telegrams.len()]).encode());
+    }
+    let encode_ns = per_op(start);
+    let start = Instant::now();
+    for round in 0..ROUNDS {
+        black_box(Telegram::decode(black_box(&encoded[round as usize % encoded.len()])).ok());
+    }
+    let decode_ns = per_op(start);
+
+    // Host submit + transmit, PLC input + event + ACK, host ACK input: one SORT through
+    // both state machines, batched 64 per round trip.
+    let now = Instant::now();
+    let mut host = sortd::plc::HostLink::new(sortd::plc::LinkConfig::default(), now);
+    let mut plc = sortd::plc::PlcPeer::new(
+        sortd::plc::LinkConfig {
+            session: 2,
+            ..sortd::plc::LinkConfig::default()
+        },
+        now,
+    );
+    host.handle_connected(now);
+    plc.handle_connected(now);
+    let (mut to_plc, mut to_host) = (Vec::new(), Vec::new());
+    let batches = ROUNDS / 64;
+    let start = Instant::now();
+    for batch in 0..=batches {
+        if batch == 1 {
+            // Exclude the handshake round from the timing.
+            while host.poll_event().is_some() {}
+        }
+        for parcel in 0..64u64 {
+            let _ = host.submit(SortCommand {
+                parcel_id: parcel,
+                scanner_id: 1,
+                chute: 5,
+                reason: Reason::SortedPrimary,
+                plan_version: 1,
+                decided_at_us: 0,
+            });
+        }
+        to_plc.clear();
+        host.poll_transmit(&mut to_plc);
+        plc.handle_input(now, &to_plc);
+        while let Some(event) = plc.poll_event() {
+            black_box(event);
+        }
+        to_host.clear();
+        plc.poll_transmit(&mut to_host);
+        host.handle_input(now, &to_host);
+        while let Some(event) = host.poll_event() {
+            black_box(event);
+        }
+    }
+    let link_ns = start.elapsed().as_nanos() as f64 / f64::from(batches * 64);
+    assert_eq!(host.unacked(), 0);
+    println!(
+        "per telegram: crc16 {crc_ns:.1} ns, encode {encode_ns:.1} ns ({:.1}x crc), \
+         decode {decode_ns:.1} ns ({:.1}x crc), host->PLC->ACK link path {link_ns:.1} ns \
+         ({:.1}x crc)",
+        encode_ns / crc_ns,
+        decode_ns / crc_ns,
+        link_ns / crc_ns
+    );
+}
