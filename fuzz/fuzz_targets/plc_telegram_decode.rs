@@ -1,3 +1,3 @@
 #![no_main]
-// Placeholder until the layer lands; replaced by the layer that owns it.
-libfuzzer_sys::fuzz_target!(|_data: &[u8]| {});
+use sortd::plc::fuzzing::telegram_decode;
+libfuzzer_sys::fuzz_target!(|data: &[u8]| telegram_decode(std::time::Instant::now(), data));

@@ -8,7 +8,7 @@
 const POLYNOMIAL: u16 = 0x1021;
 const INITIAL: u16 = 0xFFFF;
 
-const TABLE: [u16; 256] = build_table();
+static TABLE: [u16; 256] = build_table();
 
 const fn build_table() -> [u16; 256] {
     let mut table = [0u16; 256];

@@ -92,7 +92,8 @@ pub enum HostEvent {
         /// Why.
         why: LinkDownReason,
     },
-    /// The PLC acknowledged SORTs up to and including `through_seq`.
+    /// The PLC acknowledged SORTs up to and including `through_seq` (by ACK, or by the
+    /// HELLO after a reconnect). Summing `count` gives every SORT the PLC holds.
     SortsAcked {
         /// Cumulative sequence number acknowledged.
         through_seq: u32,
@@ -329,7 +330,13 @@ impl HostLink {
         }
         match telegram {
             Telegram::Hello(hello) if hello.role == Role::Plc => {
-                let peer_session_changed = self.session.apply_hello(&hello);
+                let (peer_session_changed, acked) = self.session.apply_hello(&hello);
+                if acked > 0 {
+                    self.events.push_back(HostEvent::SortsAcked {
+                        through_seq: hello.acked_through_seq,
+                        count: acked,
+                    });
+                }
                 if !established {
                     self.state = LinkState::Established;
                     self.session.on_established();

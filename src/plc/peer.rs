@@ -274,7 +274,13 @@ impl PlcPeer {
         }
         match telegram {
             Telegram::Hello(hello) if hello.role == Role::Host => {
-                let host_session_changed = self.session.apply_hello(&hello);
+                let (host_session_changed, acked) = self.session.apply_hello(&hello);
+                if acked > 0 {
+                    self.events.push_back(PeerEvent::ReportsAcked {
+                        through_seq: hello.acked_through_seq,
+                        count: acked,
+                    });
+                }
                 if !established {
                     self.state = PeerState::Established;
                     self.session.on_established();

@@ -134,15 +134,17 @@ impl<T: Copy> Session<T> {
 
     /// Adopt the other side's HELLO: its acknowledgement of ours (if it refers to this
     /// session), its numbering, and resend everything still unacknowledged. Returns
-    /// whether the other side's session changed.
-    pub fn apply_hello(&mut self, hello: &Hello) -> bool {
+    /// whether the other side's session changed and how many telegrams it acknowledged.
+    pub fn apply_hello(&mut self, hello: &Hello) -> (bool, u32) {
         self.stats.hellos_received += 1;
         let changed = self.inbound.resync(hello);
-        if hello.ack_session == self.config.session {
-            self.apply_ack(hello.acked_through_seq);
-        }
+        let acked = if hello.ack_session == self.config.session {
+            self.apply_ack(hello.acked_through_seq)
+        } else {
+            0
+        };
         self.window.rewind();
-        changed
+        (changed, acked)
     }
 
     /// Apply a cumulative ACK; returns how many telegrams it acknowledged.

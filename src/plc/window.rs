@@ -22,7 +22,7 @@ pub enum AckEffect {
     },
     /// It acknowledged nothing new (a repeat, or older than the window).
     Stale,
-    /// It acknowledges a sequence number that was never assigned.
+    /// It acknowledges a sequence number that was never sent.
     Invalid,
 }
 
@@ -89,10 +89,10 @@ impl<T: Copy> OutboundWindow<T> {
 
     /// Apply a cumulative ACK "received everything up to `through_seq`".
     pub fn ack(&mut self, now: Instant, through_seq: u32) -> AckEffect {
-        let last_assigned = self.next_seq().wrapping_sub(1);
         let before_first = self.first_seq.wrapping_sub(1);
-        if !seq_within(through_seq, before_first, last_assigned) {
-            // Behind the window is stale; ahead of anything assigned is invalid. The
+        let last_sent = before_first.wrapping_add(self.ever_sent as u32);
+        if !seq_within(through_seq, before_first, last_sent) {
+            // Behind the window is stale; ahead of anything ever sent is invalid. The
             // window is far smaller than half the sequence space, so the sign decides.
             return if seq_distance(through_seq, before_first) < 0 {
                 AckEffect::Stale
@@ -174,15 +174,19 @@ mod tests {
         let mut window = OutboundWindow::new(3, u32::MAX, Duration::from_millis(10));
         assert_eq!(window.push(1), Ok(u32::MAX));
         assert_eq!(window.push(2), Ok(0));
+        assert_eq!(collect(&mut window, now).len(), 2);
         assert_eq!(window.push(3), Ok(1));
         assert_eq!(window.push(4), Err(WindowFull { window_max: 3 }));
-        assert_eq!(collect(&mut window, now).len(), 3);
+        // Seq 1 is queued but not sent: it cannot be acknowledged yet.
+        assert_eq!(window.ack(now, 1), AckEffect::Invalid);
         assert_eq!(window.ack(now, 5), AckEffect::Invalid);
         assert_eq!(window.ack(now, u32::MAX - 1), AckEffect::Stale);
         assert_eq!(window.ack(now, 0), AckEffect::Advanced { count: 2 });
         assert_eq!(window.ack(now, 0), AckEffect::Stale);
         assert_eq!(window.free(), 2);
         assert_eq!(window.first_seq(), 1);
+        assert_eq!(window.retransmit_at(), None);
+        assert_eq!(collect(&mut window, now), vec![(1, 3, false)]);
         assert_eq!(window.ack(now, 1), AckEffect::Advanced { count: 1 });
         assert_eq!(window.len(), 0);
         assert_eq!(window.retransmit_at(), None);

@@ -1,0 +1,527 @@
+//! Deterministic tests of the PLC link: a `HostLink` and a `PlcPeer` joined by an
+//! in-memory transport on a virtual clock.
+
+mod plc_common;
+
+use std::time::Duration;
+
+use plc_common::{Pair, host_config, plc_config, sort};
+use sortd::plc::{
+    ChuteState, ChuteStateTable, HostEvent, HostLink, LinkConfig, LinkDownReason, LinkState,
+    Outcome, PeerEvent, PeerState, PlcPeer, SortConfirm, Telegram, WindowFull,
+};
+
+fn ms(value: u64) -> Duration {
+    Duration::from_millis(value)
+}
+
+/// Submit parcels `ids` and return their sequence numbers.
+fn submit_all(pair: &mut Pair, ids: std::ops::Range<u64>) -> Vec<u32> {
+    ids.map(|id| pair.host.submit(sort(id)).expect("window has room"))
+        .collect()
+}
+
+/// SORTs the host reported acknowledged, summed over its events.
+fn acked_total(pair: &Pair) -> u64 {
+    pair.host_events
+        .iter()
+        .map(|event| match event {
+            HostEvent::SortsAcked { count, .. } => u64::from(*count),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn every_sort_is_delivered_once_in_order_and_acked() {
+    let mut pair = Pair::established();
+    let seqs = submit_all(&mut pair, 0..100);
+    assert_eq!(seqs, (1..=100).collect::<Vec<u32>>());
+    pair.drive();
+    assert_eq!(pair.delivered_seqs(), seqs);
+    for (index, (_, command)) in pair.delivered.iter().enumerate() {
+        assert_eq!(*command, sort(index as u64));
+    }
+    assert_eq!(pair.host.unacked(), 0);
+    assert_eq!(pair.host.window_free(), 4096);
+    let stats = pair.host.stats();
+    assert_eq!(
+        (stats.sent, stats.acked, stats.retransmitted),
+        (100, 100, 0)
+    );
+    assert_eq!(pair.plc.stats().delivered, 100);
+    assert_eq!(acked_total(&pair), 100);
+}
+
+#[test]
+fn cumulative_ack_frees_the_window_and_full_window_is_backpressure() {
+    let host = LinkConfig {
+        window_max: 8,
+        ..host_config()
+    };
+    let plc = LinkConfig {
+        ack_policy: sortd::plc::AckPolicy {
+            every_telegrams: 4,
+            delay_ms_max: 50,
+        },
+        ..plc_config()
+    };
+    let mut pair = Pair::new(host, plc);
+    pair.drive();
+    submit_all(&mut pair, 0..8);
+    assert_eq!(pair.host.submit(sort(8)), Err(WindowFull { window_max: 8 }));
+    assert_eq!(pair.host.window_free(), 0);
+    assert_eq!(pair.host.stats().window_full, 1);
+    pair.drive();
+    // Eight arrived in one read: one cumulative ACK frees the whole window.
+    assert_eq!(pair.host.window_free(), 8);
+    assert_eq!(pair.plc.stats().acks_sent, 1);
+    submit_all(&mut pair, 8..11);
+    pair.drive();
+    // Three are fewer than four: the ACK waits for its delay.
+    assert_eq!(pair.delivered.len(), 11);
+    assert_eq!(pair.host.window_free(), 5);
+    pair.run_for(ms(49));
+    assert_eq!(pair.host.window_free(), 5);
+    pair.run_for(ms(1));
+    assert_eq!(pair.host.window_free(), 8);
+    assert_eq!(pair.plc.stats().acks_sent, 2);
+}
+
+#[test]
+fn lost_ack_is_retransmitted_and_the_plc_delivers_once() {
+    let mut pair = Pair::established();
+    submit_all(&mut pair, 0..3);
+    let mut to_plc = Vec::new();
+    pair.host.poll_transmit(&mut to_plc);
+    pair.plc.handle_input(pair.now, &to_plc);
+    let mut ack = Vec::new();
+    pair.plc.poll_transmit(&mut ack);
+    assert!(!ack.is_empty(), "the PLC acknowledged");
+    drop(ack); // lost on the way
+    pair.run_for(ms(199));
+    assert_eq!(pair.host.stats().retransmitted, 0);
+    pair.run_for(ms(1));
+    assert_eq!(pair.host.stats().retransmitted, 3);
+    assert_eq!(pair.plc.stats().duplicates, 3);
+    assert_eq!(pair.host.unacked(), 0);
+    // Delivered by the first transmission, never again.
+    assert_eq!(pair.delivered_seqs(), vec![1, 2, 3]);
+}
+
+#[test]
+fn reconnect_resends_only_what_the_plc_lacks() {
+    let mut pair = Pair::established();
+    submit_all(&mut pair, 0..10);
+    let mut to_plc = Vec::new();
+    pair.host.poll_transmit(&mut to_plc);
+    // Only the first six SORTs reach the PLC, then the connection breaks before the
+    // PLC's ACK gets back.
+    pair.plc.handle_input(pair.now, &to_plc[..6 * 40]);
+    let received_before: Vec<u32> = std::iter::from_fn(|| pair.plc.poll_event())
+        .filter_map(|event| match event {
+            PeerEvent::SortReceived { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(received_before, (1..=6).collect::<Vec<u32>>());
+    pair.disconnect();
+    assert_eq!(
+        pair.host.poll_event(),
+        Some(HostEvent::LinkDown {
+            why: LinkDownReason::TransportLost
+        })
+    );
+    assert_eq!(pair.host.unacked(), 10);
+    // Submissions while down are accepted and sent after the resync.
+    submit_all(&mut pair, 10..12);
+    pair.run_for(ms(200));
+    assert_eq!(pair.host.state(), LinkState::Established);
+    assert!(pair.host_events.contains(&HostEvent::LinkUp {
+        peer_session_changed: false,
+        resending: 6
+    }));
+    assert_eq!(pair.delivered_seqs(), (7..=12).collect::<Vec<u32>>());
+    // Seqs 7..=10 went out before, 11 and 12 are new.
+    assert_eq!(pair.host.stats().retransmitted, 4);
+    assert_eq!(pair.host.stats().sent, 12);
+    assert_eq!(pair.plc.stats().duplicates, 0);
+    assert_eq!(pair.host.unacked(), 0);
+    // Six were acknowledged by the PLC's HELLO, six by ACKs: all twelve reported.
+    assert!(pair.host_events.contains(&HostEvent::SortsAcked {
+        through_seq: 6,
+        count: 6
+    }));
+    assert_eq!(acked_total(&pair), 12);
+}
+
+#[test]
+fn heartbeats_every_interval_and_link_down_after_five_missed() {
+    let mut pair = Pair::established();
+    pair.run_for(ms(10_000));
+    assert_eq!(pair.host.stats().heartbeats_sent, 10);
+    assert_eq!(pair.plc.stats().heartbeats_sent, 10);
+    assert_eq!(pair.host.stats().heartbeats_received, 10);
+    // The PLC goes silent (and deaf): everything on the wire is lost from now on.
+    pair.faults.drop_percent = 100;
+    let silent_from = pair.elapsed_ms();
+    let mut down_at = None;
+    while down_at.is_none() && pair.elapsed_ms() < 20_000 {
+        let next = pair
+            .host
+            .poll_timeout()
+            .expect("timers run while connected");
+        pair.now = next;
+        pair.host.handle_timeout(pair.now);
+        pair.plc.handle_timeout(pair.now);
+        pair.drive();
+        if pair.host_events.contains(&HostEvent::LinkDown {
+            why: LinkDownReason::HeartbeatsMissed,
+        }) {
+            down_at = Some(pair.elapsed_ms());
+        }
+    }
+    // The last PLC heartbeat arrived at 10 s; five intervals later the link is down.
+    assert_eq!(silent_from, 10_000);
+    assert_eq!(down_at, Some(15_000));
+    assert_eq!(pair.host.stats().heartbeats_sent, 14);
+}
+
+#[test]
+fn resync_times_out_when_the_plc_never_says_hello() {
+    let mut pair = Pair::default_pair();
+    pair.reachable = false;
+    pair.collect_host_only();
+    pair.host.handle_connected(pair.now);
+    let mut hello = Vec::new();
+    pair.host.poll_transmit(&mut hello);
+    assert_eq!(hello.len(), 40);
+    assert_eq!(pair.host.poll_timeout(), Some(pair.now + ms(5000)));
+    pair.now += ms(5000);
+    pair.host.handle_timeout(pair.now);
+    assert_eq!(
+        pair.host.poll_event(),
+        Some(HostEvent::LinkDown {
+            why: LinkDownReason::ResyncTimedOut
+        })
+    );
+    assert!(matches!(
+        pair.host.state(),
+        LinkState::AwaitingReconnect { .. }
+    ));
+}
+
+#[test]
+fn reconnect_backoff_grows_caps_and_jitters_within_bounds() {
+    for seed in 0..20 {
+        let config = LinkConfig {
+            jitter_seed: seed,
+            ..host_config()
+        };
+        let mut pair = Pair::new(config, plc_config());
+        pair.reachable = false;
+        let mut connect_times = Vec::new();
+        while connect_times.len() < 10 {
+            pair.drive();
+            let count = pair
+                .host_events
+                .iter()
+                .filter(|event| **event == HostEvent::ConnectNow)
+                .count();
+            while connect_times.len() < count {
+                connect_times.push(pair.elapsed_ms() as u64);
+            }
+            let next = pair.host.poll_timeout().expect("backoff timer");
+            pair.now = next;
+            pair.host.handle_timeout(pair.now);
+        }
+        let gaps: Vec<u64> = connect_times.windows(2).map(|w| w[1] - w[0]).collect();
+        let mut jittered = false;
+        for (attempt, gap) in gaps.iter().enumerate() {
+            let base = (100u64 << attempt).min(5000);
+            assert!(
+                *gap >= base / 2 && *gap <= base,
+                "seed {seed} attempt {attempt}: {gap} ms outside [{}, {base}]",
+                base / 2
+            );
+            jittered |= *gap != base;
+        }
+        assert!(jittered, "seed {seed}: no jitter at all");
+        // Reaching the PLC resets the backoff.
+        pair.reachable = true;
+        pair.drive();
+        assert_eq!(pair.host.state(), LinkState::Established);
+        pair.disconnect();
+        let LinkState::AwaitingReconnect { connect_at } = pair.host.state() else {
+            panic!("expected a scheduled reconnect");
+        };
+        assert!(connect_at - pair.now <= ms(100));
+    }
+}
+
+#[test]
+fn duplicate_and_stale_acks_and_confirms_are_counted_and_ignored() {
+    let mut pair = Pair::established();
+    submit_all(&mut pair, 0..3);
+    pair.drive();
+    assert_eq!(pair.host.stats().acked, 3);
+    let now = pair.now;
+    pair.host
+        .handle_input(now, &Telegram::Ack { through_seq: 2 }.encode());
+    pair.host
+        .handle_input(now, &Telegram::Ack { through_seq: 3 }.encode());
+    pair.host
+        .handle_input(now, &Telegram::Ack { through_seq: 500 }.encode());
+    let stats = *pair.host.stats();
+    assert_eq!(
+        (stats.acks_duplicate, stats.acks_invalid, stats.acked),
+        (2, 1, 3)
+    );
+
+    let confirm = SortConfirm {
+        parcel_id: 1,
+        scanner_id: 7,
+        chute: 2,
+        outcome: Outcome::Diverted,
+    };
+    let seq = pair.plc.confirm(1, 7, 2, Outcome::Diverted).expect("room");
+    assert_eq!(seq, 1000);
+    pair.drive();
+    let confirmed = |pair: &Pair| {
+        pair.host_events
+            .iter()
+            .filter(|event| matches!(event, HostEvent::SortConfirmed { .. }))
+            .count()
+    };
+    assert_eq!(confirmed(&pair), 1);
+    assert!(pair.host_events.contains(&HostEvent::SortConfirmed {
+        confirm,
+        plc_seq: 1000
+    }));
+    // The PLC resends the same confirmation (its ACK got lost, say): ignored, re-ACKed.
+    let again = Telegram::SortConfirm { seq: 1000, confirm }.encode();
+    pair.host.handle_input(now, &again);
+    pair.drive();
+    assert_eq!(confirmed(&pair), 1);
+    assert_eq!(pair.host.stats().duplicates, 1);
+    // A confirmation from the future is dropped, not delivered.
+    let ahead = Telegram::SortConfirm { seq: 1005, confirm }.encode();
+    pair.host.handle_input(now, &ahead);
+    pair.drive();
+    assert_eq!(confirmed(&pair), 1);
+    assert_eq!(pair.host.stats().out_of_order, 1);
+    // The PLC side counts stale ACKs too (the host's re-ACK above was one).
+    let stale_before = pair.plc.stats().acks_duplicate;
+    pair.plc
+        .handle_input(now, &Telegram::Ack { through_seq: 999 }.encode());
+    assert_eq!(pair.plc.stats().acks_duplicate, stale_before + 1);
+}
+
+#[test]
+fn confirmations_are_resent_until_the_host_acks_them() {
+    let mut pair = Pair::established();
+    pair.plc.confirm(5, 7, 9, Outcome::Missed).expect("room");
+    let mut lost = Vec::new();
+    pair.plc.poll_transmit(&mut lost);
+    assert_eq!(lost.len(), 40);
+    pair.run_for(ms(200));
+    assert_eq!(pair.plc.stats().retransmitted, 1);
+    assert_eq!(pair.host.stats().delivered, 1);
+    assert_eq!(pair.plc.window_free(), 4096);
+    assert!(pair.plc_events.contains(&PeerEvent::ReportsAcked {
+        through_seq: 1000,
+        count: 1
+    }));
+}
+
+#[test]
+fn chute_status_reaches_the_table() {
+    let mut pair = Pair::established();
+    let table = ChuteStateTable::new();
+    pair.plc
+        .set_chute_state(12, ChuteState::Full)
+        .expect("room");
+    pair.plc
+        .set_chute_state(13, ChuteState::Disabled)
+        .expect("room");
+    pair.plc
+        .set_chute_state(12, ChuteState::Available)
+        .expect("room");
+    pair.plc
+        .set_chute_state(12, ChuteState::Full)
+        .expect("room");
+    pair.drive();
+    let changes: Vec<(u16, ChuteState)> = pair
+        .host_events
+        .iter()
+        .filter_map(|event| match event {
+            HostEvent::ChuteStatusChanged { chute, state } => Some((*chute, *state)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            (12, ChuteState::Full),
+            (13, ChuteState::Disabled),
+            (12, ChuteState::Available),
+            (12, ChuteState::Full)
+        ]
+    );
+    for (chute, state) in changes {
+        table.set(chute, state);
+    }
+    assert_eq!(table.get(12), ChuteState::Full);
+    assert_eq!(table.get(13), ChuteState::Disabled);
+    assert_eq!(table.get(14), ChuteState::Available);
+}
+
+#[test]
+fn garbage_in_either_direction_is_skipped_and_counted() {
+    let mut pair = Pair::established();
+    let now = pair.now;
+    let mut corrupted = Telegram::Ack { through_seq: 0 }.encode();
+    corrupted[10] = 0xFF;
+    let cases: &[&[u8]] = &[b"\x00\x01garbage\r\n", b"SD", &corrupted, &[0x53; 3]];
+    for garbage in cases {
+        pair.host.handle_input(now, garbage);
+        pair.plc.handle_input(now, garbage);
+    }
+    submit_all(&mut pair, 0..5);
+    pair.plc.confirm(1, 7, 9, Outcome::Diverted).expect("room");
+    pair.drive();
+    assert_eq!(pair.delivered.len(), 5);
+    assert_eq!(pair.host.stats().delivered, 1);
+    for stats in [pair.host.stats(), pair.plc.stats()] {
+        assert!(stats.telegrams_bad >= 1, "{stats:?}");
+        assert!(stats.bytes_skipped >= 40, "{stats:?}");
+        assert!(stats.last_decode_error.is_some());
+    }
+    // A telegram in the wrong direction is valid but unexpected.
+    pair.plc.handle_input(
+        now,
+        &Telegram::SortConfirm {
+            seq: 1,
+            confirm: SortConfirm {
+                parcel_id: 1,
+                scanner_id: 1,
+                chute: 1,
+                outcome: Outcome::Lost,
+            },
+        }
+        .encode(),
+    );
+    assert_eq!(pair.plc.stats().telegrams_unexpected, 1);
+}
+
+#[test]
+fn window_full_while_down_then_everything_goes_out_on_connect() {
+    let config = LinkConfig {
+        window_max: 4,
+        ..host_config()
+    };
+    let mut pair = Pair::new(config, plc_config());
+    pair.reachable = false;
+    pair.drive();
+    submit_all(&mut pair, 0..4);
+    assert_eq!(pair.host.submit(sort(4)), Err(WindowFull { window_max: 4 }));
+    pair.reachable = true;
+    pair.run_for(ms(200));
+    assert_eq!(pair.delivered_seqs(), vec![1, 2, 3, 4]);
+    assert_eq!(pair.host.window_free(), 4);
+}
+
+#[test]
+fn sequence_numbers_wrap_around() {
+    let config = LinkConfig {
+        first_seq: u32::MAX - 2,
+        ..host_config()
+    };
+    let mut pair = Pair::new(config, plc_config());
+    pair.drive();
+    submit_all(&mut pair, 0..6);
+    pair.drive();
+    assert_eq!(
+        pair.delivered_seqs(),
+        vec![u32::MAX - 2, u32::MAX - 1, u32::MAX, 0, 1, 2]
+    );
+    assert_eq!(pair.host.unacked(), 0);
+}
+
+#[test]
+fn a_restarted_host_starts_a_new_numbering_the_plc_accepts() {
+    let mut pair = Pair::established();
+    submit_all(&mut pair, 0..5);
+    pair.drive();
+    pair.disconnect();
+    // sortd restarts: a new session, numbering from 1 again.
+    let restarted = LinkConfig {
+        session: 0x0500_0002,
+        ..host_config()
+    };
+    pair.host = HostLink::new(restarted, pair.now);
+    pair.host_events.clear();
+    submit_all(&mut pair, 100..103);
+    pair.drive();
+    assert!(pair.plc_events.contains(&PeerEvent::HostUp {
+        host_session_changed: true
+    }));
+    assert_eq!(pair.delivered_seqs(), vec![1, 2, 3, 4, 5, 1, 2, 3]);
+    // A restarted PLC is noticed by the host.
+    pair.disconnect();
+    pair.plc = PlcPeer::new(
+        LinkConfig {
+            session: 0x0B1C_0002,
+            ..plc_config()
+        },
+        pair.now,
+    );
+    pair.run_for(ms(200));
+    assert_eq!(pair.plc.state(), PeerState::Established);
+    assert!(pair.host_events.contains(&HostEvent::LinkUp {
+        peer_session_changed: true,
+        resending: 0
+    }));
+}
+
+#[test]
+fn input_pauses_when_events_are_not_polled_and_resumes_after() {
+    let config = LinkConfig {
+        events_max: 16,
+        ..host_config()
+    };
+    let mut host = HostLink::new(config, std::time::Instant::now());
+    let now = std::time::Instant::now();
+    while host.poll_event().is_some() {}
+    host.handle_connected(now);
+    let hello = sortd::plc::Hello {
+        role: sortd::plc::Role::Plc,
+        session: 9,
+        ack_session: 0,
+        acked_through_seq: 0,
+        window_first_seq: 1,
+        next_seq: 1,
+    };
+    host.handle_input(now, &Telegram::Hello(hello).encode());
+    assert!(matches!(host.poll_event(), Some(HostEvent::LinkUp { .. })));
+    let mut stream = Vec::new();
+    for seq in 1..=100u32 {
+        stream.extend_from_slice(
+            &Telegram::ChuteStatus {
+                seq,
+                chute: seq as u16,
+                state: ChuteState::Full,
+            }
+            .encode(),
+        );
+    }
+    host.handle_input(now, &stream);
+    assert_eq!(host.stats().delivered, 16);
+    assert_eq!(host.stats().input_bytes_dropped, 0);
+    let mut statuses = 0;
+    while let Some(event) = host.poll_event() {
+        statuses += usize::from(matches!(event, HostEvent::ChuteStatusChanged { .. }));
+    }
+    assert_eq!(statuses, 100);
+    assert_eq!(host.stats().delivered, 100);
+}
