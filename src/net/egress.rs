@@ -307,7 +307,11 @@ impl Egress {
         if !self.socket.is_open() {
             return;
         }
-        self.link.poll_transmit(self.socket.outbound());
+        // The link hands out new telegrams only once the earlier ones are on the wire,
+        // so a retransmission never queues behind a stale copy.
+        if self.socket.outbound_pending() == 0 {
+            self.link.poll_transmit(self.socket.outbound());
+        }
         if !self.socket.flush() {
             self.drop_connection(now, true);
         }

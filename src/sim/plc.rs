@@ -343,7 +343,9 @@ impl PlcSim {
         self.apply_chute_faults(now);
         self.apply_chute_events(now);
         if !stalled && self.socket.is_open() {
-            self.peer.poll_transmit(self.socket.outbound());
+            if self.socket.outbound_pending() == 0 {
+                self.peer.poll_transmit(self.socket.outbound());
+            }
             if !self.socket.flush() {
                 self.lose_connection(now);
             }
