@@ -1,2 +1,242 @@
-//! Placeholder until the plan layer lands.
-fn main() {}
+//! Plan lookup benchmarks, each beside a std `HashMap<Box<[u8]>, Chutes>` holding the
+//! same keys in the same run:
+//!
+//! - `exact/N`: exact lookup, half hits and half misses, N tracking numbers
+//!   (N from `SORTD_PLAN_BENCH_KEYS`, comma-separated, default `1000000`;
+//!   e.g. `SORTD_PLAN_BENCH_KEYS=1000000,10000000,50000000`).
+//! - `open/N`: `Plan::open` of the same file (mmap + header and footer checks).
+//! - `longest_prefix/villages`: the synthetic village-level plan (~680 k prefixes of
+//!   lengths 2, 4, 6, 9, 12); the HashMap side runs the same one-probe-per-length loop.
+//! - `compile`: `compile_file` on a generated CSV of `SORTD_PLAN_BENCH_COMPILE_KEYS`
+//!   exact keys (default 1000000), throughput in keys.
+//!
+//! Plans are generated into a temporary directory that is deleted afterwards.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sortd::plan::generate::{self, SyntheticSpec};
+use sortd::plan::{Chutes, Plan, csv::write_atomically};
+
+const QUERIES: usize = 1 << 16;
+const SEED: u64 = 1;
+
+fn sizes(variable: &str, default: u64) -> Vec<u64> {
+    std::env::var(variable)
+        .ok()
+        .map(|value| {
+            value
+                .split(',')
+                .filter_map(|part| part.trim().parse().ok())
+                .collect()
+        })
+        .filter(|sizes: &Vec<u64>| !sizes.is_empty())
+        .unwrap_or_else(|| vec![default])
+}
+
+fn build_plan(spec: SyntheticSpec, path: &Path) -> Plan {
+    let built = generate::build_synthetic(spec)
+        .expect("synthetic plan within limits")
+        .finish()
+        .expect("synthetic plan has no errors");
+    write_atomically(&built, path).expect("write plan");
+    drop(built);
+    let plan = Plan::open(path).expect("open plan");
+    let stats = plan.stats();
+    let key_bytes: u64 = plan
+        .exact_entries()
+        .chain(plan.prefix_entries())
+        .map(|(key, _)| key.len() as u64)
+        .sum();
+    let keys = stats.exact_keys + stats.prefix_keys;
+    eprintln!(
+        "plan {}: {} keys, {} bytes, {:.1} bytes per key beyond {} key bytes",
+        plan.name(),
+        keys,
+        stats.file_bytes,
+        (stats.file_bytes - key_bytes) as f64 / keys as f64,
+        key_bytes
+    );
+    plan
+}
+
+fn exact(criterion: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for keys in sizes("SORTD_PLAN_BENCH_KEYS", 1_000_000) {
+        let path = dir.path().join(format!("exact-{keys}.sortplan"));
+        let plan = build_plan(
+            SyntheticSpec {
+                exact_keys: keys,
+                villages: false,
+                seed: SEED,
+            },
+            &path,
+        );
+        let map: HashMap<Box<[u8]>, Chutes> = plan
+            .exact_entries()
+            .map(|(key, chutes)| (Box::from(key), chutes))
+            .collect();
+        let mut rng = fastrand::Rng::with_seed(42);
+        let queries: Vec<[u8; 15]> = (0..QUERIES)
+            .map(|index| {
+                let key_index = if index % 2 == 0 {
+                    rng.u64(0..keys)
+                } else {
+                    rng.u64(keys..2 * keys)
+                };
+                generate::tracking_number(SEED, key_index)
+            })
+            .collect();
+        let hits = queries
+            .iter()
+            .filter(|query| plan.exact(&query[..]).is_some())
+            .count();
+        assert_eq!(hits, QUERIES / 2, "half the queries hit");
+        assert_eq!(
+            hits,
+            queries
+                .iter()
+                .filter(|query| map.contains_key(&query[..]))
+                .count()
+        );
+
+        let mut group = criterion.benchmark_group("exact");
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(BenchmarkId::new("plan", keys), |bench| {
+            let mut next = 0usize;
+            bench.iter(|| {
+                next = (next + 1) & (QUERIES - 1);
+                black_box(plan.exact(black_box(&queries[next][..])))
+            })
+        });
+        group.bench_function(BenchmarkId::new("hashmap", keys), |bench| {
+            let mut next = 0usize;
+            bench.iter(|| {
+                next = (next + 1) & (QUERIES - 1);
+                black_box(map.get(black_box(&queries[next][..])))
+            })
+        });
+        group.finish();
+        drop(map);
+
+        let mut group = criterion.benchmark_group("open");
+        group.bench_function(BenchmarkId::new("plan", keys), |bench| {
+            bench.iter(|| black_box(Plan::open(&path).expect("open")))
+        });
+        group.finish();
+        drop(plan);
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+fn longest_prefix(criterion: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("villages.sortplan");
+    let plan = build_plan(
+        SyntheticSpec {
+            exact_keys: 0,
+            villages: true,
+            seed: SEED,
+        },
+        &path,
+    );
+    let map: HashMap<Box<[u8]>, Chutes> = plan
+        .prefix_entries()
+        .map(|(key, chutes)| (Box::from(key), chutes))
+        .collect();
+    let mut lengths: Vec<usize> = plan
+        .stats()
+        .prefix_lengths_present()
+        .into_iter()
+        .map(usize::from)
+        .collect();
+    lengths.reverse();
+    let villages: Vec<String> = generate::synthetic_prefixes()
+        .filter(|prefix| prefix.code.len() == 12)
+        .map(|prefix| prefix.code)
+        .collect();
+    let mut rng = fastrand::Rng::with_seed(7);
+    // Half village codes (one probe), a quarter longer codes with a 4-digit suffix, a
+    // quarter unknown villages in a known street (two probes).
+    let queries: Vec<Vec<u8>> = (0..QUERIES)
+        .map(|index| {
+            let village = &villages[rng.usize(0..villages.len())];
+            match index % 4 {
+                0 | 1 => village.clone().into_bytes(),
+                2 => format!("{village}{:04}", rng.u16(0..10_000)).into_bytes(),
+                _ => format!("{}9{:02}", &village[..9], rng.u8(0..100)).into_bytes(),
+            }
+        })
+        .collect();
+    let map_longest_prefix = |code: &[u8]| {
+        for &len in &lengths {
+            if let Some(prefix) = code.get(..len) {
+                if let Some(chutes) = map.get(prefix) {
+                    return Some(*chutes);
+                }
+            }
+        }
+        None
+    };
+    for query in &queries {
+        assert_eq!(
+            plan.longest_prefix(query).map(|(chutes, _)| chutes),
+            map_longest_prefix(query)
+        );
+    }
+
+    let mut group = criterion.benchmark_group("longest_prefix");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(BenchmarkId::new("plan", "villages"), |bench| {
+        let mut next = 0usize;
+        bench.iter(|| {
+            next = (next + 1) & (QUERIES - 1);
+            black_box(plan.longest_prefix(black_box(&queries[next])))
+        })
+    });
+    group.bench_function(BenchmarkId::new("hashmap", "villages"), |bench| {
+        let mut next = 0usize;
+        bench.iter(|| {
+            next = (next + 1) & (QUERIES - 1);
+            black_box(map_longest_prefix(black_box(&queries[next])))
+        })
+    });
+    group.bench_function(BenchmarkId::new("plan_resolve", "villages"), |bench| {
+        let mut next = 0usize;
+        bench.iter(|| {
+            next = (next + 1) & (QUERIES - 1);
+            black_box(plan.resolve(&[], Some(black_box(&queries[next]))))
+        })
+    });
+    group.finish();
+}
+
+fn compile(criterion: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for keys in sizes("SORTD_PLAN_BENCH_COMPILE_KEYS", 1_000_000) {
+        let csv = dir.path().join(format!("compile-{keys}.csv"));
+        let out = dir.path().join(format!("compile-{keys}.sortplan"));
+        let file = std::fs::File::create(&csv).expect("create csv");
+        generate::write_synthetic_csv(
+            std::io::BufWriter::new(file),
+            SyntheticSpec {
+                exact_keys: keys,
+                villages: false,
+                seed: SEED,
+            },
+        )
+        .expect("write csv");
+        let mut group = criterion.benchmark_group("compile");
+        group.sample_size(10);
+        group.throughput(Throughput::Elements(keys));
+        group.bench_function(BenchmarkId::new("csv_to_file", keys), |bench| {
+            bench.iter(|| sortd::plan::compile_file(&csv, &out).expect("compile"))
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, exact, longest_prefix, compile);
+criterion_main!(benches);

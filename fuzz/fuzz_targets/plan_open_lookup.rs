@@ -1,3 +1,3 @@
 #![no_main]
-// Placeholder until the layer lands; replaced by the layer that owns it.
-libfuzzer_sys::fuzz_target!(|_data: &[u8]| {});
+// Arbitrary bytes as a compiled plan: open, verify, resolve, iterate. Must never panic.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sortd::plan::fuzzing::open_verify_lookup(data));

@@ -316,20 +316,35 @@ impl BuiltPlan {
     }
 
     /// A version derived from the content, never 0: xxh3-64 (seed 0) over the name,
-    /// defaults, chute sets and records, folded to 32 bits.
+    /// defaults, and every record's key and chutes (not its CSV line, so comments and
+    /// blank lines do not change it), folded to 32 bits.
     fn content_version(&self) -> u32 {
         let mut hasher = Xxh3Default::new();
         hasher.update(self.name.as_bytes());
         for chute in self.header.defaults {
             hasher.update(&chute.to_le_bytes());
         }
-        for set in &self.chute_sets {
-            for chute in set.slots() {
-                hasher.update(&chute.to_le_bytes());
+        for table in [&self.exact, &self.prefix] {
+            hasher.update(b"|table|");
+            let mut offset = 0usize;
+            while let Some(fixed) = table.records.get(offset..offset + RECORD_FIXED_BYTES) {
+                let chute_set = u32::from_le_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
+                let key_len = usize::from(fixed[8]);
+                let key_start = offset + RECORD_FIXED_BYTES;
+                hasher.update(&[fixed[8]]);
+                hasher.update(
+                    table
+                        .records
+                        .get(key_start..key_start + key_len)
+                        .unwrap_or(&[]),
+                );
+                let chutes = self.chute_sets.get(chute_set as usize);
+                for chute in chutes.map(Chutes::slots).unwrap_or_default() {
+                    hasher.update(&chute.to_le_bytes());
+                }
+                offset = key_start + key_len;
             }
         }
-        hasher.update(&self.exact.records);
-        hasher.update(&self.prefix.records);
         let hash = hasher.digest();
         ((hash ^ (hash >> 32)) as u32).max(1)
     }
