@@ -112,21 +112,11 @@ pub fn decode_binary(buf: &[u8]) -> Decoded<'_> {
     if expected != got {
         return skip_to_next_magic(buf, DecodeError::BadCrc { expected, got });
     }
-    let parsed = match frame_type {
-        FRAME_TYPE_HELLO => parse_hello(covered),
-        FRAME_TYPE_HEARTBEAT => parse_heartbeat(covered),
-        _ => parse_scan(covered),
-    };
-    match parsed {
-        Ok(frame) => Decoded::Frame {
-            frame,
-            consumed: declared,
-        },
-        // The CRC vouches for the length, so the whole frame goes.
-        Err(error) => Decoded::Skip {
-            error,
-            skip: declared,
-        },
+    // The CRC vouches for the length: from here on a bad field skips the whole frame.
+    match frame_type {
+        FRAME_TYPE_HELLO => parse_hello(covered, declared),
+        FRAME_TYPE_HEARTBEAT => parse_heartbeat(covered, declared),
+        _ => parse_scan(covered, declared),
     }
 }
 
@@ -204,98 +194,118 @@ fn u64_at<const N: usize>(bytes: &[u8; N], at: usize) -> u64 {
     u64::from_le_bytes(value)
 }
 
-const fn bad(field: Field) -> DecodeError {
-    DecodeError::BadField { field }
+const fn bad(field: Field, declared: usize) -> Decoded<'static> {
+    Decoded::Skip {
+        error: DecodeError::BadField { field },
+        skip: declared,
+    }
 }
 
-fn parse_hello(covered: &[u8]) -> Result<Frame<'_>, DecodeError> {
+/// True for valid UTF-8, with a fast path for the usual all-ASCII code.
+pub(super) fn is_utf8(bytes: &[u8]) -> bool {
+    bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
+}
+
+#[inline(always)]
+fn parse_hello(covered: &[u8], declared: usize) -> Decoded<'_> {
     let Some(bytes) = covered.first_chunk::<{ HELLO_BYTES - TRAILER_BYTES }>() else {
-        return Err(bad(Field::BodyLength));
+        return bad(Field::BodyLength, declared);
     };
     let protocol_version = bytes[12];
     if protocol_version == 0 {
-        return Err(bad(Field::ProtocolVersion));
+        return bad(Field::ProtocolVersion, declared);
     }
     if bytes[13] != 0 {
-        return Err(bad(Field::Reserved));
+        return bad(Field::Reserved, declared);
     }
-    Ok(Frame::Hello(Hello {
-        scanner_id: u32_at(bytes, 8),
-        protocol_version,
-        heartbeat_interval_ms: u16_at(bytes, 14),
-        sent_at_us: u64_at(bytes, 16),
-    }))
+    Decoded::Frame {
+        frame: Frame::Hello(Hello {
+            scanner_id: u32_at(bytes, 8),
+            protocol_version,
+            heartbeat_interval_ms: u16_at(bytes, 14),
+            sent_at_us: u64_at(bytes, 16),
+        }),
+        consumed: declared,
+    }
 }
 
-fn parse_heartbeat(covered: &[u8]) -> Result<Frame<'_>, DecodeError> {
+#[inline(always)]
+fn parse_heartbeat(covered: &[u8], declared: usize) -> Decoded<'_> {
     let Some(bytes) = covered.first_chunk::<{ HEARTBEAT_BYTES - TRAILER_BYTES }>() else {
-        return Err(bad(Field::BodyLength));
+        return bad(Field::BodyLength, declared);
     };
-    Ok(Frame::Heartbeat(Heartbeat {
-        scanner_id: u32_at(bytes, 8),
-        sequence: u32_at(bytes, 12),
-        sent_at_us: u64_at(bytes, 16),
-    }))
+    Decoded::Frame {
+        frame: Frame::Heartbeat(Heartbeat {
+            scanner_id: u32_at(bytes, 8),
+            sequence: u32_at(bytes, 12),
+            sent_at_us: u64_at(bytes, 16),
+        }),
+        consumed: declared,
+    }
 }
 
-fn parse_scan(covered: &[u8]) -> Result<Frame<'_>, DecodeError> {
+/// Builds the SCAN straight into the returned value: the frame is about 200 bytes, and
+/// moving it between helpers cost more than the CRC.
+#[inline(always)]
+fn parse_scan(covered: &[u8], declared: usize) -> Decoded<'_> {
     let Some((fixed, mut variable)) = covered.split_first_chunk::<SCAN_FIXED_BYTES>() else {
-        return Err(bad(Field::BodyLength));
+        return bad(Field::BodyLength, declared);
     };
-    let barcode_count = usize::from(fixed[44]);
+    let barcode_count = fixed[44];
     let destination_bytes = usize::from(fixed[45]);
-    if barcode_count > BARCODES_MAX {
-        return Err(DecodeError::TooManyBarcodes {
-            count: barcode_count,
-        });
+    if usize::from(barcode_count) > BARCODES_MAX {
+        return Decoded::Skip {
+            error: DecodeError::TooManyBarcodes {
+                count: usize::from(barcode_count),
+            },
+            skip: declared,
+        };
     }
     if destination_bytes > DESTINATION_BYTES_MAX {
-        return Err(bad(Field::DestinationLength));
+        return bad(Field::DestinationLength, declared);
     }
-    let mut barcodes = Barcodes::new();
-    for _ in 0..barcode_count {
+    let mut codes: [&[u8]; BARCODES_MAX] = [&[]; BARCODES_MAX];
+    for slot in codes.iter_mut().take(usize::from(barcode_count)) {
         let Some((prefix, rest)) = variable.split_first_chunk::<BARCODE_PREFIX_BYTES>() else {
-            return Err(bad(Field::BodyLength));
+            return bad(Field::BodyLength, declared);
         };
         let code_bytes = usize::from(u16::from_le_bytes(*prefix));
         if code_bytes == 0 || code_bytes > BARCODE_BYTES_MAX {
-            return Err(bad(Field::BarcodeLength));
+            return bad(Field::BarcodeLength, declared);
         }
         let Some((code, rest)) = rest.split_at_checked(code_bytes) else {
-            return Err(bad(Field::BodyLength));
+            return bad(Field::BodyLength, declared);
         };
-        // Cannot fail: barcode_count <= BARCODES_MAX was checked above.
-        barcodes
-            .push(code)
-            .map_err(|_| DecodeError::TooManyBarcodes {
-                count: barcode_count,
-            })?;
+        *slot = code;
         variable = rest;
     }
     if variable.len() != destination_bytes {
-        return Err(bad(Field::BodyLength));
+        return bad(Field::BodyLength, declared);
     }
     let destination = if destination_bytes == 0 {
         None
     } else {
-        if std::str::from_utf8(variable).is_err() {
-            return Err(bad(Field::DestinationUtf8));
+        if !is_utf8(variable) {
+            return bad(Field::DestinationUtf8, declared);
         }
         Some(variable)
     };
-    Ok(Frame::Scan(ScanFrame {
-        scanner_id: u32_at(fixed, 8),
-        sequence: u32_at(fixed, 12),
-        parcel_id: u64_at(fixed, 16),
-        scanned_at_us: u64_at(fixed, 24),
-        weight_g: u32_at(fixed, 32),
-        length_mm: u16_at(fixed, 36),
-        width_mm: u16_at(fixed, 38),
-        height_mm: u16_at(fixed, 40),
-        flags: ScanFlags::from_bits(u16_at(fixed, 42)),
-        barcodes,
-        destination,
-    }))
+    Decoded::Frame {
+        frame: Frame::Scan(ScanFrame {
+            scanner_id: u32_at(fixed, 8),
+            sequence: u32_at(fixed, 12),
+            parcel_id: u64_at(fixed, 16),
+            scanned_at_us: u64_at(fixed, 24),
+            weight_g: u32_at(fixed, 32),
+            length_mm: u16_at(fixed, 36),
+            width_mm: u16_at(fixed, 38),
+            height_mm: u16_at(fixed, 40),
+            flags: ScanFlags::from_bits(u16_at(fixed, 42)),
+            barcodes: Barcodes::from_array(codes, barcode_count),
+            destination,
+        }),
+        consumed: declared,
+    }
 }
 
 /// Appends one binary frame for `frame` to `out`.

@@ -137,6 +137,14 @@ impl<'a> Barcodes<'a> {
         Some(barcodes)
     }
 
+    /// The first `count` of `codes` (`count` is capped at [`BARCODES_MAX`]).
+    pub(super) fn from_array(codes: [&'a [u8]; BARCODES_MAX], count: u8) -> Self {
+        Barcodes {
+            codes,
+            count: count.min(BARCODES_MAX as u8),
+        }
+    }
+
     /// Adds a barcode; gives it back if [`BARCODES_MAX`] are already held.
     pub fn push(&mut self, code: &'a [u8]) -> Result<(), &'a [u8]> {
         match self.codes.get_mut(usize::from(self.count)) {

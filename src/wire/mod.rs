@@ -9,6 +9,7 @@
 //! Sockets, buffering, scanner sessions and counting are other layers' work.
 
 mod binary;
+mod bytes;
 mod error;
 mod frame;
 pub mod fuzzing;

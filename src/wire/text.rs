@@ -6,9 +6,12 @@
 //! telegrams carry no scanner id, sequence or time; those stay 0 for the caller to fill
 //! from the connection. This module does not buffer, read sockets or pick profiles.
 
+use super::binary::is_utf8;
+use super::bytes::{Pieces, find_either};
 use super::error::{DecodeError, Field};
 use super::frame::{
-    BARCODE_BYTES_MAX, Barcodes, DESTINATION_BYTES_MAX, Decoded, Frame, ScanFlags, ScanFrame,
+    BARCODE_BYTES_MAX, BARCODES_MAX, Barcodes, DESTINATION_BYTES_MAX, Decoded, Frame, ScanFlags,
+    ScanFrame,
 };
 use super::profile::{ETX, FieldRole, STX, TextFraming, TextProfile};
 
@@ -40,7 +43,7 @@ pub fn decode_text<'a>(profile: &TextProfile, buf: &'a [u8]) -> Decoded<'a> {
     let max = profile.telegram_bytes_max;
     let window_end = buf.len().min(content_start + max + 1);
     let window = buf.get(content_start..window_end).unwrap_or_default();
-    let Some(found) = window.iter().position(|&b| b == terminator || b == STX) else {
+    let Some(found) = find_either(window, terminator, STX) else {
         if window.len() > max {
             return Decoded::Skip {
                 error: DecodeError::TelegramTooLong { max },
@@ -60,22 +63,11 @@ pub fn decode_text<'a>(profile: &TextProfile, buf: &'a [u8]) -> Decoded<'a> {
         };
         return Decoded::Skip { error, skip: end };
     }
-    let consumed = end + 1;
     let content = window.get(..found).unwrap_or_default();
-    match parse_telegram(profile, content) {
-        Ok(scan) => Decoded::Frame {
-            frame: Frame::Scan(scan),
-            consumed,
-        },
-        Err(error) => Decoded::Skip {
-            error,
-            skip: consumed,
-        },
-    }
+    parse_telegram(profile, content, end + 1)
 }
 
 /// Fields that carry a unit until the unit field (which may come later) is seen.
-#[derive(Default)]
 struct Measures {
     weight: Option<u64>,
     weight_scale: u64,
@@ -83,37 +75,33 @@ struct Measures {
     length_scale: u64,
 }
 
-fn parse_telegram<'a>(
-    profile: &TextProfile,
-    content: &'a [u8],
-) -> Result<ScanFrame<'a>, DecodeError> {
+/// Parses the telegram's fields into locals and builds the frame once, in the returned
+/// value (a SCAN is about 200 bytes; moving it around cost more than parsing it).
+#[inline(always)]
+fn parse_telegram<'a>(profile: &TextProfile, content: &'a [u8], consumed: usize) -> Decoded<'a> {
+    let skip = |error| Decoded::Skip {
+        error,
+        skip: consumed,
+    };
     let content = content.trim_ascii();
     if content.is_empty() {
-        return Err(DecodeError::EmptyTelegram);
+        return skip(DecodeError::EmptyTelegram);
     }
-    let mut scan = ScanFrame {
-        scanner_id: 0,
-        sequence: 0,
-        parcel_id: 0,
-        scanned_at_us: 0,
-        barcodes: Barcodes::new(),
-        destination: None,
-        weight_g: 0,
-        length_mm: 0,
-        width_mm: 0,
-        height_mm: 0,
-        flags: ScanFlags::EMPTY,
-    };
+    let mut parcel_id = 0;
+    let mut codes: [&[u8]; BARCODES_MAX] = [&[]; BARCODES_MAX];
+    let mut code_count = 0u8;
+    let mut destination = None;
+    let mut flags = ScanFlags::EMPTY;
     let mut measures = Measures {
+        weight: None,
         weight_scale: 1,
+        dimensions: [None; 3],
         length_scale: 1,
-        ..Measures::default()
     };
-    let separator = profile.field_separator;
     let mut count = 0;
-    for field in content.split(|&b| Some(b) == separator) {
+    for field in Pieces::new(content, profile.field_separator) {
         let Some(&role) = profile.fields.get(count) else {
-            return Err(DecodeError::FieldCount {
+            return skip(DecodeError::FieldCount {
                 got: count + 1,
                 min: profile.fields_min,
                 max: profile.fields.len(),
@@ -121,46 +109,67 @@ fn parse_telegram<'a>(
         };
         count += 1;
         let field = field.trim_ascii();
-        match role {
+        let parsed = match role {
             FieldRole::ParcelId => {
-                scan.parcel_id = decimal(field, Field::ParcelId)?.unwrap_or(0);
+                decimal(field, Field::ParcelId).map(|value| parcel_id = value.unwrap_or(0))
             }
-            FieldRole::Barcodes => parse_barcodes(profile, field, &mut scan)?,
-            FieldRole::Weight => measures.weight = decimal(field, Field::Weight)?,
-            FieldRole::WeightUnit => {
-                measures.weight_scale =
-                    unit(field, &[(b"g", 1), (b"kg", 1000)], Field::WeightUnit)?;
+            FieldRole::Barcodes => {
+                parse_barcodes(profile, field, &mut codes, &mut code_count, &mut flags)
             }
-            FieldRole::Length => measures.dimensions[0] = decimal(field, Field::Length)?,
-            FieldRole::Width => measures.dimensions[1] = decimal(field, Field::Width)?,
-            FieldRole::Height => measures.dimensions[2] = decimal(field, Field::Height)?,
-            FieldRole::LengthUnit => {
-                measures.length_scale = unit(field, &[(b"mm", 1), (b"cm", 10)], Field::LengthUnit)?;
-            }
-            FieldRole::Destination => scan.destination = destination(field)?,
-            FieldRole::ReadStatus => read_status(field, &mut scan.flags)?,
-            FieldRole::Ignore => {}
+            FieldRole::Weight => decimal(field, Field::Weight).map(|v| measures.weight = v),
+            FieldRole::WeightUnit => unit(field, &[(b"g", 1), (b"kg", 1000)], Field::WeightUnit)
+                .map(|scale| measures.weight_scale = scale),
+            FieldRole::Length => decimal(field, Field::Length).map(|v| measures.dimensions[0] = v),
+            FieldRole::Width => decimal(field, Field::Width).map(|v| measures.dimensions[1] = v),
+            FieldRole::Height => decimal(field, Field::Height).map(|v| measures.dimensions[2] = v),
+            FieldRole::LengthUnit => unit(field, &[(b"mm", 1), (b"cm", 10)], Field::LengthUnit)
+                .map(|scale| measures.length_scale = scale),
+            FieldRole::Destination => parse_destination(field).map(|v| destination = v),
+            FieldRole::ReadStatus => read_status(field, &mut flags),
+            FieldRole::Ignore => Ok(()),
+        };
+        if let Err(error) = parsed {
+            return skip(error);
         }
     }
     if count < profile.fields_min {
-        return Err(DecodeError::FieldCount {
+        return skip(DecodeError::FieldCount {
             got: count,
             min: profile.fields_min,
             max: profile.fields.len(),
         });
     }
-    apply_measures(&measures, &mut scan)?;
-    Ok(scan)
+    let (weight_g, [length_mm, width_mm, height_mm]) = match apply_measures(&measures, &mut flags) {
+        Ok(values) => values,
+        Err(error) => return skip(error),
+    };
+    Decoded::Frame {
+        frame: Frame::Scan(ScanFrame {
+            scanner_id: 0,
+            sequence: 0,
+            parcel_id,
+            scanned_at_us: 0,
+            barcodes: Barcodes::from_array(codes, code_count),
+            destination,
+            weight_g,
+            length_mm,
+            width_mm,
+            height_mm,
+            flags,
+        }),
+        consumed,
+    }
 }
 
 fn parse_barcodes<'a>(
     profile: &TextProfile,
     field: &'a [u8],
-    scan: &mut ScanFrame<'a>,
+    codes: &mut [&'a [u8]; BARCODES_MAX],
+    code_count: &mut u8,
+    flags: &mut ScanFlags,
 ) -> Result<(), DecodeError> {
-    let code_separator = profile.code_separator;
     let mut missing = false;
-    for code in field.split(|&b| Some(b) == code_separator) {
+    for code in Pieces::new(field, profile.code_separator) {
         let code = code.trim_ascii();
         if code.is_empty() || profile.is_no_read(code) {
             missing = true;
@@ -171,17 +180,18 @@ fn parse_barcodes<'a>(
                 field: Field::BarcodeLength,
             });
         }
-        if scan.barcodes.push(code).is_err() {
-            let count = field
-                .split(|&b| Some(b) == code_separator)
+        let Some(slot) = codes.get_mut(usize::from(*code_count)) else {
+            let count = Pieces::new(field, profile.code_separator)
                 .map(<[u8]>::trim_ascii)
                 .filter(|code| !code.is_empty() && !profile.is_no_read(code))
                 .count();
             return Err(DecodeError::TooManyBarcodes { count });
-        }
+        };
+        *slot = code;
+        *code_count += 1;
     }
-    if missing && !scan.barcodes.is_empty() {
-        scan.flags.insert(ScanFlags::PARTIAL_READ);
+    if missing && *code_count > 0 {
+        flags.insert(ScanFlags::PARTIAL_READ);
     }
     Ok(())
 }
@@ -218,7 +228,7 @@ fn unit(field: &[u8], units: &[(&[u8], u64)], name: Field) -> Result<u64, Decode
         .ok_or(DecodeError::BadField { field: name })
 }
 
-fn destination(field: &[u8]) -> Result<Option<&[u8]>, DecodeError> {
+fn parse_destination(field: &[u8]) -> Result<Option<&[u8]>, DecodeError> {
     if field.is_empty() {
         return Ok(None);
     }
@@ -227,7 +237,7 @@ fn destination(field: &[u8]) -> Result<Option<&[u8]>, DecodeError> {
             field: Field::DestinationLength,
         });
     }
-    if std::str::from_utf8(field).is_err() {
+    if !is_utf8(field) {
         return Err(DecodeError::BadField {
             field: Field::DestinationUtf8,
         });
@@ -257,24 +267,25 @@ fn read_status(field: &[u8], flags: &mut ScanFlags) -> Result<(), DecodeError> {
     Ok(())
 }
 
-fn apply_measures(measures: &Measures, scan: &mut ScanFrame<'_>) -> Result<(), DecodeError> {
+/// Weight in grams and length, width, height in millimetres, with their flags set.
+fn apply_measures(
+    measures: &Measures,
+    flags: &mut ScanFlags,
+) -> Result<(u32, [u16; 3]), DecodeError> {
+    let mut weight_g = 0;
     if let Some(weight) = measures.weight {
-        scan.weight_g = weight
+        weight_g = weight
             .checked_mul(measures.weight_scale)
             .and_then(|grams| u32::try_from(grams).ok())
             .ok_or(DecodeError::BadField {
                 field: Field::Weight,
             })?;
-        scan.flags.insert(ScanFlags::WEIGHT_MEASURED);
+        flags.insert(ScanFlags::WEIGHT_MEASURED);
     }
-    let [length, width, height] = measures.dimensions;
-    let outputs = [
-        (length, &mut scan.length_mm, Field::Length),
-        (width, &mut scan.width_mm, Field::Width),
-        (height, &mut scan.height_mm, Field::Height),
-    ];
+    let mut millimetres = [0u16; 3];
+    let names = [Field::Length, Field::Width, Field::Height];
     let mut measured = false;
-    for (value, out, field) in outputs {
+    for ((value, out), field) in measures.dimensions.iter().zip(&mut millimetres).zip(names) {
         if let Some(value) = value {
             *out = value
                 .checked_mul(measures.length_scale)
@@ -284,7 +295,7 @@ fn apply_measures(measures: &Measures, scan: &mut ScanFrame<'_>) -> Result<(), D
         }
     }
     if measured {
-        scan.flags.insert(ScanFlags::DIMENSIONS_MEASURED);
+        flags.insert(ScanFlags::DIMENSIONS_MEASURED);
     }
-    Ok(())
+    Ok((weight_g, millimetres))
 }
