@@ -41,7 +41,7 @@ pub struct LoadgenArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Parcel mix weights: exact,prefix,unknown,no_read,multi_read,duplicate.
-    #[arg(long, value_delimiter = ',', num_args = 6, default_values_t = [30u32, 55, 4, 5, 3, 3])]
+    #[arg(long, value_delimiter = ',', default_values_t = [30u32, 55, 4, 5, 3, 3])]
     mix: Vec<u32>,
     /// Play the PLC, listening here for sortd (its `plc.address`).
     #[arg(long, default_value = "127.0.0.1:7200")]
@@ -64,6 +64,12 @@ pub struct LoadgenArgs {
 /// Runs the load; exits non-zero when a parcel went missing or counts disagree.
 pub fn run(args: LoadgenArgs) -> anyhow::Result<ExitCode> {
     super::run::init_logging("warn");
+    if args.mix.len() != 6 {
+        anyhow::bail!(
+            "--mix takes six weights: exact,prefix,unknown,no_read,multi_read,duplicate (got {})",
+            args.mix.len()
+        );
+    }
     let shares = MixShares {
         exact: args.mix.first().copied().unwrap_or(0),
         prefix: args.mix.get(1).copied().unwrap_or(0),

@@ -297,13 +297,20 @@ impl PlcSim {
 
     fn next_wakeup(&self, now: Instant) -> Duration {
         let mut next = now + TICK;
+        // Reports wait for room in the window; room comes with the host's ACK, which is
+        // a socket event, so a full window must not make the loop spin.
+        let reports_can_go = self.peer.window_free() > 0;
         let candidates = [
             self.peer.poll_timeout(),
-            self.pending_confirms.front().map(|(due, _)| *due),
+            self.pending_confirms
+                .front()
+                .filter(|_| reports_can_go)
+                .map(|(due, _)| *due),
             self.next_chute_fault,
             self.chute_restores.front().map(|(due, _)| *due),
             self.faults.front().map(|fault| self.started + fault.at),
             self.first_host_up
+                .filter(|_| reports_can_go)
                 .and_then(|up| self.chute_events.front().map(|event| up + event.at)),
             self.redial_at,
         ];
