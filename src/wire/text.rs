@@ -7,7 +7,7 @@
 //! from the connection. This module does not buffer, read sockets or pick profiles.
 
 use super::binary::is_utf8;
-use super::bytes::{Pieces, find_either};
+use super::bytes::{Pieces, find, find_either};
 use super::error::{DecodeError, Field};
 use super::frame::{
     BARCODE_BYTES_MAX, BARCODES_MAX, Barcodes, DESTINATION_BYTES_MAX, Decoded, Frame, ScanFlags,
@@ -17,6 +17,8 @@ use super::profile::{ETX, FieldRole, STX, TextFraming, TextProfile};
 
 /// Decimal digits accepted in a numeric field (enough for any `u64`).
 const DIGITS_MAX: usize = 20;
+
+const _: () = assert!(10u128.pow(DIGITS_MAX as u32 - 1) <= u64::MAX as u128 + 1);
 
 /// Decodes the text telegram at the front of `buf` with `profile`.
 ///
@@ -33,7 +35,7 @@ pub fn decode_text<'a>(profile: &TextProfile, buf: &'a [u8]) -> Decoded<'a> {
         TextFraming::Line { terminator } => (terminator, false),
     };
     if first != STX && start_required {
-        let skip = buf.iter().position(|&b| b == STX).unwrap_or(buf.len());
+        let skip = find(buf, STX).unwrap_or(buf.len());
         return Decoded::Skip {
             error: DecodeError::Garbage,
             skip,
@@ -204,14 +206,24 @@ fn decimal(field: &[u8], name: Field) -> Result<Option<u64>, DecodeError> {
     if field.len() > DIGITS_MAX {
         return Err(DecodeError::BadField { field: name });
     }
+    // Up to 19 digits cannot overflow a u64, so only the 20th needs a checked step.
+    let (head, last) = field.split_at(field.len().min(DIGITS_MAX - 1));
     let mut value: u64 = 0;
-    for &byte in field {
-        if !byte.is_ascii_digit() {
-            return Err(DecodeError::BadField { field: name });
-        }
-        value = value
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(u64::from(byte - b'0')))
+    let mut digits_ok = true;
+    for &byte in head {
+        let digit = byte.wrapping_sub(b'0');
+        digits_ok &= digit <= 9;
+        value = value.wrapping_mul(10).wrapping_add(u64::from(digit));
+    }
+    if !digits_ok {
+        return Err(DecodeError::BadField { field: name });
+    }
+    for &byte in last {
+        let digit = byte.wrapping_sub(b'0');
+        value = (digit <= 9)
+            .then_some(value)
+            .and_then(|v| v.checked_mul(10))
+            .and_then(|v| v.checked_add(u64::from(digit)))
             .ok_or(DecodeError::BadField { field: name })?;
     }
     Ok(Some(value))
@@ -298,4 +310,30 @@ fn apply_measures(
         flags.insert(ScanFlags::DIMENSIONS_MEASURED);
     }
     Ok((weight_g, millimetres))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_accepts_every_u64_and_nothing_else() {
+        let max = u64::MAX.to_string();
+        let over = "18446744073709551616";
+        let cases: [(&str, Result<Option<u64>, ()>); 9] = [
+            ("", Ok(None)),
+            ("0", Ok(Some(0))),
+            ("000081212", Ok(Some(81212))),
+            ("9999999999999999999", Ok(Some(9_999_999_999_999_999_999))),
+            (&max, Ok(Some(u64::MAX))),
+            (over, Err(())),
+            ("123456789012345678901", Err(())),
+            ("12x", Err(())),
+            ("1234567890123456789/", Err(())),
+        ];
+        for (text, expected) in cases {
+            let got = decimal(text.as_bytes(), Field::Weight).map_err(|_| ());
+            assert_eq!(got, expected, "{text}");
+        }
+    }
 }
