@@ -460,3 +460,53 @@ fn the_documented_example_configuration_is_valid() {
     assert!(config.plan_path.ends_with("example-plan.csv"));
     let _ = PATIENCE;
 }
+
+#[test]
+fn decisions_that_miss_their_deadline_go_late_to_the_late_chute() {
+    // The PLC stops reading for two seconds. A decision that entered the link's window
+    // has left on time; once the window (4096) is full the PLC thread stops taking
+    // decisions, and those that leave after the 50 ms deadline go out late.
+    let stall = LinkFault {
+        at: Duration::from_millis(200),
+        kind: LinkFaultKind::Stall(Duration::from_secs(2)),
+    };
+    let plc = TestPlc::start(vec![stall], vec![]);
+    let daemon = start_daemon(
+        plc.address,
+        &["protocol = \"binary\""],
+        "[pipeline]\ndeadline_ms = 50\n",
+    );
+    plc.wait_connected();
+    wait_until("the PLC link to be up", || {
+        daemon.log().iter().any(|line| line.contains("PLC link up"))
+    });
+    // Into the stall (it starts 200 ms after the link came up).
+    std::thread::sleep(Duration::from_millis(400));
+    let mut scanner = BinaryScanner::connect(daemon.scanner_addresses[0], 4);
+    const PARCELS: u64 = 9_000;
+    for parcel_id in 1..=PARCELS {
+        scanner.send(&Parcel {
+            parcel_id,
+            barcodes: vec!["YT0000000000002"],
+            destination: None,
+        });
+    }
+    wait_until("every parcel at the PLC", || {
+        plc.recorder.count() as u64 >= PARCELS
+    });
+    let sorts = plc.recorder.sorts.lock().unwrap().clone();
+    let unique: HashSet<u64> = sorts.iter().map(|sort| sort.parcel_id).collect();
+    assert_eq!(unique.len() as u64, PARCELS, "each parcel exactly once");
+    let late: Vec<_> = sorts
+        .iter()
+        .filter(|sort| sort.reason == Reason::Late)
+        .collect();
+    assert!(!late.is_empty(), "the stall made some decisions late");
+    assert!(late.iter().all(|sort| sort.chute == 996));
+    assert!(
+        sorts
+            .iter()
+            .filter(|sort| sort.reason != Reason::Late)
+            .all(|sort| (sort.chute, sort.reason) == (9, Reason::SortedPrimary))
+    );
+}

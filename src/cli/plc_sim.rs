@@ -40,10 +40,10 @@ pub struct PlcSimArgs {
     /// Seed of the random chute faults.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Drop the link at these times (seconds after start).
+    /// Drop the link at these times (seconds after sortd first connected).
     #[arg(long, value_delimiter = ',')]
     drop_at_s: Vec<f64>,
-    /// Stall the link: `SECONDS:MILLISECONDS` (when, how long), repeatable.
+    /// Stall the link: `SECONDS:MILLISECONDS` (when, after sortd first connected; how long), repeatable.
     #[arg(long)]
     stall: Vec<String>,
     /// ACK every N SORTs (1 = at once, per batch of input).

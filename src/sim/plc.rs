@@ -48,10 +48,10 @@ pub enum LinkFaultKind {
     Stall(Duration),
 }
 
-/// A link fault at a time after start.
+/// A link fault at a time after the host first connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkFault {
-    /// When, from the simulator's start.
+    /// When, from the first host connection (so a slow start does not eat the schedule).
     pub at: Duration,
     /// What.
     pub kind: LinkFaultKind,
@@ -179,7 +179,6 @@ pub struct PlcSim {
     first_host_up: Option<Instant>,
     stalled_until: Option<Instant>,
     redial_at: Option<Instant>,
-    started: Instant,
     local_address: Option<SocketAddr>,
     // Batched counts, published each turn.
     by_chute_local: BTreeMap<ChuteNumber, u64>,
@@ -239,7 +238,6 @@ impl PlcSim {
             first_host_up: None,
             stalled_until: None,
             redial_at: Some(now),
-            started: now,
             local_address,
             by_chute_local: BTreeMap::new(),
             latency_local: new_latency_histogram(),
@@ -308,7 +306,8 @@ impl PlcSim {
                 .map(|(due, _)| *due),
             self.next_chute_fault,
             self.chute_restores.front().map(|(due, _)| *due),
-            self.faults.front().map(|fault| self.started + fault.at),
+            self.first_host_up
+                .and_then(|up| self.faults.front().map(|fault| up + fault.at)),
             self.first_host_up
                 .filter(|_| reports_can_go)
                 .and_then(|up| self.chute_events.front().map(|event| up + event.at)),
@@ -507,8 +506,11 @@ impl PlcSim {
     }
 
     fn apply_link_faults(&mut self, now: Instant) {
+        let Some(up) = self.first_host_up else {
+            return;
+        };
         while let Some(fault) = self.faults.front().copied() {
-            if self.started + fault.at > now {
+            if up + fault.at > now {
                 return;
             }
             self.faults.pop_front();
