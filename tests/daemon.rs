@@ -510,3 +510,33 @@ fn decisions_that_miss_their_deadline_go_late_to_the_late_chute() {
             .all(|sort| (sort.chute, sort.reason) == (9, Reason::SortedPrimary))
     );
 }
+
+#[test]
+fn a_valid_frame_behind_a_fake_long_header_is_decided_when_the_connection_ends() {
+    let plc = TestPlc::start(vec![], vec![]);
+    let daemon = start_daemon(
+        plc.address,
+        &["protocol = \"binary\""],
+        "[scanners]\nframe_deadline_ms = 300\n",
+    );
+    plc.wait_connected();
+    // Magic, version 1, SCAN, a length of 4000 and zero reserved bytes: a header the
+    // decoder must wait on, followed by a real frame that is complete.
+    let fake_header = [0xA5, 0x5D, 0x01, 0x03, 0xA0, 0x0F, 0x00, 0x00];
+    for (scanner_id, close_write) in [(61u32, true), (62u32, false)] {
+        let mut scanner = BinaryScanner::connect(daemon.scanner_addresses[0], scanner_id);
+        scanner.send_raw(&fake_header);
+        scanner.send(&Parcel {
+            parcel_id: 1,
+            barcodes: vec!["YT0000000000002"],
+            destination: None,
+        });
+        if close_write {
+            // The scanner hangs up: what it sent is still decided.
+            scanner.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        // Otherwise the frame deadline ends the connection.
+        let sort = plc.recorder.wait_for(scanner_id, 1);
+        assert_eq!((sort.chute, sort.reason), (9, Reason::SortedPrimary));
+    }
+}

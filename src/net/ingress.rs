@@ -64,6 +64,9 @@ struct Connection {
     /// Whether the slot is in the ready queue.
     queued: bool,
     scans: u64,
+    /// Set when the connection must close (peer closed, error, deadline); its last
+    /// complete frames are still decided first.
+    ending: Option<&'static str>,
 }
 
 /// Decisions waiting to be handed off, and the hand-off itself.
@@ -231,22 +234,22 @@ impl IngressWorker {
         self.finish()
     }
 
-    /// On stop: decide what is already buffered, hand everything off, close.
+    /// On stop: decide every complete frame already buffered, hand everything off, close.
     fn finish(mut self) -> io::Result<()> {
         let now = Instant::now();
         let plan = self.shared.plan.load();
         for slot in 0..self.connections.len() {
             loop {
+                let mut turn = Turn {
+                    shared: &self.shared,
+                    plan: &plan,
+                    sink: &mut self.sink,
+                    counts: &mut self.counts,
+                    warn_decode: &mut self.warn_decode,
+                    now,
+                };
                 let drained = match self.connections.get_mut(slot).and_then(Option::as_mut) {
-                    Some(connection) => drain_frames(
-                        connection,
-                        &self.shared,
-                        &plan,
-                        &mut self.sink,
-                        &mut self.counts,
-                        &mut self.warn_decode,
-                        now,
-                    ),
+                    Some(connection) => turn.drain(connection, true),
                     None => true,
                 };
                 if drained {
@@ -287,16 +290,16 @@ impl IngressWorker {
             let Some(slot) = self.ready.pop_front() else {
                 break;
             };
+            let mut turn = Turn {
+                shared: &self.shared,
+                plan: &plan,
+                sink: &mut self.sink,
+                counts: &mut self.counts,
+                warn_decode: &mut self.warn_decode,
+                now,
+            };
             let served = match self.connections.get_mut(slot).and_then(Option::as_mut) {
-                Some(connection) => serve(
-                    connection,
-                    &self.shared,
-                    &plan,
-                    &mut self.sink,
-                    &mut self.counts,
-                    &mut self.warn_decode,
-                    now,
-                ),
+                Some(connection) => turn.serve(connection),
                 None => continue,
             };
             match served {
@@ -310,7 +313,15 @@ impl IngressWorker {
                     self.ready.push_front(slot);
                     return true;
                 }
-                Served::Closed => self.close(slot, "closed by scanner"),
+                Served::Closed => {
+                    let why = self
+                        .connections
+                        .get(slot)
+                        .and_then(Option::as_ref)
+                        .and_then(|connection| connection.ending)
+                        .unwrap_or("closed");
+                    self.close(slot, why);
+                }
             }
         }
         false
@@ -391,6 +402,7 @@ impl IngressWorker {
                 scanner_id,
                 queued: false,
                 scans: 0,
+                ending: None,
             });
         }
         // Bytes may have arrived before registration; edge-triggered polling would not
@@ -425,31 +437,34 @@ impl IngressWorker {
         self.free_slots.push(slot);
     }
 
+    /// Marks connections past a deadline for closing; their turn decides the complete
+    /// frames they still hold, then closes them.
     fn sweep(&mut self, now: Instant) {
         let limits = self.shared.config.limits;
         for slot in 0..self.connections.len() {
-            let expiry = match self.connections.get(slot).and_then(Option::as_ref) {
-                Some(connection) => {
-                    connection
-                        .input
-                        .expiry(now, limits.frame_deadline, limits.idle_timeout)
-                }
-                None => None,
+            let Some(Some(connection)) = self.connections.get_mut(slot) else {
+                continue;
             };
-            match expiry {
-                Some(super::input::Expiry::FrameDeadline) => {
-                    Counters::add(&self.shared.counters.connections_closed_frame_deadline, 1);
-                    self.close(
-                        slot,
-                        "frame not completed within scanners.frame_deadline_ms",
-                    );
-                }
-                Some(super::input::Expiry::Idle) => {
-                    Counters::add(&self.shared.counters.connections_closed_idle, 1);
-                    self.close(slot, "idle longer than scanners.idle_timeout_ms");
-                }
-                None => {}
+            if connection.ending.is_some() {
+                continue;
             }
+            let expiry = connection
+                .input
+                .expiry(now, limits.frame_deadline, limits.idle_timeout);
+            let (counter, why) = match expiry {
+                Some(super::input::Expiry::FrameDeadline) => (
+                    &self.shared.counters.connections_closed_frame_deadline,
+                    "frame not completed within scanners.frame_deadline_ms",
+                ),
+                Some(super::input::Expiry::Idle) => (
+                    &self.shared.counters.connections_closed_idle,
+                    "idle longer than scanners.idle_timeout_ms",
+                ),
+                None => continue,
+            };
+            Counters::add(counter, 1);
+            connection.ending = Some(why);
+            self.mark_ready(slot);
         }
     }
 
@@ -463,122 +478,155 @@ impl IngressWorker {
     }
 }
 
-/// Reads what the connection has (a few reads at most) and decides every complete frame.
-fn serve(
-    connection: &mut Connection,
-    shared: &IngressShared,
-    plan: &crate::plan::Plan,
-    sink: &mut Sink,
-    counts: &mut TurnCounts,
-    warn_decode: &mut RateLimit,
-    now: Instant,
-) -> Served {
-    // Frames left over from a blocked turn go first.
-    if !drain_frames(connection, shared, plan, sink, counts, warn_decode, now) {
-        return Served::Blocked;
-    }
-    for _ in 0..READS_PER_TURN_MAX {
-        let spare = connection.input.spare();
-        match connection.stream.read(spare) {
-            Ok(0) => return Served::Closed,
-            Ok(count) => {
-                connection.input.commit(count, now);
-                counts.bytes_in += count as u64;
-                if !drain_frames(connection, shared, plan, sink, counts, warn_decode, now) {
-                    return Served::Blocked;
-                }
-            }
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Served::Drained,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return Served::Closed,
-        }
-    }
-    Served::More
+/// The parts of a connection a decoded frame may change (the frame itself borrows the
+/// connection's buffer).
+struct ScannerState<'a> {
+    scanner_id: &'a mut u32,
+    scans: &'a mut u64,
+    peer: SocketAddr,
 }
 
-/// Decodes and decides every complete frame in the buffer. Returns false when the
-/// hand-off queue is full; the undecided frames stay in the buffer.
-fn drain_frames(
-    connection: &mut Connection,
-    shared: &IngressShared,
-    plan: &crate::plan::Plan,
-    sink: &mut Sink,
-    counts: &mut TurnCounts,
-    warn_decode: &mut RateLimit,
+/// One worker's context for serving connections during a turn.
+struct Turn<'a> {
+    shared: &'a IngressShared,
+    plan: &'a crate::plan::Plan,
+    sink: &'a mut Sink,
+    counts: &'a mut TurnCounts,
+    warn_decode: &'a mut RateLimit,
     now: Instant,
-) -> bool {
-    let Some(listener) = shared.config.listeners.get(connection.listener_index) else {
-        return true;
-    };
-    let framing = &listener.framing;
-    loop {
-        if sink.is_full() && !sink.flush() {
-            return false;
+}
+
+impl Turn<'_> {
+    /// Reads what the connection has (a few reads at most) and decides every complete
+    /// frame. A connection that is ending decides what it holds and closes.
+    fn serve(&mut self, connection: &mut Connection) -> Served {
+        if connection.ending.is_some() {
+            return if self.drain(connection, true) {
+                Served::Closed
+            } else {
+                Served::Blocked
+            };
         }
-        let consumed = match framing.decode(connection.input.unread()) {
-            Decoded::Frame { frame, consumed } => {
-                counts.frames_in += 1;
-                match frame {
-                    Frame::Scan(scan) => {
-                        counts.scans_in += 1;
-                        connection.scans += 1;
-                        let scanner_id = match framing {
-                            Framing::Binary => scan.scanner_id,
-                            Framing::Text(_) => connection.scanner_id,
-                        };
-                        let parcel_id = if scan.parcel_id == 0 {
-                            sink.next_synthetic_parcel_id += 1;
-                            sink.next_synthetic_parcel_id
-                        } else {
-                            scan.parcel_id
-                        };
-                        let (chute, reason) = decide(
-                            plan,
-                            &shared.chute_states,
-                            scan.barcodes.as_slice(),
-                            scan.destination,
-                        );
-                        sink.batch.push(Decision {
-                            parcel_id,
-                            scanner_id,
-                            chute,
-                            reason,
-                            plan_version: plan.version(),
-                            late_chute: plan.default_chute(DefaultKind::Late),
-                            received_at: now,
-                        });
+        // Frames left over from a blocked turn go first.
+        if !self.drain(connection, false) {
+            return Served::Blocked;
+        }
+        for _ in 0..READS_PER_TURN_MAX {
+            let spare = connection.input.spare();
+            match connection.stream.read(spare) {
+                Ok(0) => return self.end(connection, "closed by scanner"),
+                Ok(count) => {
+                    connection.input.commit(count, self.now);
+                    self.counts.bytes_in += count as u64;
+                    if !self.drain(connection, false) {
+                        return Served::Blocked;
                     }
-                    Frame::Hello(hello) => {
-                        if connection.scanner_id != hello.scanner_id {
-                            tracing::info!(peer = %connection.peer, scanner_id = hello.scanner_id, "scanner said hello");
-                        }
-                        connection.scanner_id = hello.scanner_id;
-                    }
-                    Frame::Heartbeat(_) => {}
                 }
-                consumed
-            }
-            Decoded::NeedMore => {
-                if connection.input.is_full() {
-                    // Cannot happen with a buffer of at least two maximum frames, but a
-                    // full buffer must never wedge the connection.
-                    let stuck = connection.input.unread().len();
-                    counts.bytes_skipped += stuck as u64;
-                    shared.counters.count_decode_error("buffer_full", 1);
-                    stuck
-                } else {
-                    return true;
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    return Served::Drained;
                 }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return self.end(connection, "connection error"),
             }
-            Decoded::Skip { error, skip } => {
-                counts.bytes_skipped += skip as u64;
-                shared.counters.count_decode_error(error.kind(), 1);
-                if let Some(held_back) = warn_decode.allow(now) {
-                    tracing::warn!(peer = %connection.peer, ?error, skip, held_back, "bad scanner input skipped");
-                }
-                skip.max(1)
-            }
+        }
+        Served::More
+    }
+
+    fn end(&mut self, connection: &mut Connection, why: &'static str) -> Served {
+        connection.ending = Some(why);
+        if self.drain(connection, true) {
+            Served::Closed
+        } else {
+            Served::Blocked
+        }
+    }
+
+    /// Decodes and decides every complete frame in the buffer. When the connection is
+    /// `ending`, an incomplete frame at the front is dropped (counted) so that complete
+    /// frames behind it are still found. Returns false when the hand-off queue is full;
+    /// the undecided frames stay in the buffer.
+    fn drain(&mut self, connection: &mut Connection, ending: bool) -> bool {
+        let Some(listener) = self.shared.config.listeners.get(connection.listener_index) else {
+            return true;
         };
-        connection.input.consume(consumed, now);
+        let framing = &listener.framing;
+        loop {
+            if self.sink.is_full() && !self.sink.flush() {
+                return false;
+            }
+            let unread = connection.input.unread();
+            let consumed = match framing.decode(unread) {
+                Decoded::Frame { frame, consumed } => {
+                    let scanner = ScannerState {
+                        scanner_id: &mut connection.scanner_id,
+                        scans: &mut connection.scans,
+                        peer: connection.peer,
+                    };
+                    self.decide_frame(scanner, framing, &frame);
+                    consumed
+                }
+                Decoded::NeedMore if unread.is_empty() => return true,
+                Decoded::NeedMore if ending || connection.input.is_full() => {
+                    // Nothing more will complete this frame (or it cannot fit): skip to
+                    // where the next frame could start.
+                    let skip = framing.resync_offset(unread).max(1);
+                    self.counts.bytes_skipped += skip as u64;
+                    self.shared.counters.count_decode_error("truncated", 1);
+                    skip
+                }
+                Decoded::NeedMore => return true,
+                Decoded::Skip { error, skip } => {
+                    self.counts.bytes_skipped += skip as u64;
+                    self.shared.counters.count_decode_error(error.kind(), 1);
+                    if let Some(held_back) = self.warn_decode.allow(self.now) {
+                        tracing::warn!(peer = %connection.peer, ?error, skip, held_back, "bad scanner input skipped");
+                    }
+                    skip.max(1)
+                }
+            };
+            connection.input.consume(consumed, self.now);
+        }
+    }
+
+    fn decide_frame(&mut self, connection: ScannerState<'_>, framing: &Framing, frame: &Frame<'_>) {
+        self.counts.frames_in += 1;
+        match frame {
+            Frame::Scan(scan) => {
+                self.counts.scans_in += 1;
+                *connection.scans += 1;
+                let scanner_id = match framing {
+                    Framing::Binary => scan.scanner_id,
+                    Framing::Text(_) => *connection.scanner_id,
+                };
+                let parcel_id = if scan.parcel_id == 0 {
+                    self.sink.next_synthetic_parcel_id += 1;
+                    self.sink.next_synthetic_parcel_id
+                } else {
+                    scan.parcel_id
+                };
+                let (chute, reason) = decide(
+                    self.plan,
+                    &self.shared.chute_states,
+                    scan.barcodes.as_slice(),
+                    scan.destination,
+                );
+                self.sink.batch.push(Decision {
+                    parcel_id,
+                    scanner_id,
+                    chute,
+                    reason,
+                    plan_version: self.plan.version(),
+                    late_chute: self.plan.default_chute(DefaultKind::Late),
+                    received_at: self.now,
+                });
+            }
+            Frame::Hello(hello) => {
+                if *connection.scanner_id != hello.scanner_id {
+                    tracing::info!(peer = %connection.peer, scanner_id = hello.scanner_id, "scanner said hello");
+                }
+                *connection.scanner_id = hello.scanner_id;
+            }
+            Frame::Heartbeat(_) => {}
+        }
     }
 }
