@@ -52,6 +52,16 @@ impl ByReason {
 #[repr(align(64))]
 struct Padded(AtomicU64);
 
+/// Adds one to a counter only one thread writes: a relaxed load and store, no locked
+/// instruction. Readers see every value in order, possibly a turn late.
+#[inline]
+fn bump_single_writer(counter: &AtomicU64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Relaxed,
+    );
+}
+
 /// Loop turns per daemon thread: each thread adds one per turn of its event loop (a turn
 /// ends at least every 50 ms even when idle), and the main thread feeds the systemd
 /// watchdog only while every count moves.
@@ -71,15 +81,15 @@ impl Default for Liveness {
 }
 
 impl Liveness {
-    /// The PLC thread finished a turn.
+    /// The PLC thread finished a turn. Single writer: the PLC thread.
     pub fn plc_turn(&self) {
-        self.plc.0.fetch_add(1, Ordering::Relaxed);
+        bump_single_writer(&self.plc.0);
     }
 
-    /// Ingress worker `index` finished a turn.
+    /// Ingress worker `index` finished a turn. Single writer: that worker.
     pub fn ingress_turn(&self, index: usize) {
         if let Some(slot) = self.ingress.get(index) {
-            slot.0.fetch_add(1, Ordering::Relaxed);
+            bump_single_writer(&slot.0);
         }
     }
 
@@ -257,5 +267,68 @@ impl Counters {
     /// All decisions made, delivered or not.
     pub fn decided_total(&self) -> u64 {
         self.decided_sent.total() + self.decided_undelivered.total()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chute_counts_are_kept_per_chute_and_listed_in_chute_order() {
+        let by_chute = ByChute::default();
+        for chute in [7, 0, 65_535, 7, 7, 300] {
+            by_chute.count_one(chute);
+        }
+        assert_eq!(
+            by_chute.nonzero().collect::<Vec<_>>(),
+            vec![(0, 1), (7, 3), (300, 1), (65_535, 1)]
+        );
+        assert_eq!(by_chute.get(8), 0);
+    }
+
+    #[test]
+    fn liveness_counts_turns_per_thread_and_ignores_unknown_workers() {
+        let liveness = Liveness::default();
+        liveness.plc_turn();
+        liveness.ingress_turn(0);
+        liveness.ingress_turn(0);
+        liveness.ingress_turn(INGRESS_WORKERS_MAX - 1);
+        liveness.ingress_turn(INGRESS_WORKERS_MAX);
+        assert_eq!(liveness.plc_turns(), 1);
+        assert_eq!(liveness.ingress_turns(0), 2);
+        assert_eq!(liveness.ingress_turns(1), 0);
+        assert_eq!(liveness.ingress_turns(INGRESS_WORKERS_MAX - 1), 1);
+        assert_eq!(liveness.ingress_turns(INGRESS_WORKERS_MAX), 0);
+    }
+
+    #[test]
+    fn a_plc_turn_publishes_the_link_and_counts_as_liveness() {
+        let counters = Counters::default();
+        let stats = LinkStats {
+            sent: 10,
+            retransmitted: 2,
+            acked: 9,
+            acks_duplicate: 1,
+            link_ups: 1,
+            ..LinkStats::default()
+        };
+        counters.publish_plc_turn(&stats, true, 1, 3);
+        let plc = &counters.plc;
+        let load = |gauge: &AtomicU64| gauge.load(Ordering::Relaxed);
+        assert!(plc.link_up.load(Ordering::Relaxed));
+        assert_eq!(
+            [
+                load(&plc.in_flight),
+                load(&plc.queued_batches),
+                load(&plc.sent),
+                load(&plc.retransmitted),
+                load(&plc.acked),
+                load(&plc.acks_duplicate),
+                load(&plc.link_ups),
+            ],
+            [1, 3, 10, 2, 9, 1, 1]
+        );
+        assert_eq!(counters.liveness.plc_turns(), 1);
     }
 }
