@@ -454,6 +454,9 @@ fn the_metrics_endpoint_serves_openmetrics_that_agrees_with_the_traffic() {
         exposition.get("sortd_decision_latency_seconds_count", &[]) == Some(scans as f64)
             && exposition.get("sortd_scanner_connections_closed_total", &[]) == Some(1.0)
             && exposition.get("sortd_plc_sorts_acked_total", &[]) == Some(sorts as f64)
+            // Gauges are separate loads, so wait for them too rather than race them.
+            && exposition.get("sortd_scanner_connections_open", &[]) == Some(1.0)
+            && exposition.get("sortd_plc_in_flight_telegrams", &[]) == Some(0.0)
     });
     let e = &exposition;
     let value = |name: &str| e.value(name, &[]) as u64;
