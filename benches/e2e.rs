@@ -236,7 +236,7 @@ fn start_daemon(sortd: &Path, plan: &Path, plc: SocketAddr) -> Daemon {
     std::fs::write(
         &config,
         format!(
-            "[plan]\npath = \"{}\"\n[[scanners.listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"binary\"\n[plc]\naddress = \"{plc}\"\n[log]\nfilter = \"warn,sortd::daemon=info\"\n",
+            "[plan]\npath = \"{}\"\n[[scanners.listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"binary\"\n[plc]\naddress = \"{plc}\"\n[log]\nfilter = \"warn,sortd::daemon=info\"\n[metrics]\naddress = \"127.0.0.1:0\"\n",
             plan.display()
         ),
     )

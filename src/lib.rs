@@ -15,6 +15,7 @@
 pub mod daemon;
 pub mod decision;
 pub mod loadgen;
+pub mod metrics;
 pub mod net;
 pub mod pipeline;
 pub mod plan;

@@ -7,9 +7,19 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::decision::Reason;
+use crate::decision::{ChuteNumber, Reason};
+use crate::plc::LinkStats;
+
+/// Ingress workers the liveness table has room for; `pipeline.workers` is validated
+/// against it.
+pub const INGRESS_WORKERS_MAX: usize = 64;
+/// Every chute number a SORT can carry.
+pub const CHUTE_NUMBERS: usize = 1 << ChuteNumber::BITS;
+
+const _: () = assert!(CHUTE_NUMBERS == ChuteNumber::MAX as usize + 1);
+const _: () = assert!(INGRESS_WORKERS_MAX >= 1);
 
 /// Counters by decision reason, indexed by `Reason::code() - 1`.
 #[derive(Debug, Default)]
@@ -33,6 +43,150 @@ impl ByReason {
     /// The sum over every reason.
     pub fn total(&self) -> u64 {
         self.0.iter().map(|slot| slot.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// A counter alone on its cache line, so threads bumping neighbouring counters every
+/// turn do not contend for the line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Padded(AtomicU64);
+
+/// Adds one to a counter only one thread writes: a relaxed load and store, no locked
+/// instruction. Readers see every value in order, possibly a turn late.
+#[inline]
+fn bump_single_writer(counter: &AtomicU64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Relaxed,
+    );
+}
+
+/// Loop turns per daemon thread: each thread adds one per turn of its event loop (a turn
+/// ends at least every 50 ms even when idle), and the main thread feeds the systemd
+/// watchdog only while every count moves.
+#[derive(Debug)]
+pub struct Liveness {
+    plc: Padded,
+    ingress: [Padded; INGRESS_WORKERS_MAX],
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            plc: Padded::default(),
+            ingress: std::array::from_fn(|_| Padded::default()),
+        }
+    }
+}
+
+impl Liveness {
+    /// The PLC thread finished a turn. Single writer: the PLC thread.
+    pub fn plc_turn(&self) {
+        bump_single_writer(&self.plc.0);
+    }
+
+    /// Ingress worker `index` finished a turn. Single writer: that worker.
+    pub fn ingress_turn(&self, index: usize) {
+        if let Some(slot) = self.ingress.get(index) {
+            bump_single_writer(&slot.0);
+        }
+    }
+
+    /// Turns of the PLC thread so far.
+    pub fn plc_turns(&self) -> u64 {
+        self.plc.0.load(Ordering::Relaxed)
+    }
+
+    /// Turns of ingress worker `index` so far (0 for an index beyond the table).
+    pub fn ingress_turns(&self, index: usize) -> u64 {
+        self.ingress
+            .get(index)
+            .map_or(0, |slot| slot.0.load(Ordering::Relaxed))
+    }
+}
+
+/// SORTs handed to the PLC link, by chute: a dense table of every chute number (512 KiB).
+///
+/// Only the PLC thread writes it, so counting is a plain load and store of a relaxed
+/// atomic (no locked instruction); readers may see a count one turn late, never a torn
+/// one.
+#[derive(Debug)]
+pub struct ByChute(Box<[AtomicU64]>);
+
+impl Default for ByChute {
+    fn default() -> Self {
+        ByChute((0..CHUTE_NUMBERS).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl ByChute {
+    /// Counts one SORT to `chute`. Single writer: the PLC thread.
+    #[inline]
+    pub fn count_one(&self, chute: ChuteNumber) {
+        if let Some(slot) = self.0.get(usize::from(chute)) {
+            slot.store(
+                slot.load(Ordering::Relaxed).wrapping_add(1),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// SORTs to `chute` so far.
+    pub fn get(&self, chute: ChuteNumber) -> u64 {
+        self.0
+            .get(usize::from(chute))
+            .map_or(0, |slot| slot.load(Ordering::Relaxed))
+    }
+
+    /// Every chute with at least one SORT, in chute order.
+    pub fn nonzero(&self) -> impl Iterator<Item = (ChuteNumber, u64)> + '_ {
+        (0..=ChuteNumber::MAX).filter_map(|chute| {
+            let count = self.get(chute);
+            (count > 0).then_some((chute, count))
+        })
+    }
+}
+
+/// The PLC link as the PLC thread last saw it, published once per turn (the link's own
+/// counters are cumulative, so they are stored, not added).
+#[derive(Debug, Default)]
+pub struct PlcGauges {
+    /// Whether SORTs flow (the link is established).
+    pub link_up: AtomicBool,
+    /// SORT telegrams sent and not yet acknowledged.
+    pub in_flight: AtomicU64,
+    /// Decision batches waiting for the PLC thread.
+    pub queued_batches: AtomicU64,
+    /// SORT telegrams sent for the first time.
+    pub sent: AtomicU64,
+    /// SORT telegrams sent again (ACK timeout or reconnect).
+    pub retransmitted: AtomicU64,
+    /// SORT telegrams acknowledged.
+    pub acked: AtomicU64,
+    /// ACKs that acknowledged nothing new.
+    pub acks_duplicate: AtomicU64,
+    /// Times the link came up.
+    pub link_ups: AtomicU64,
+    /// Times the link went down.
+    pub link_downs: AtomicU64,
+    /// 40-byte telegrams from the PLC that failed to decode.
+    pub telegrams_bad: AtomicU64,
+}
+
+impl PlcGauges {
+    fn store(&self, stats: &LinkStats, link_up: bool, in_flight: usize, queued_batches: usize) {
+        let set = |gauge: &AtomicU64, value: u64| gauge.store(value, Ordering::Relaxed);
+        self.link_up.store(link_up, Ordering::Relaxed);
+        set(&self.in_flight, in_flight as u64);
+        set(&self.queued_batches, queued_batches as u64);
+        set(&self.sent, stats.sent);
+        set(&self.retransmitted, stats.retransmitted);
+        set(&self.acked, stats.acked);
+        set(&self.acks_duplicate, stats.acks_duplicate);
+        set(&self.link_ups, stats.link_ups);
+        set(&self.link_downs, stats.link_downs);
+        set(&self.telegrams_bad, stats.telegrams_bad);
     }
 }
 
@@ -61,6 +215,8 @@ pub struct Counters {
     pub connections_closed_frame_deadline: AtomicU64,
     /// Connections closed for idleness.
     pub connections_closed_idle: AtomicU64,
+    /// Connections closed for any reason (peer, deadline, idleness, shutdown).
+    pub connections_closed: AtomicU64,
     /// Decisions handed to the PLC link, by reason.
     pub decided_sent: ByReason,
     /// Decisions made while the PLC link was down, by reason: counted, not delivered.
@@ -69,6 +225,16 @@ pub struct Counters {
     pub confirmations: Mutex<BTreeMap<&'static str, u64>>,
     /// Decision latency (receipt to hand-off to the PLC link) histogram in microseconds.
     pub decision_latency_us: Mutex<Option<hdrhistogram::Histogram<u64>>>,
+    /// SORTs handed to the PLC link, by chute.
+    pub sorts_by_chute: ByChute,
+    /// The PLC link, as of the PLC thread's last turn.
+    pub plc: PlcGauges,
+    /// Event-loop turns per thread, for the watchdog.
+    pub liveness: Liveness,
+    /// Plan reloads that published a new plan.
+    pub plan_reloads_ok: AtomicU64,
+    /// Plan reloads that failed and kept the previous plan.
+    pub plan_reloads_failed: AtomicU64,
 }
 
 impl Counters {
@@ -86,8 +252,83 @@ impl Counters {
         }
     }
 
+    /// Called by the PLC thread once per turn: marks it alive and publishes the link.
+    pub fn publish_plc_turn(
+        &self,
+        stats: &LinkStats,
+        link_up: bool,
+        in_flight: usize,
+        queued_batches: usize,
+    ) {
+        self.liveness.plc_turn();
+        self.plc.store(stats, link_up, in_flight, queued_batches);
+    }
+
     /// All decisions made, delivered or not.
     pub fn decided_total(&self) -> u64 {
         self.decided_sent.total() + self.decided_undelivered.total()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chute_counts_are_kept_per_chute_and_listed_in_chute_order() {
+        let by_chute = ByChute::default();
+        for chute in [7, 0, 65_535, 7, 7, 300] {
+            by_chute.count_one(chute);
+        }
+        assert_eq!(
+            by_chute.nonzero().collect::<Vec<_>>(),
+            vec![(0, 1), (7, 3), (300, 1), (65_535, 1)]
+        );
+        assert_eq!(by_chute.get(8), 0);
+    }
+
+    #[test]
+    fn liveness_counts_turns_per_thread_and_ignores_unknown_workers() {
+        let liveness = Liveness::default();
+        liveness.plc_turn();
+        liveness.ingress_turn(0);
+        liveness.ingress_turn(0);
+        liveness.ingress_turn(INGRESS_WORKERS_MAX - 1);
+        liveness.ingress_turn(INGRESS_WORKERS_MAX);
+        assert_eq!(liveness.plc_turns(), 1);
+        assert_eq!(liveness.ingress_turns(0), 2);
+        assert_eq!(liveness.ingress_turns(1), 0);
+        assert_eq!(liveness.ingress_turns(INGRESS_WORKERS_MAX - 1), 1);
+        assert_eq!(liveness.ingress_turns(INGRESS_WORKERS_MAX), 0);
+    }
+
+    #[test]
+    fn a_plc_turn_publishes_the_link_and_counts_as_liveness() {
+        let counters = Counters::default();
+        let stats = LinkStats {
+            sent: 10,
+            retransmitted: 2,
+            acked: 9,
+            acks_duplicate: 1,
+            link_ups: 1,
+            ..LinkStats::default()
+        };
+        counters.publish_plc_turn(&stats, true, 1, 3);
+        let plc = &counters.plc;
+        let load = |gauge: &AtomicU64| gauge.load(Ordering::Relaxed);
+        assert!(plc.link_up.load(Ordering::Relaxed));
+        assert_eq!(
+            [
+                load(&plc.in_flight),
+                load(&plc.queued_batches),
+                load(&plc.sent),
+                load(&plc.retransmitted),
+                load(&plc.acked),
+                load(&plc.acks_duplicate),
+                load(&plc.link_ups),
+            ],
+            [1, 3, 10, 2, 9, 1, 1]
+        );
+        assert_eq!(counters.liveness.plc_turns(), 1);
     }
 }

@@ -1,16 +1,23 @@
-//! `sortd run --config FILE`: validate the configuration, start the daemon, and turn
-//! signals into plan reloads (SIGHUP) and a drain (SIGTERM, SIGINT; a second one exits at
-//! once).
+//! `sortd run --config FILE`: validate the configuration, start the daemon and the metrics
+//! endpoint, and run the main loop: signals become plan reloads (SIGHUP) and a drain
+//! (SIGTERM, SIGINT; a second one exits at once), systemd hears READY, RELOADING,
+//! STOPPING and a STATUS line, and the watchdog is fed while every daemon thread turns.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use sortd::daemon::systemd::{
+    Liveness, LivenessWatch, Notifier, STATUS_INTERVAL, StatusFigures, status_text,
+};
 use sortd::daemon::{self, Daemon};
+use sortd::metrics::{Exposition, MetricsServer};
 
 use super::EXIT_USAGE;
 
@@ -37,16 +44,33 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_logging(&config.log_filter);
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
+    let metrics_address = config.metrics.address;
     let daemon = Daemon::start(config)?;
-    tracing::info!("sortd running");
+    let metrics = metrics_address.and_then(|address| start_metrics(&daemon, address));
+    let notifier = Notifier::from_environment();
+    let mut status = StatusReporter::new(&daemon);
+    notifier.ready(&status.line(&daemon, Instant::now()));
+    tracing::info!(
+        systemd = notifier.is_active(),
+        watchdog_ms = notifier
+            .watchdog_period()
+            .map(|period| period.as_millis() as u64),
+        "sortd running"
+    );
 
+    let mut watch = LivenessWatch::new(&daemon.thread_turns());
+    let check_interval = notifier.liveness_check_interval();
+    let mut next_check = Instant::now() + check_interval;
+    let mut next_status = Instant::now() + STATUS_INTERVAL;
+    let mut stalled = false;
     'serve: loop {
         for signal in signals.pending() {
             match signal {
                 SIGHUP => {
-                    if let Err(error) = daemon.reload_plan() {
-                        tracing::error!(%error, "plan reload failed; still serving the previous plan");
-                    }
+                    notifier.reloading();
+                    // Failures are logged and counted by the daemon; the old plan stays.
+                    let _ = daemon.reload_plan();
+                    notifier.ready(&status.line(&daemon, Instant::now()));
                 }
                 _ => break 'serve,
             }
@@ -55,10 +79,39 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             tracing::error!("a daemon thread stopped unexpectedly; shutting down");
             break;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        let now = Instant::now();
+        if now >= next_check {
+            next_check = now + check_interval;
+            match watch.observe(&daemon.thread_turns()) {
+                Liveness::AllAdvanced => {
+                    notifier.watchdog();
+                    if std::mem::take(&mut stalled) {
+                        tracing::info!("every daemon thread is turning again");
+                    }
+                }
+                Liveness::Stalled { thread } => {
+                    if !std::mem::replace(&mut stalled, true) {
+                        let names = daemon.thread_names();
+                        tracing::warn!(
+                            thread = names.get(thread).copied().unwrap_or("?"),
+                            check_interval_ms = check_interval.as_millis() as u64,
+                            "a daemon thread's loop did not turn; not feeding the watchdog"
+                        );
+                    }
+                }
+            }
+        }
+        if now >= next_status {
+            next_status = now + STATUS_INTERVAL;
+            if notifier.is_active() {
+                notifier.status(&status.line(&daemon, now));
+            }
+        }
+        std::thread::sleep(MAIN_LOOP_SLEEP);
     }
 
     tracing::info!("stopping: draining received parcels");
+    notifier.stopping("draining: deciding and sending every parcel received");
     let handle = signals.handle();
     let second_signal = std::thread::spawn(move || {
         if signals
@@ -71,6 +124,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     });
     let counters = daemon.counters.clone();
     let result = daemon.shutdown();
+    // Scrapes are answered during the drain; the endpoint goes last.
+    if let Some(metrics) = metrics {
+        metrics.shutdown();
+    }
     handle.close();
     let _ = second_signal.join();
     let load =
@@ -100,6 +157,69 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long the main loop sleeps between looks at signals, liveness and status.
+const MAIN_LOOP_SLEEP: Duration = Duration::from_millis(20);
+
+/// Starts the metrics endpoint. A failure is logged, not fatal: the sorter keeps sorting
+/// without metrics rather than stopping (or restart-looping) over a taken port.
+fn start_metrics(daemon: &Daemon, address: SocketAddr) -> Option<MetricsServer> {
+    let exposition = Exposition::new(
+        daemon.counters.clone(),
+        daemon.plan.clone(),
+        daemon.ingress_workers(),
+    );
+    match MetricsServer::start(address, exposition) {
+        Ok(server) => {
+            tracing::info!(address = %server.local_address(), "metrics endpoint listening");
+            Some(server)
+        }
+        Err(error) => {
+            tracing::error!(%address, %error, "metrics endpoint not started; sorting continues without it");
+            None
+        }
+    }
+}
+
+/// Builds the STATUS line, with the decision rate since the previous one.
+struct StatusReporter {
+    previous_decided: u64,
+    previous_at: Instant,
+}
+
+impl StatusReporter {
+    fn new(daemon: &Daemon) -> StatusReporter {
+        StatusReporter {
+            previous_decided: daemon.counters.decided_total(),
+            previous_at: Instant::now(),
+        }
+    }
+
+    fn line(&mut self, daemon: &Daemon, now: Instant) -> String {
+        let counters = &daemon.counters;
+        let decided = counters.decided_total();
+        let elapsed_s = now
+            .saturating_duration_since(self.previous_at)
+            .as_secs_f64();
+        let decided_per_s = if elapsed_s > 0.0 {
+            decided.saturating_sub(self.previous_decided) as f64 / elapsed_s
+        } else {
+            0.0
+        };
+        self.previous_decided = decided;
+        self.previous_at = now;
+        let plan = daemon.plan.load();
+        status_text(&StatusFigures {
+            decided,
+            decided_per_s,
+            plc_link_up: counters.plc.link_up.load(Ordering::Relaxed),
+            in_flight: counters.plc.in_flight.load(Ordering::Relaxed),
+            connections_open: counters.connections_open.load(Ordering::Relaxed),
+            plan_name: plan.name(),
+            plan_version: plan.version(),
+        })
+    }
 }
 
 /// Logs to stderr through tracing: plain text without colours when not on a terminal

@@ -61,6 +61,8 @@ pub struct ConfigFile {
     pub pipeline: PipelineSection,
     /// `[log]`
     pub log: LogSection,
+    /// `[metrics]`
+    pub metrics: MetricsSection,
     /// `[text_profiles.NAME]`: custom scanner telegram layouts.
     pub text_profiles: BTreeMap<String, TextProfileSpec>,
 }
@@ -231,6 +233,36 @@ impl Default for LogSection {
     }
 }
 
+/// `[metrics]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Whether to serve the Prometheus endpoint.
+    pub enabled: bool,
+    /// Address and port of the endpoint (`GET /metrics`).
+    pub address: String,
+}
+
+/// The metrics endpoint's default address: loopback only, the port Prometheus' exporter
+/// list suggests for a new exporter.
+pub const METRICS_ADDRESS_DEFAULT: &str = "127.0.0.1:9464";
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            enabled: true,
+            address: METRICS_ADDRESS_DEFAULT.into(),
+        }
+    }
+}
+
+/// Validated metrics endpoint settings.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsSettings {
+    /// `None` when the endpoint is disabled.
+    pub address: Option<SocketAddr>,
+}
+
 /// The validated configuration the daemon runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -252,6 +284,8 @@ pub struct Config {
     pub bad_input_warning_interval: Duration,
     /// On stop, how long to wait for the PLC to acknowledge what was already sent.
     pub drain_grace: Duration,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsSettings,
 }
 
 /// A validated listener.
@@ -558,7 +592,12 @@ pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, ConfigError> {
 
     let pipeline_section = &file.pipeline;
     let pipeline = PipelineSettings {
-        workers: within("pipeline.workers", pipeline_section.workers, 1, 64)?,
+        workers: within(
+            "pipeline.workers",
+            pipeline_section.workers,
+            1,
+            crate::stats::INGRESS_WORKERS_MAX,
+        )?,
         batch_parcels_max: within(
             "pipeline.batch_parcels_max",
             pipeline_section.batch_parcels_max,
@@ -616,8 +655,27 @@ pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, ConfigError> {
         600_000,
     )?);
 
+    let metrics_address = if file.metrics.enabled {
+        let address = socket_address("metrics.address", &file.metrics.address)?;
+        let taken = listeners.iter().any(|l| l.address == address)
+            || (plc.mode == PlcMode::Listen && plc.address == address);
+        if address.port() != 0 && taken {
+            return Err(ConfigError::new(
+                "metrics.address",
+                "is used by a scanner or PLC listener",
+            ));
+        }
+        Some(address)
+    } else {
+        None
+    };
+    let metrics = MetricsSettings {
+        address: metrics_address,
+    };
+
     Ok(Config {
         drain_grace,
+        metrics,
         plan_path,
         listeners,
         limits,

@@ -6,6 +6,7 @@
 
 pub mod config;
 mod plan_source;
+pub mod systemd;
 
 use std::fmt;
 use std::io;
@@ -213,10 +214,52 @@ impl Daemon {
     }
 
     /// Loads the plan again from its configured path; the old plan stays on any failure.
+    /// Logs and counts the outcome either way.
     pub fn reload_plan(&self) -> Result<SwapReport, String> {
-        let report = self.plan_source.swap_into(&self.plan)?;
-        tracing::info!(?report, "sort plan reloaded");
-        Ok(report)
+        match self.plan_source.swap_into(&self.plan) {
+            Ok(report) => {
+                Counters::add(&self.counters.plan_reloads_ok, 1);
+                tracing::info!(
+                    old_plan = report.old_name,
+                    old_version = report.old_version,
+                    plan = report.new_name,
+                    version = report.new_version,
+                    "sort plan reloaded"
+                );
+                Ok(report)
+            }
+            Err(error) => {
+                Counters::add(&self.counters.plan_reloads_failed, 1);
+                let current = self.plan.load();
+                // A compiler's report spans lines; a log record should not (journald).
+                tracing::error!(
+                    error = %error.replace('\n', "; "),
+                    plan = current.name(),
+                    version = current.version(),
+                    "sort plan reload failed; still serving the previous plan"
+                );
+                Err(error)
+            }
+        }
+    }
+
+    /// Loop turns of each daemon thread so far: the PLC thread first, then each ingress
+    /// worker, in the order of [`Daemon::thread_names`].
+    pub fn thread_turns(&self) -> Vec<u64> {
+        let liveness = &self.counters.liveness;
+        std::iter::once(liveness.plc_turns())
+            .chain((0..self.ingress_wakers.len()).map(|index| liveness.ingress_turns(index)))
+            .collect()
+    }
+
+    /// The daemon threads' names, in the order of [`Daemon::thread_turns`].
+    pub fn thread_names(&self) -> Vec<&str> {
+        self.threads.iter().map(|(name, _)| name.as_str()).collect()
+    }
+
+    /// Ingress worker threads.
+    pub fn ingress_workers(&self) -> usize {
+        self.ingress_wakers.len()
     }
 
     /// Stops accepting and reading, decides and sends what was received, and waits for the

@@ -131,6 +131,12 @@ impl Egress {
             let moved = self.pump(now);
             self.drive_link(now);
             self.flush_outbound(now);
+            self.shared.counters.publish_plc_turn(
+                self.link.stats(),
+                self.link_is_up(),
+                self.link.unacked(),
+                self.queue.queued(),
+            );
 
             if self.shared.stop.load(Ordering::Acquire) {
                 let deadline = *stop_at.get_or_insert(now + self.shared.drain_grace);
@@ -225,6 +231,10 @@ impl Egress {
                     if self.link.submit(command).is_err() {
                         break;
                     }
+                    self.shared
+                        .counters
+                        .sorts_by_chute
+                        .count_one(decision.chute);
                     if let Some(count) = sent.get_mut(slot) {
                         *count += 1;
                     }

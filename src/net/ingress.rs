@@ -193,6 +193,7 @@ impl IngressWorker {
         let mut events = Events::with_capacity(1024);
         let mut blocked = false;
         while !self.shared.stop.load(Ordering::Acquire) {
+            self.shared.counters.liveness.ingress_turn(self.index);
             let timeout = if blocked {
                 BLOCKED_RETRY
             } else if !self.ready.is_empty() {
@@ -433,6 +434,7 @@ impl IngressWorker {
             .counters
             .connections_open
             .fetch_sub(1, Ordering::AcqRel);
+        Counters::add(&self.shared.counters.connections_closed, 1);
         tracing::info!(peer = %connection.peer, scans = connection.scans, why, "scanner disconnected");
         self.free_slots.push(slot);
     }

@@ -183,6 +183,10 @@ pub fn start_daemon_with_plan(
         "[plc]\naddress = \"{plc}\"\nreconnect_backoff_min_ms = 20\nreconnect_backoff_max_ms = 200\n"
     ));
     config.push_str(extra);
+    if !extra.contains("[metrics]") {
+        // Tests run in parallel: never compete for the default metrics port.
+        config.push_str("[metrics]\naddress = \"127.0.0.1:0\"\n");
+    }
     let config_path = folder.path().join("sortd.toml");
     std::fs::write(&config_path, config).expect("config written");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sortd"))
@@ -367,4 +371,382 @@ pub fn closed_by_peer(stream: &mut TcpStream) -> bool {
 /// A path inside the test crate's folder.
 pub fn project_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+// ---------------------------------------------------------------------------------------
+// Service helpers: signals, a daemon from a configuration of the test's own (with extra
+// environment, such as NOTIFY_SOCKET), HTTP scrapes and an OpenMetrics text parser.
+
+/// As [`start_daemon_with_plan`], but the test writes `folder` (plans and all) itself and
+/// gives the whole configuration text and extra environment variables.
+pub fn start_daemon_in(
+    folder: tempfile::TempDir,
+    config: &str,
+    listeners: usize,
+    env: &[(&str, &str)],
+) -> DaemonProcess {
+    let config_path = folder.path().join("sortd.toml");
+    std::fs::write(&config_path, config).expect("config written");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sortd"));
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(&config_path)
+        .env("RUST_LOG", "info")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("sortd starts");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut log) = log.lock() {
+                    log.push(line);
+                }
+            }
+        });
+    }
+    let mut daemon = DaemonProcess {
+        child,
+        scanner_addresses: Vec::new(),
+        log,
+        _folder: folder,
+    };
+    wait_until("the daemon's scanner listeners", || {
+        daemon
+            .log()
+            .iter()
+            .filter(|line| line.contains("listening for scanners"))
+            .count()
+            >= listeners
+    });
+    daemon.scanner_addresses = daemon
+        .log()
+        .iter()
+        .filter(|line| line.contains("listening for scanners"))
+        .filter_map(|line| field(line, "address")?.parse().ok())
+        .collect();
+    daemon
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, as an operator's
+/// deployment should, so the daemon never reads a half-written plan.
+pub fn replace_file(path: &Path, bytes: &[u8]) {
+    let temporary = path.with_extension("partial");
+    std::fs::write(&temporary, bytes).expect("temporary written");
+    std::fs::rename(&temporary, path).expect("renamed into place");
+}
+
+impl DaemonProcess {
+    /// The daemon's folder (configuration and plans).
+    pub fn folder(&self) -> &Path {
+        self._folder.path()
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Log lines containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log()
+            .into_iter()
+            .filter(|line| line.contains(needle))
+            .collect()
+    }
+
+    /// The metrics endpoint's address, from its start-up log line.
+    pub fn metrics_address(&self) -> SocketAddr {
+        let mut address = None;
+        wait_until("the metrics endpoint's log line", || {
+            address = self
+                .log_lines("metrics endpoint listening")
+                .first()
+                .and_then(|line| field(line, "address")?.parse().ok());
+            address.is_some()
+        });
+        address.expect("waited for it")
+    }
+}
+
+/// Sends `request` as is and returns the status code and body of the answer.
+pub fn http_exchange(address: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).expect("metrics endpoint connects");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    stream.write_all(request).expect("request sent");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("response read");
+    let response = String::from_utf8(response).expect("UTF-8 response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head/body split in {response:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    if let Some(length) = head
+        .lines()
+        .find_map(|line| line.strip_prefix("Content-Length: "))
+    {
+        assert_eq!(length.parse::<usize>().ok(), Some(body.len()), "{head}");
+    }
+    (status, body.to_string())
+}
+
+/// `GET /metrics`, parsed; fails the test on anything but a 200 with valid OpenMetrics
+/// text.
+pub fn scrape(address: SocketAddr) -> Scrape {
+    let (status, body) = http_exchange(
+        address,
+        b"GET /metrics HTTP/1.1\r\nHost: sortd\r\nAccept: application/openmetrics-text\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{body}");
+    parse_openmetrics(&body).unwrap_or_else(|error| panic!("{error}\n{body}"))
+}
+
+/// A parsed exposition: every sample by its series (name and sorted labels).
+#[derive(Debug, Default)]
+pub struct Scrape {
+    /// `name{a="1",b="2"}` (labels sorted by name) to value.
+    pub samples: std::collections::BTreeMap<String, f64>,
+    /// Family name to type.
+    pub types: std::collections::BTreeMap<String, String>,
+}
+
+fn series_key(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut labels: Vec<(&str, &str)> = labels.to_vec();
+    labels.sort();
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(key, value)| format!("{key}=\"{value}\""))
+        .collect();
+    format!("{name}{{{}}}", inner.join(","))
+}
+
+impl Scrape {
+    /// The sample `name` with exactly these labels, if present.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples.get(&series_key(name, labels)).copied()
+    }
+
+    /// The sample `name` with exactly these labels; fails the test when absent.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels)
+            .unwrap_or_else(|| panic!("no sample {}", series_key(name, labels)))
+    }
+
+    /// The sum over every series of `name`.
+    pub fn sum(&self, name: &str) -> f64 {
+        let prefix = format!("{name}{{");
+        self.samples
+            .iter()
+            .filter(|(key, _)| key.starts_with(&prefix))
+            .map(|(_, value)| value)
+            .sum()
+    }
+
+    /// Every series of `name` as (labels text, value).
+    pub fn series(&self, name: &str) -> Vec<(String, f64)> {
+        let prefix = format!("{name}{{");
+        self.samples
+            .iter()
+            .filter_map(|(key, value)| {
+                let labels = key.strip_prefix(&prefix)?.strip_suffix('}')?;
+                Some((labels.to_string(), *value))
+            })
+            .collect()
+    }
+}
+
+fn is_metric_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == b'_' || first == b':')
+        && bytes.all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b':')
+}
+
+/// The suffixes a sample of a family of `kind` may carry.
+fn sample_suffixes(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "counter" => &["_total", "_created"],
+        "histogram" => &["_bucket", "_sum", "_count", "_created"],
+        "info" => &["_info"],
+        "gauge" | "unknown" => &[""],
+        _ => &[],
+    }
+}
+
+/// A sample's labels, in order.
+type Labels = Vec<(String, String)>;
+
+/// Parses labels `a="x",b="y"` (escapes: `\\`, `\"`, `\n`); returns them and the rest.
+fn parse_labels(text: &str) -> Result<(Labels, &str), String> {
+    let mut labels = Vec::new();
+    let mut rest = text;
+    loop {
+        if let Some(after) = rest.strip_prefix('}') {
+            return Ok((labels, after));
+        }
+        let (name, after_name) = rest
+            .split_once("=\"")
+            .ok_or_else(|| format!("label without =\" in {text:?}"))?;
+        if !is_metric_name(name) || name.contains(':') {
+            return Err(format!("bad label name {name:?}"));
+        }
+        let mut value = String::new();
+        let mut chars = after_name.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, escaped @ ('\\' | '"'))) => value.push(escaped),
+                    other => return Err(format!("bad escape {other:?} in {text:?}")),
+                },
+                Some((index, '"')) => break index,
+                Some((_, other)) => value.push(other),
+                None => return Err(format!("unterminated label value in {text:?}")),
+            }
+        };
+        labels.push((name.to_string(), value));
+        rest = &after_name[end + 1..];
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+}
+
+/// A strict parser of the OpenMetrics text format as far as sortd uses it: metadata
+/// before samples, one TYPE per family, samples named for their family's type, label
+/// syntax and escapes, numeric values, no repeated series, cumulative histogram buckets
+/// ending in `+Inf` equal to `_count`, and `# EOF` as the last line.
+pub fn parse_openmetrics(text: &str) -> Result<Scrape, String> {
+    let mut scrape = Scrape::default();
+    let body = text
+        .strip_suffix("# EOF\n")
+        .ok_or("the exposition does not end with `# EOF`")?;
+    let mut family: Option<(String, String)> = None;
+    let mut seen_families = std::collections::BTreeSet::new();
+    for line in body.lines() {
+        if let Some(meta) = line.strip_prefix("# ") {
+            let mut parts = meta.splitn(3, ' ');
+            let (Some(keyword), Some(name)) = (parts.next(), parts.next()) else {
+                return Err(format!("bad metadata line {line:?}"));
+            };
+            if !is_metric_name(name) {
+                return Err(format!("bad family name in {line:?}"));
+            }
+            if !matches!(keyword, "HELP" | "TYPE" | "UNIT") {
+                return Err(format!("unknown metadata {line:?}"));
+            }
+            if family.as_ref().map(|(current, _)| current.as_str()) != Some(name) {
+                if !seen_families.insert(name.to_string()) {
+                    return Err(format!("family {name} described in two places"));
+                }
+                family = Some((name.to_string(), String::new()));
+            }
+            let argument = parts.next().unwrap_or_default();
+            match (keyword, &mut family) {
+                ("TYPE", Some((_, kind))) => {
+                    if !kind.is_empty() {
+                        return Err(format!("family {name} typed twice"));
+                    }
+                    if sample_suffixes(argument).is_empty() {
+                        return Err(format!("unsupported type in {line:?}"));
+                    }
+                    *kind = argument.to_string();
+                    scrape.types.insert(name.to_string(), kind.clone());
+                }
+                ("UNIT", _) if !name.ends_with(&format!("_{argument}")) => {
+                    return Err(format!("{name} does not end with its unit {argument}"));
+                }
+                _ => {}
+            }
+            continue;
+        }
+        let Some((family_name, kind)) = family.as_ref().filter(|(_, kind)| !kind.is_empty()) else {
+            return Err(format!("sample before its family's TYPE: {line:?}"));
+        };
+        let name_end = line
+            .find(['{', ' '])
+            .ok_or_else(|| format!("bad sample {line:?}"))?;
+        let name = &line[..name_end];
+        let suffix = name
+            .strip_prefix(family_name.as_str())
+            .ok_or_else(|| format!("sample {name} outside its family {family_name}"))?;
+        if !sample_suffixes(kind).contains(&suffix) {
+            return Err(format!("sample {name} does not fit type {kind}"));
+        }
+        let (labels, rest) = match line[name_end..].strip_prefix('{') {
+            Some(inner) => parse_labels(inner)?,
+            None => (Vec::new(), &line[name_end..]),
+        };
+        let value_text = rest
+            .strip_prefix(' ')
+            .and_then(|value| value.split(' ').next())
+            .ok_or_else(|| format!("no value in {line:?}"))?;
+        let value: f64 = match value_text {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            text => text
+                .parse()
+                .map_err(|_| format!("bad value {text:?} in {line:?}"))?,
+        };
+        if kind == "counter" && (value.is_nan() || value < 0.0) {
+            return Err(format!("negative or NaN counter in {line:?}"));
+        }
+        let label_refs: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        if suffix == "_bucket" && !labels.iter().any(|(key, _)| key == "le") {
+            return Err(format!("bucket without le: {line:?}"));
+        }
+        let key = series_key(name, &label_refs);
+        if scrape.samples.insert(key.clone(), value).is_some() {
+            return Err(format!("series {key} repeated"));
+        }
+    }
+    // Histograms: cumulative buckets, the last one +Inf and equal to the count.
+    for (name, kind) in &scrape.types {
+        if kind != "histogram" {
+            continue;
+        }
+        let series = scrape.series(&format!("{name}_bucket"));
+        let mut bounds: Vec<(f64, f64)> = series
+            .iter()
+            .map(|(labels, count)| {
+                let bound = labels
+                    .trim_start_matches("le=\"")
+                    .trim_end_matches('"')
+                    .replace("+Inf", "inf");
+                (bound.parse::<f64>().unwrap_or(f64::NAN), *count)
+            })
+            .collect();
+        bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if bounds.last().map(|(bound, _)| *bound) != Some(f64::INFINITY) {
+            return Err(format!("{name} has no +Inf bucket"));
+        }
+        if bounds.windows(2).any(|pair| pair[0].1 > pair[1].1) {
+            return Err(format!("{name} buckets are not cumulative"));
+        }
+        let count = scrape.get(&format!("{name}_count"), &[]);
+        if count != bounds.last().map(|(_, count)| *count) {
+            return Err(format!("{name}: +Inf bucket differs from _count"));
+        }
+    }
+    Ok(scrape)
 }

@@ -1,0 +1,148 @@
+//! What metrics cost the pipeline, and what a scrape costs.
+//!
+//! - `per_decision`: the PLC thread's per-decision counting over a batch of 256 decisions
+//!   (reason tally in a local array, as `Egress::pump` does), without and with the
+//!   per-chute count it now adds (a single-writer relaxed load and store), and with an
+//!   atomic `fetch_add` for comparison.
+//! - `per_turn`: what each thread now does once per loop turn (publish the PLC link
+//!   figures; bump a liveness counter).
+//! - `scrape`: encoding the whole exposition with 300 chutes in use and a full latency
+//!   histogram, which runs on the metrics thread, never on the pipeline.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sortd::decision::{ChuteNumber, Reason};
+use sortd::metrics::Exposition;
+use sortd::plan::{Plan, PlanHandle, compile_str};
+use sortd::plc::LinkStats;
+use sortd::stats::Counters;
+
+const BATCH: usize = 256;
+const CHUTES_IN_USE: u16 = 300;
+
+/// A batch of (reason slot, chute) pairs spread over the chutes in use.
+fn batch() -> Vec<(usize, ChuteNumber)> {
+    let mut rng = fastrand::Rng::with_seed(11);
+    (0..BATCH)
+        .map(|_| (rng.usize(..Reason::ALL.len()), 1 + rng.u16(..CHUTES_IN_USE)))
+        .collect()
+}
+
+fn per_decision(c: &mut Criterion) {
+    let counters = Counters::default();
+    let fetch_add_table: Vec<AtomicU64> = (0..=u16::MAX).map(|_| AtomicU64::new(0)).collect();
+    let decisions = batch();
+    let mut group = c.benchmark_group("per_decision");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("reason_tally_only", |b| {
+        b.iter(|| {
+            let mut sent = [0u64; Reason::ALL.len()];
+            for (slot, chute) in black_box(&decisions) {
+                if let Some(count) = sent.get_mut(*slot) {
+                    *count += 1;
+                }
+                black_box(chute);
+            }
+            black_box(sent)
+        })
+    });
+    group.bench_function("reason_tally_and_chute_count", |b| {
+        b.iter(|| {
+            let mut sent = [0u64; Reason::ALL.len()];
+            for (slot, chute) in black_box(&decisions) {
+                if let Some(count) = sent.get_mut(*slot) {
+                    *count += 1;
+                }
+                counters.sorts_by_chute.count_one(*chute);
+            }
+            black_box(sent)
+        })
+    });
+    group.bench_function("reason_tally_and_chute_fetch_add", |b| {
+        b.iter(|| {
+            let mut sent = [0u64; Reason::ALL.len()];
+            for (slot, chute) in black_box(&decisions) {
+                if let Some(count) = sent.get_mut(*slot) {
+                    *count += 1;
+                }
+                if let Some(slot) = fetch_add_table.get(usize::from(*chute)) {
+                    slot.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            black_box(sent)
+        })
+    });
+    group.finish();
+}
+
+fn per_turn(c: &mut Criterion) {
+    let counters = Counters::default();
+    let stats = LinkStats {
+        sent: 1_000_000,
+        acked: 999_000,
+        ..LinkStats::default()
+    };
+    let mut group = c.benchmark_group("per_turn");
+    group.bench_function("publish_plc_turn", |b| {
+        b.iter(|| counters.publish_plc_turn(black_box(&stats), true, black_box(12), 3))
+    });
+    group.bench_function("ingress_liveness_turn", |b| {
+        b.iter(|| counters.liveness.ingress_turn(black_box(0)))
+    });
+    group.finish();
+}
+
+fn scrape(c: &mut Criterion) {
+    let csv = "kind,key,chutes\nmeta,name,bench plan\nmeta,version,3\nprefix,33,101\n\
+               default,no_read,998\ndefault,no_rule,999\ndefault,multi_read,997\n\
+               default,late,996\n";
+    let bytes = compile_str("bench.csv", csv).expect("bench plan compiles");
+    let plan = Arc::new(PlanHandle::new(
+        Plan::from_bytes(bytes).expect("bench plan opens"),
+    ));
+    let counters = Arc::new(Counters::default());
+    for chute in 1..=CHUTES_IN_USE {
+        for _ in 0..u64::from(chute) {
+            counters.sorts_by_chute.count_one(chute);
+        }
+    }
+    for reason in Reason::ALL {
+        counters.decided_sent.add(reason, 1_000);
+    }
+    let mut histogram =
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    let mut rng = fastrand::Rng::with_seed(5);
+    for _ in 0..100_000 {
+        let _ = histogram.record(rng.u64(20..5_000));
+    }
+    if let Ok(mut shared) = counters.decision_latency_us.lock() {
+        *shared = Some(histogram);
+    }
+    counters.count_decode_error("bad_magic", 3);
+    let exposition = Exposition::new(counters, plan, 2);
+    let mut text = String::new();
+    exposition.render(&mut text).expect("renders");
+    let mut group = c.benchmark_group("scrape");
+    group.throughput(Throughput::Bytes(text.len() as u64));
+    group.bench_function("render_300_chutes", |b| {
+        b.iter(|| {
+            text.clear();
+            exposition.render(&mut text).expect("renders");
+            black_box(text.len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(30)
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2));
+    targets = per_decision, per_turn, scrape
+}
+criterion_main!(benches);

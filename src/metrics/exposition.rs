@@ -1,0 +1,463 @@
+//! The Prometheus exposition: reads the daemon's live counters at scrape time and encodes
+//! them in the OpenMetrics text format through `prometheus-client`.
+//!
+//! Nothing is recorded here: the threads keep counting in [`Counters`] as they always do
+//! (once per turn), and a scrape only loads those atomics, so an idle endpoint costs the
+//! pipeline nothing and a busy one costs it a few cache misses. This module serves no
+//! sockets; [`super::server`] does.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::decision::Reason;
+use crate::plan::PlanHandle;
+use crate::stats::Counters;
+
+/// Upper bounds of the decision-latency histogram's buckets, in microseconds (the
+/// exposition converts them to seconds). The bar is p99.9 under 1 ms; the deadline
+/// defaults to 500 ms.
+pub const LATENCY_BUCKET_BOUNDS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
+];
+
+const _: () = {
+    let mut index = 1;
+    while index < LATENCY_BUCKET_BOUNDS_US.len() {
+        assert!(LATENCY_BUCKET_BOUNDS_US[index - 1] < LATENCY_BUCKET_BOUNDS_US[index]);
+        index += 1;
+    }
+};
+
+/// The OpenMetrics media type the endpoint answers with.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What a scrape reads: the counters, the current plan and how many ingress workers run.
+#[derive(Debug, Clone)]
+pub struct Exposition {
+    registry: Arc<Registry>,
+}
+
+impl Exposition {
+    /// An exposition of `counters` and `plan` for a daemon with `ingress_workers` workers.
+    pub fn new(counters: Arc<Counters>, plan: Arc<PlanHandle>, ingress_workers: usize) -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(DaemonCollector {
+            counters,
+            plan,
+            ingress_workers,
+        }));
+        Exposition {
+            registry: Arc::new(registry),
+        }
+    }
+
+    /// Encodes every metric as OpenMetrics text, ending with `# EOF`.
+    pub fn render(&self, out: &mut String) -> fmt::Result {
+        prometheus_client::encoding::text::encode(out, &self.registry)
+    }
+}
+
+#[derive(Debug)]
+struct DaemonCollector {
+    counters: Arc<Counters>,
+    plan: Arc<PlanHandle>,
+    ingress_workers: usize,
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// One descriptor and its series, each a label set and a value.
+fn family<L: EncodeLabelSet, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric_type: MetricType,
+    series: impl IntoIterator<Item = (L, M)>,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, unit, metric_type)?;
+    for (labels, value) in series {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: u64,
+) -> fmt::Result {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// The latency histogram as Prometheus buckets: seconds, per-bucket (not cumulative)
+/// counts, the encoder accumulates them.
+struct LatencyHistogram {
+    sum_seconds: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl LatencyHistogram {
+    fn from_hdr(histogram: Option<&hdrhistogram::Histogram<u64>>) -> LatencyHistogram {
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKET_BOUNDS_US
+            .iter()
+            .map(|bound_us| (*bound_us as f64 / 1e6, 0))
+            .chain(std::iter::once((f64::INFINITY, 0)))
+            .collect();
+        let mut sum_us = 0.0;
+        let mut count = 0;
+        if let Some(histogram) = histogram {
+            for value in histogram.iter_recorded() {
+                let at_us = value.value_iterated_to();
+                let times = value.count_at_value();
+                sum_us += at_us as f64 * times as f64;
+                count += times;
+                let index = LATENCY_BUCKET_BOUNDS_US
+                    .iter()
+                    .position(|bound_us| at_us <= *bound_us)
+                    .unwrap_or(LATENCY_BUCKET_BOUNDS_US.len());
+                if let Some(bucket) = buckets.get_mut(index) {
+                    bucket.1 += times;
+                }
+            }
+        }
+        LatencyHistogram {
+            sum_seconds: sum_us / 1e6,
+            count,
+            buckets,
+        }
+    }
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> fmt::Result {
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.sum_seconds,
+            self.count,
+            &self.buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+impl Collector for DaemonCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let c = &*self.counters;
+        let e = &mut encoder;
+        let bytes = Unit::Bytes;
+
+        counter(
+            e,
+            "sortd_scanner_read",
+            "Bytes read from scanner connections.",
+            Some(&bytes),
+            load(&c.bytes_in),
+        )?;
+        counter(
+            e,
+            "sortd_scanner_frames",
+            "Frames decoded from scanners (scans, hellos, heartbeats).",
+            None,
+            load(&c.frames_in),
+        )?;
+        counter(
+            e,
+            "sortd_scanner_scans",
+            "Scan frames decoded; each gets exactly one decision.",
+            None,
+            load(&c.scans_in),
+        )?;
+        counter(
+            e,
+            "sortd_scanner_skipped",
+            "Bytes the decoders skipped (garbage, bad frames, partial frames at close).",
+            Some(&bytes),
+            load(&c.bytes_skipped),
+        )?;
+        let decode_errors: Vec<(&'static str, u64)> = c
+            .decode_errors
+            .lock()
+            .map(|errors| errors.iter().map(|(kind, count)| (*kind, *count)).collect())
+            .unwrap_or_default();
+        family(
+            e,
+            "sortd_scanner_decode_errors",
+            "Scanner input that failed to decode, by kind.",
+            None,
+            MetricType::Counter,
+            decode_errors
+                .into_iter()
+                .map(|(kind, count)| ([("kind", kind)], ConstCounter::new(count))),
+        )?;
+
+        counter(
+            e,
+            "sortd_scanner_connections_accepted",
+            "Scanner connections accepted and served.",
+            None,
+            load(&c.connections_accepted),
+        )?;
+        gauge(
+            e,
+            "sortd_scanner_connections_open",
+            "Scanner connections open now.",
+            load(&c.connections_open) as i64,
+        )?;
+        family(
+            e,
+            "sortd_scanner_connections_refused",
+            "Scanner connections closed at accept, by cause.",
+            None,
+            MetricType::Counter,
+            [
+                ("limit", load(&c.connections_refused_limit)),
+                ("address", load(&c.connections_refused_address)),
+            ]
+            .map(|(cause, count)| ([("cause", cause)], ConstCounter::new(count))),
+        )?;
+        counter(
+            e,
+            "sortd_scanner_connections_closed",
+            "Scanner connections closed for any cause (peer, timeout, shutdown).",
+            None,
+            load(&c.connections_closed),
+        )?;
+        family(
+            e,
+            "sortd_scanner_connections_timed_out",
+            "Scanner connections sortd closed for a timeout, by cause.",
+            None,
+            MetricType::Counter,
+            [
+                ("frame_deadline", load(&c.connections_closed_frame_deadline)),
+                ("idle", load(&c.connections_closed_idle)),
+            ]
+            .map(|(cause, count)| ([("cause", cause)], ConstCounter::new(count))),
+        )?;
+
+        let decided = Reason::ALL.iter().flat_map(|reason| {
+            let series = if *reason == Reason::Duplicate {
+                vec![("not_actuated", c.decided_sent.get(*reason))]
+            } else {
+                vec![
+                    ("sent", c.decided_sent.get(*reason)),
+                    ("undelivered", c.decided_undelivered.get(*reason)),
+                ]
+            };
+            series.into_iter().map(|(delivery, count)| {
+                (
+                    [("reason", reason.as_str()), ("delivery", delivery)],
+                    ConstCounter::new(count),
+                )
+            })
+        });
+        family(
+            e,
+            "sortd_parcels_decided",
+            "Decisions by reason; delivery: sent to the PLC, undelivered (link down), or \
+             not_actuated (duplicates).",
+            None,
+            MetricType::Counter,
+            decided,
+        )?;
+        family(
+            e,
+            "sortd_parcels_by_chute",
+            "SORT telegrams handed to the PLC link, by chute.",
+            None,
+            MetricType::Counter,
+            c.sorts_by_chute
+                .nonzero()
+                .map(|(chute, count)| ([("chute", chute)], ConstCounter::new(count))),
+        )?;
+        let latency = c
+            .decision_latency_us
+            .lock()
+            .map(|histogram| LatencyHistogram::from_hdr(histogram.as_ref()))
+            .unwrap_or_else(|_| LatencyHistogram::from_hdr(None));
+        let seconds = Unit::Seconds;
+        latency.encode(e.encode_descriptor(
+            "sortd_decision_latency",
+            "Receipt of a scan to hand-off of its decision to the PLC link (merged every second).",
+            Some(&seconds),
+            MetricType::Histogram,
+        )?)?;
+        gauge(
+            e,
+            "sortd_queue_batches",
+            "Decision batches waiting for the PLC thread.",
+            load(&c.plc.queued_batches) as i64,
+        )?;
+
+        let plc = &c.plc;
+        gauge(
+            e,
+            "sortd_plc_link_up",
+            "1 while the PLC link is established and SORTs flow, else 0.",
+            i64::from(plc.link_up.load(Ordering::Relaxed)),
+        )?;
+        gauge(
+            e,
+            "sortd_plc_in_flight_telegrams",
+            "SORT telegrams sent and not yet acknowledged.",
+            load(&plc.in_flight) as i64,
+        )?;
+        counter(
+            e,
+            "sortd_plc_sorts_sent",
+            "SORT telegrams sent for the first time.",
+            None,
+            load(&plc.sent),
+        )?;
+        counter(
+            e,
+            "sortd_plc_sorts_acked",
+            "SORT telegrams acknowledged by the PLC.",
+            None,
+            load(&plc.acked),
+        )?;
+        counter(
+            e,
+            "sortd_plc_retransmissions",
+            "SORT telegrams sent again after an ACK timeout or a reconnect.",
+            None,
+            load(&plc.retransmitted),
+        )?;
+        counter(
+            e,
+            "sortd_plc_duplicate_acks",
+            "ACKs from the PLC that acknowledged nothing new.",
+            None,
+            load(&plc.acks_duplicate),
+        )?;
+        counter(
+            e,
+            "sortd_plc_bad_telegrams",
+            "Telegrams from the PLC that failed to decode.",
+            None,
+            load(&plc.telegrams_bad),
+        )?;
+        family(
+            e,
+            "sortd_plc_link_transitions",
+            "Times the PLC link came up or went down.",
+            None,
+            MetricType::Counter,
+            [("up", load(&plc.link_ups)), ("down", load(&plc.link_downs))]
+                .map(|(to, count)| ([("to", to)], ConstCounter::new(count))),
+        )?;
+        let confirmations: Vec<(&'static str, u64)> = c
+            .confirmations
+            .lock()
+            .map(|seen| seen.iter().map(|(kind, count)| (*kind, *count)).collect())
+            .unwrap_or_default();
+        family(
+            e,
+            "sortd_plc_sort_confirmations",
+            "Sort confirmations from the PLC, by outcome.",
+            None,
+            MetricType::Counter,
+            confirmations
+                .into_iter()
+                .map(|(outcome, count)| ([("outcome", outcome)], ConstCounter::new(count))),
+        )?;
+
+        let plan = self.plan.load();
+        let info = Info::new([
+            ("name", plan.name().to_string()),
+            ("version", plan.version().to_string()),
+        ]);
+        info.encode(e.encode_descriptor(
+            "sortd_plan",
+            "The sort plan deciding parcels now.",
+            None,
+            MetricType::Info,
+        )?)?;
+        gauge(
+            e,
+            "sortd_plan_version",
+            "Version of the sort plan deciding parcels now.",
+            i64::from(plan.version()),
+        )?;
+        family(
+            e,
+            "sortd_plan_reloads",
+            "Plan reloads (SIGHUP) by result; a failed reload keeps the previous plan.",
+            None,
+            MetricType::Counter,
+            [
+                ("ok", load(&c.plan_reloads_ok)),
+                ("failed", load(&c.plan_reloads_failed)),
+            ]
+            .map(|(result, count)| ([("result", result)], ConstCounter::new(count))),
+        )?;
+
+        let turns = std::iter::once(("plc".to_string(), c.liveness.plc_turns())).chain(
+            (0..self.ingress_workers)
+                .map(|index| (format!("ingress-{index}"), c.liveness.ingress_turns(index))),
+        );
+        family(
+            e,
+            "sortd_thread_loop_turns",
+            "Event-loop turns per daemon thread (the watchdog feeds only while all move).",
+            None,
+            MetricType::Counter,
+            turns.map(|(thread, count)| ([("thread", thread)], ConstCounter::new(count))),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_place_each_value_at_the_first_bound_not_below_it() {
+        let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+            .expect("valid bounds");
+        for (value_us, times) in [(40, 3), (100, 2), (700, 1), (2_000_000, 4)] {
+            histogram.record_n(value_us, times).expect("in range");
+        }
+        let latency = LatencyHistogram::from_hdr(Some(&histogram));
+        assert_eq!(latency.count, 10);
+        let counts: Vec<u64> = latency.buckets.iter().map(|(_, count)| *count).collect();
+        assert_eq!(counts, vec![3, 2, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4]);
+        assert_eq!(latency.buckets.last().map(|b| b.0), Some(f64::INFINITY));
+        // The sum is within hdrhistogram's precision (3 significant digits).
+        let exact_seconds = (40.0 * 3.0 + 200.0 + 700.0 + 8_000_000.0) / 1e6;
+        assert!((latency.sum_seconds - exact_seconds).abs() / exact_seconds < 1e-3);
+    }
+
+    #[test]
+    fn no_histogram_yet_means_empty_buckets() {
+        let latency = LatencyHistogram::from_hdr(None);
+        assert_eq!(latency.count, 0);
+        assert_eq!(latency.buckets.len(), LATENCY_BUCKET_BOUNDS_US.len() + 1);
+        assert!(latency.buckets.iter().all(|(_, count)| *count == 0));
+    }
+}
