@@ -74,10 +74,16 @@ struct LatencyObserver {
 
 impl SortObserver for LatencyObserver {
     fn on_sort(&self, sort: &SortCommand, arrived_at: Instant) {
-        if let Some(intended) = self.send_times.intended(sort.parcel_id) {
-            let micros = arrived_at.saturating_duration_since(intended).as_micros() as u64;
-            if let Ok(mut histogram) = self.histogram.lock() {
-                let _ = histogram.record(micros.max(1));
+        self.on_sorts(std::slice::from_ref(sort), arrived_at);
+    }
+
+    fn on_sorts(&self, sorts: &[SortCommand], arrived_at: Instant) {
+        if let Ok(mut histogram) = self.histogram.lock() {
+            for sort in sorts {
+                if let Some(intended) = self.send_times.intended(sort.parcel_id) {
+                    let micros = arrived_at.saturating_duration_since(intended).as_micros() as u64;
+                    let _ = histogram.record(micros.max(1));
+                }
             }
         }
     }

@@ -21,7 +21,7 @@ use crate::daemon::config::{PlcMode, PlcSettings};
 use crate::decision::Reason;
 use crate::pipeline::finalize::Finalizer;
 use crate::pipeline::queue::{Batch, BatchReceiver};
-use crate::plc::{ChuteStateTable, HostEvent, HostLink, LinkState, SortCommand};
+use crate::plc::{ChuteStateTable, HostEvent, HostLink, LinkState, Outcome, SortCommand};
 use crate::stats::Counters;
 
 use super::link_socket::{ConnectProgress, LinkSocket, ReadOutcome};
@@ -282,6 +282,8 @@ impl Egress {
         if self.link.poll_timeout().is_some_and(|at| at <= now) {
             self.link.handle_timeout(now);
         }
+        // Confirmations arrive one per parcel: count them here, take the lock once.
+        let mut confirmed = [0u64; Outcome::ALL.len()];
         while let Some(event) = self.link.poll_event() {
             match event {
                 HostEvent::ConnectNow => self.dial(now),
@@ -303,11 +305,22 @@ impl Egress {
                     self.shared.chute_states.set(chute, state);
                 }
                 HostEvent::SortConfirmed { confirm, .. } => {
-                    if let Ok(mut confirmations) = self.shared.counters.confirmations.lock() {
-                        *confirmations.entry(confirm.outcome.as_str()).or_insert(0) += 1;
+                    if let Some(count) =
+                        confirmed.get_mut(usize::from(confirm.outcome.code()).saturating_sub(1))
+                    {
+                        *count += 1;
                     }
                 }
                 _ => {}
+            }
+        }
+        if confirmed.iter().any(|count| *count > 0) {
+            if let Ok(mut confirmations) = self.shared.counters.confirmations.lock() {
+                for (outcome, count) in Outcome::ALL.iter().zip(confirmed) {
+                    if count > 0 {
+                        *confirmations.entry(outcome.as_str()).or_insert(0) += count;
+                    }
+                }
             }
         }
     }

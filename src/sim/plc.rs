@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use crate::decision::ChuteNumber;
+use crate::decision::{ChuteNumber, Reason};
 use crate::net::link_socket::{ConnectProgress, LinkSocket, ReadOutcome};
 use crate::plc::{ChuteState, Outcome, PeerConfig, PeerEvent, PlcPeer, SortCommand};
 use crate::stats::{ByReason, Counters};
@@ -105,7 +105,17 @@ pub struct PlcSimOptions {
 pub trait SortObserver: Send + Sync {
     /// A SORT arrived at `arrived_at`.
     fn on_sort(&self, sort: &SortCommand, arrived_at: Instant);
+
+    /// SORTs that arrived together (one read); override to take a lock once per batch.
+    fn on_sorts(&self, sorts: &[SortCommand], arrived_at: Instant) {
+        for sort in sorts {
+            self.on_sort(sort, arrived_at);
+        }
+    }
 }
+
+/// How often counts kept by the simulator's thread are added to the shared ones.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What the simulator counted. Shared, readable while it runs.
 #[derive(Debug)]
@@ -180,9 +190,16 @@ pub struct PlcSim {
     stalled_until: Option<Instant>,
     redial_at: Option<Instant>,
     local_address: Option<SocketAddr>,
-    // Batched counts, published each turn.
-    by_chute_local: BTreeMap<ChuteNumber, u64>,
+    // Counts kept by this thread and published every PUBLISH_INTERVAL, so a SORT
+    // costs no lock and no atomic read-modify-write.
+    arrived: Vec<SortCommand>,
+    sorts_local: u64,
+    by_reason_local: [u64; Reason::ALL.len()],
+    by_chute_local: Box<[u64]>,
+    chutes_touched: Vec<ChuteNumber>,
+    confirms_local: [u64; Outcome::ALL.len()],
     latency_local: hdrhistogram::Histogram<u64>,
+    last_publish: Instant,
 }
 
 impl std::fmt::Debug for PlcSim {
@@ -239,8 +256,14 @@ impl PlcSim {
             stalled_until: None,
             redial_at: Some(now),
             local_address,
-            by_chute_local: BTreeMap::new(),
+            arrived: Vec::with_capacity(4096),
+            sorts_local: 0,
+            by_reason_local: [0; Reason::ALL.len()],
+            by_chute_local: vec![0; usize::from(ChuteNumber::MAX) + 1].into_boxed_slice(),
+            chutes_touched: Vec::new(),
+            confirms_local: [0; Outcome::ALL.len()],
             latency_local: new_latency_histogram(),
+            last_publish: now,
             options,
         };
         sim.schedule_chute_fault(now);
@@ -289,7 +312,7 @@ impl PlcSim {
             }
             self.turn(now);
         }
-        self.publish();
+        self.publish(Instant::now(), true);
         Ok(())
     }
 
@@ -356,7 +379,7 @@ impl PlcSim {
                 self.lose_connection(now);
             }
         }
-        self.publish();
+        self.publish(now, false);
     }
 
     fn read(&mut self, now: Instant) {
@@ -374,9 +397,10 @@ impl PlcSim {
     }
 
     fn drain_events(&mut self, now: Instant) {
+        let now_us = unix_micros();
         while let Some(event) = self.peer.poll_event() {
             match event {
-                PeerEvent::SortReceived { sort, .. } => self.on_sort(sort, now),
+                PeerEvent::SortReceived { sort, .. } => self.on_sort(sort, now, now_us),
                 PeerEvent::HostUp { .. } => {
                     self.first_host_up.get_or_insert(now);
                     Counters::add(&self.counters.connections, 1);
@@ -392,19 +416,36 @@ impl PlcSim {
                 }
             }
         }
+        if !self.arrived.is_empty() {
+            if let Some(observer) = &self.observer {
+                observer.on_sorts(&self.arrived, now);
+            }
+            self.arrived.clear();
+        }
         self.counters
             .duplicates_ignored
             .store(self.peer.stats().duplicates, Ordering::Relaxed);
     }
 
-    fn on_sort(&mut self, sort: SortCommand, now: Instant) {
-        self.counters.sorts.fetch_add(1, Ordering::Relaxed);
-        self.counters.by_reason.add(sort.reason, 1);
-        *self.by_chute_local.entry(sort.chute).or_insert(0) += 1;
-        let latency_us = unix_micros().saturating_sub(sort.decided_at_us).max(1);
-        let _ = self.latency_local.record(latency_us);
-        if let Some(observer) = &self.observer {
-            observer.on_sort(&sort, now);
+    fn on_sort(&mut self, sort: SortCommand, now: Instant, now_us: u64) {
+        self.sorts_local += 1;
+        if let Some(count) = self
+            .by_reason_local
+            .get_mut(usize::from(sort.reason.code()).saturating_sub(1))
+        {
+            *count += 1;
+        }
+        if let Some(count) = self.by_chute_local.get_mut(usize::from(sort.chute)) {
+            if *count == 0 {
+                self.chutes_touched.push(sort.chute);
+            }
+            *count += 1;
+        }
+        let _ = self
+            .latency_local
+            .record(now_us.saturating_sub(sort.decided_at_us).max(1));
+        if self.observer.is_some() {
+            self.arrived.push(sort);
         }
         if let Some(delay) = self.options.confirm_delay {
             if self.pending_confirms.len() >= PENDING_CONFIRMS_MAX {
@@ -437,8 +478,11 @@ impl PlcSim {
             .confirm(sort.parcel_id, sort.scanner_id, sort.chute, outcome)
             .is_ok()
         {
-            if let Ok(mut confirms) = self.counters.confirms.lock() {
-                *confirms.entry(outcome.as_str()).or_insert(0) += 1;
+            if let Some(count) = self
+                .confirms_local
+                .get_mut(usize::from(outcome.code()).saturating_sub(1))
+            {
+                *count += 1;
             }
         }
     }
@@ -578,11 +622,32 @@ impl PlcSim {
         }
     }
 
-    fn publish(&mut self) {
-        if !self.by_chute_local.is_empty() {
+    /// Adds this thread's counts to the shared ones: the plain counts every turn, the
+    /// maps and the histogram every PUBLISH_INTERVAL (or when `finished`).
+    fn publish(&mut self, now: Instant, finished: bool) {
+        Counters::add(&self.counters.sorts, std::mem::take(&mut self.sorts_local));
+        for (reason, count) in Reason::ALL.iter().zip(self.by_reason_local.iter_mut()) {
+            self.counters.by_reason.add(*reason, std::mem::take(count));
+        }
+        if !finished && now.saturating_duration_since(self.last_publish) < PUBLISH_INTERVAL {
+            return;
+        }
+        self.last_publish = now;
+        if !self.chutes_touched.is_empty() {
             if let Ok(mut by_chute) = self.counters.by_chute.lock() {
-                for (chute, count) in std::mem::take(&mut self.by_chute_local) {
-                    *by_chute.entry(chute).or_insert(0) += count;
+                for chute in self.chutes_touched.drain(..) {
+                    if let Some(count) = self.by_chute_local.get_mut(usize::from(chute)) {
+                        *by_chute.entry(chute).or_insert(0) += std::mem::take(count);
+                    }
+                }
+            }
+        }
+        if self.confirms_local.iter().any(|count| *count > 0) {
+            if let Ok(mut confirms) = self.counters.confirms.lock() {
+                for (outcome, count) in Outcome::ALL.iter().zip(self.confirms_local.iter_mut()) {
+                    if *count > 0 {
+                        *confirms.entry(outcome.as_str()).or_insert(0) += std::mem::take(count);
+                    }
                 }
             }
         }
