@@ -203,7 +203,10 @@ impl Egress {
             let (batch, index) = match self.current.take() {
                 Some(current) => current,
                 None => match self.queue.try_recv() {
-                    Some(batch) => (batch, 0),
+                    Some(batch) => {
+                        std::hint::black_box(self.finalizer.warm(&batch));
+                        (batch, 0)
+                    }
                     None => break,
                 },
             };

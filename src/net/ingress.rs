@@ -34,6 +34,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
 const READS_PER_TURN_MAX: usize = 4;
 /// How long a blocked worker waits before retrying the hand-off.
 const BLOCKED_RETRY: Duration = Duration::from_micros(200);
+/// Complete frames decoded ahead, so their plan lookups' cache misses overlap.
+const WARM_AHEAD_FRAMES: usize = 16;
 /// Synthetic scanner ids (for text connections without a configured id) start here.
 const SYNTHETIC_SCANNER_ID_BASE: u32 = 0x8000_0000;
 
@@ -79,6 +81,13 @@ struct Sink {
 impl Sink {
     fn is_full(&self) -> bool {
         self.batch.len() >= self.sender.batch_parcels_max()
+    }
+
+    /// Decisions the batch can still take.
+    fn room(&self) -> usize {
+        self.sender
+            .batch_parcels_max()
+            .saturating_sub(self.batch.len())
     }
 
     /// Hands the batch over; false when the queue is full (the batch stays).
@@ -557,16 +566,49 @@ impl Turn<'_> {
                 return false;
             }
             let unread = connection.input.unread();
-            let consumed = match framing.decode(unread) {
-                Decoded::Frame { frame, consumed } => {
+            // Decode a window of complete frames ahead and warm the plan for all of them
+            // before deciding any: their cache misses overlap instead of queueing.
+            let room = self.sink.room().clamp(1, WARM_AHEAD_FRAMES);
+            let mut ahead: [Option<Frame<'_>>; WARM_AHEAD_FRAMES] =
+                [const { None }; WARM_AHEAD_FRAMES];
+            let mut decoded = 0;
+            let mut offset = 0;
+            let mut warmed = 0u64;
+            let mut stopped_at = Decoded::NeedMore;
+            while decoded < room {
+                match framing.decode(unread.get(offset..).unwrap_or_default()) {
+                    Decoded::Frame { frame, consumed } => {
+                        if let Frame::Scan(scan) = &frame {
+                            warmed ^= self.plan.warm(scan.barcodes.as_slice(), scan.destination);
+                        }
+                        if let Some(slot) = ahead.get_mut(decoded) {
+                            *slot = Some(frame);
+                        }
+                        decoded += 1;
+                        offset += consumed;
+                    }
+                    other => {
+                        stopped_at = other;
+                        break;
+                    }
+                }
+            }
+            std::hint::black_box(warmed);
+            if decoded > 0 {
+                for frame in ahead.iter().take(decoded).flatten() {
                     let scanner = ScannerState {
                         scanner_id: &mut connection.scanner_id,
                         scans: &mut connection.scans,
                         peer: connection.peer,
                     };
-                    self.decide_frame(scanner, framing, &frame);
-                    consumed
+                    self.decide_frame(scanner, framing, frame);
                 }
+                connection.input.consume(offset, self.now);
+                continue;
+            }
+            // No complete frame at the front: act on what the decoder said instead.
+            let consumed = match stopped_at {
+                Decoded::Frame { consumed, .. } => consumed,
                 Decoded::NeedMore if unread.is_empty() => return true,
                 Decoded::NeedMore if ending || connection.input.is_full() => {
                     // Nothing more will complete this frame (or it cannot fit): skip to

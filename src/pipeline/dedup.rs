@@ -69,6 +69,14 @@ impl FingerprintSet {
     }
 
     /// Inserts; the caller keeps `len` at most half the slots, so a free slot exists.
+    /// The home slot of `fingerprint`: the first memory `contains` reads.
+    fn home_slot(&self, fingerprint: u64) -> u64 {
+        self.slots
+            .get(fingerprint as usize & self.mask())
+            .copied()
+            .unwrap_or(0)
+    }
+
     fn insert(&mut self, fingerprint: u64) {
         let mask = self.mask();
         let mut index = fingerprint as usize & mask;
@@ -132,6 +140,16 @@ impl DuplicateWindow {
         }
         self.current.insert(fingerprint);
         false
+    }
+
+    /// Reads the slots that checking these parcels will read first, so a batch's cache
+    /// misses overlap. The returned value only keeps the reads alive.
+    pub fn warm(&self, keys: impl Iterator<Item = ParcelKey>) -> u64 {
+        keys.map(|key| {
+            let fingerprint = key.fingerprint();
+            self.current.home_slot(fingerprint) ^ self.previous.home_slot(fingerprint)
+        })
+        .fold(0, |touched, slot| touched ^ slot)
     }
 
     fn rotate(&mut self, now: Instant) {

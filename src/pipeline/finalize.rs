@@ -27,6 +27,16 @@ impl Finalizer {
         }
     }
 
+    /// Reads ahead the duplicate window's slots for a batch about to be finalized (see
+    /// [`DuplicateWindow::warm`]).
+    pub fn warm(&self, decisions: &[Decision]) -> u64 {
+        self.duplicates
+            .warm(decisions.iter().map(|decision| ParcelKey {
+                scanner_id: decision.scanner_id,
+                parcel_id: decision.parcel_id,
+            }))
+    }
+
     /// The decision as it must leave at `now`.
     pub fn finalize(&mut self, mut decision: Decision, now: Instant) -> Decision {
         let key = ParcelKey {

@@ -1,0 +1,321 @@
+//! The hand-off between threads, measured the ways the daemon could do it:
+//! one decision per channel message, batches of decisions through a crossbeam channel
+//! (what the daemon does), and batches through a crossbeam `ArrayQueue`. Also the cost
+//! of turning a borrowed frame into an owned one, which a separate resolver stage would
+//! pay per parcel, beside the fused decode-and-decide the ingress workers do.
+//!
+//! `cargo bench --bench pipeline`; compare the rows of one run with each other.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use crossbeam::channel;
+use crossbeam::queue::ArrayQueue;
+use sortd::decision::Reason;
+use sortd::pipeline::decide::Decision;
+use sortd::wire::{self, Barcodes, Decoded, Frame, ScanFlags, ScanFrame};
+
+const PARCELS: u64 = 1 << 16;
+const BATCH: usize = 256;
+
+fn decision(parcel_id: u64, at: Instant) -> Decision {
+    Decision {
+        parcel_id,
+        scanner_id: 1,
+        chute: 12,
+        reason: Reason::SortedPrimary,
+        plan_version: 1,
+        late_chute: 996,
+        received_at: at,
+    }
+}
+
+/// Moves PARCELS decisions from a producer thread to this one; returns the elapsed time.
+fn per_item_channel() -> Duration {
+    let (tx, rx) = channel::bounded::<Decision>(64 * BATCH);
+    let at = Instant::now();
+    let start = Instant::now();
+    let producer = std::thread::spawn(move || {
+        for parcel in 0..PARCELS {
+            let _ = tx.send(decision(parcel, at));
+        }
+    });
+    let mut sum = 0u64;
+    for item in rx.iter() {
+        sum = sum.wrapping_add(item.parcel_id);
+    }
+    let _ = producer.join();
+    black_box(sum);
+    start.elapsed()
+}
+
+fn batched_channel() -> Duration {
+    let (tx, rx) = channel::bounded::<Vec<Decision>>(64);
+    let (recycle_tx, recycle_rx) = channel::bounded::<Vec<Decision>>(128);
+    let at = Instant::now();
+    let start = Instant::now();
+    let producer = std::thread::spawn(move || {
+        let mut batch = Vec::with_capacity(BATCH);
+        for parcel in 0..PARCELS {
+            batch.push(decision(parcel, at));
+            if batch.len() == BATCH {
+                let full = std::mem::replace(
+                    &mut batch,
+                    recycle_rx
+                        .try_recv()
+                        .unwrap_or_else(|_| Vec::with_capacity(BATCH)),
+                );
+                let _ = tx.send(full);
+            }
+        }
+    });
+    let mut sum = 0u64;
+    for mut batch in rx.iter() {
+        for item in &batch {
+            sum = sum.wrapping_add(item.parcel_id);
+        }
+        batch.clear();
+        let _ = recycle_tx.try_send(batch);
+    }
+    let _ = producer.join();
+    black_box(sum);
+    start.elapsed()
+}
+
+fn batched_array_queue() -> Duration {
+    let queue = Arc::new(ArrayQueue::<Vec<Decision>>::new(64));
+    let at = Instant::now();
+    let start = Instant::now();
+    let producer = {
+        let queue = queue.clone();
+        std::thread::spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            for parcel in 0..PARCELS {
+                batch.push(decision(parcel, at));
+                if batch.len() == BATCH {
+                    let mut full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    while let Err(back) = queue.push(full) {
+                        full = back;
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+        })
+    };
+    let mut sum = 0u64;
+    let mut received = 0u64;
+    while received < PARCELS {
+        match queue.pop() {
+            Some(batch) => {
+                for item in &batch {
+                    sum = sum.wrapping_add(item.parcel_id);
+                }
+                received += batch.len() as u64;
+            }
+            None => std::hint::spin_loop(),
+        }
+    }
+    let _ = producer.join();
+    black_box(sum);
+    start.elapsed()
+}
+
+fn hand_off(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hand_off");
+    group.throughput(Throughput::Elements(PARCELS));
+    group.sample_size(20);
+    for (name, run) in [
+        ("per_item_channel", per_item_channel as fn() -> Duration),
+        ("batched_channel_256", batched_channel),
+        ("batched_array_queue_256", batched_array_queue),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iterations| (0..iterations).map(|_| run()).sum())
+        });
+    }
+    group.finish();
+}
+
+/// An owned copy of a scan, what a resolver thread would need.
+#[allow(dead_code)]
+struct OwnedScan {
+    scanner_id: u32,
+    parcel_id: u64,
+    barcodes: Vec<Vec<u8>>,
+    destination: Option<Vec<u8>>,
+}
+
+fn frame_ownership(c: &mut Criterion) {
+    let mut bytes = Vec::new();
+    let codes: [&[u8]; 1] = [b"YT1234567890123"];
+    let frame = Frame::Scan(ScanFrame {
+        scanner_id: 7,
+        sequence: 1,
+        parcel_id: 145,
+        scanned_at_us: 0,
+        barcodes: Barcodes::from_slice(&codes).unwrap_or_default(),
+        destination: Some(b"330106001005"),
+        weight_g: 1200,
+        length_mm: 300,
+        width_mm: 200,
+        height_mm: 100,
+        flags: ScanFlags::default(),
+    });
+    let _ = wire::encode(&frame, &mut bytes);
+    let mut group = c.benchmark_group("frame_ownership");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("decode_borrowed", |b| {
+        b.iter(|| match wire::decode_binary(black_box(&bytes)) {
+            Decoded::Frame {
+                frame: Frame::Scan(scan),
+                ..
+            } => black_box(scan.parcel_id),
+            _ => 0,
+        })
+    });
+    group.bench_function("decode_then_copy_to_owned", |b| {
+        b.iter(|| match wire::decode_binary(black_box(&bytes)) {
+            Decoded::Frame {
+                frame: Frame::Scan(scan),
+                ..
+            } => {
+                let owned = OwnedScan {
+                    scanner_id: scan.scanner_id,
+                    parcel_id: scan.parcel_id,
+                    barcodes: scan.barcodes.iter().map(|code| code.to_vec()).collect(),
+                    destination: scan.destination.map(<[u8]>::to_vec),
+                };
+                black_box(owned).parcel_id
+            }
+            _ => 0,
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    hand_off,
+    frame_ownership,
+    plan_warming,
+    duplicate_window_warming
+);
+criterion_main!(benches);
+
+/// Plan lookups one parcel at a time, and in windows of 16 warmed first (what ingress
+/// does), over 262,144 distinct parcels so the tables are not held in cache; the windows
+/// are what ingress does. Needs the benchmark plan `cargo bench --bench e2e` leaves in target/bench-plans;
+/// skipped without it.
+fn plan_warming(c: &mut Criterion) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/bench-plans/plan-1000000.sortplan");
+    let Ok(plan) = sortd::plan::Plan::open(&path) else {
+        eprintln!("plan_warming skipped: no {}", path.display());
+        return;
+    };
+    let mut rng = fastrand::Rng::with_seed(3);
+    let exact: Vec<Vec<u8>> = plan.exact_entries().map(|(key, _)| key.to_vec()).collect();
+    let prefixes: Vec<Vec<u8>> = plan.prefix_entries().map(|(key, _)| key.to_vec()).collect();
+    // Half pre-advised tracking numbers, half unknown barcodes routed by a village code.
+    let parcels: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..262_144)
+        .map(|index| {
+            if index % 2 == 0 {
+                (exact[rng.usize(..exact.len())].clone(), None)
+            } else {
+                let unknown = format!("LG{:013}", rng.u64(..10_000_000_000_000));
+                (
+                    unknown.into_bytes(),
+                    Some(prefixes[rng.usize(..prefixes.len())].clone()),
+                )
+            }
+        })
+        .collect();
+    let mut group = c.benchmark_group("plan_warming");
+    group.throughput(Throughput::Elements(parcels.len() as u64));
+    group.bench_function("resolve_one_by_one", |b| {
+        b.iter(|| {
+            let mut chutes = 0u64;
+            for (barcode, code) in &parcels {
+                let resolution = plan.resolve(&[barcode.as_slice()], code.as_deref());
+                chutes += u64::from(resolution.chutes.primary());
+            }
+            black_box(chutes)
+        })
+    });
+    group.bench_function("warm_16_then_resolve", |b| {
+        b.iter(|| {
+            let mut chutes = 0u64;
+            for window in parcels.chunks(16) {
+                let mut warmed = 0u64;
+                for (barcode, code) in window {
+                    warmed ^= plan.warm(&[barcode.as_slice()], code.as_deref());
+                }
+                black_box(warmed);
+                for (barcode, code) in window {
+                    let resolution = plan.resolve(&[barcode.as_slice()], code.as_deref());
+                    chutes += u64::from(resolution.chutes.primary());
+                }
+            }
+            black_box(chutes)
+        })
+    });
+    group.finish();
+}
+
+/// The duplicate window at its default size (1 M parcels), checked one parcel at a time
+/// and in batches of 256 warmed first (what the PLC thread does).
+fn duplicate_window_warming(c: &mut Criterion) {
+    use sortd::pipeline::dedup::{DuplicateWindow, ParcelKey};
+    let now = Instant::now();
+    let mut rng = fastrand::Rng::with_seed(5);
+    let keys: Vec<ParcelKey> = (0..262_144)
+        .map(|_| ParcelKey {
+            scanner_id: rng.u32(1..64),
+            parcel_id: rng.u64(..),
+        })
+        .collect();
+    let mut group = c.benchmark_group("duplicate_window_warming");
+    group.throughput(Throughput::Elements(keys.len() as u64));
+    group.sample_size(20);
+    for warm in [false, true] {
+        let name = if warm {
+            "warm_256_then_check"
+        } else {
+            "check_one_by_one"
+        };
+        group.bench_function(name, |b| {
+            b.iter_custom(|iterations| {
+                let mut elapsed = Duration::ZERO;
+                for _ in 0..iterations {
+                    // A window already holding about 1 M parcels, as in steady state.
+                    let mut window = DuplicateWindow::new(Duration::from_secs(3600), 2_000_000);
+                    for parcel_id in 0..1_000_000u64 {
+                        window.is_duplicate(
+                            ParcelKey {
+                                scanner_id: 0,
+                                parcel_id,
+                            },
+                            now,
+                        );
+                    }
+                    let start = Instant::now();
+                    let mut duplicates = 0;
+                    for chunk in keys.chunks(256) {
+                        if warm {
+                            black_box(window.warm(chunk.iter().copied()));
+                        }
+                        for key in chunk {
+                            duplicates += usize::from(window.is_duplicate(*key, now));
+                        }
+                    }
+                    elapsed += start.elapsed();
+                    black_box(duplicates);
+                }
+                elapsed
+            })
+        });
+    }
+    group.finish();
+}
