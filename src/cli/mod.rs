@@ -14,6 +14,7 @@ mod loadgen;
 mod plan;
 mod plc_sim;
 mod run;
+mod simulate;
 
 /// Exit status for a bad configuration or bad command-line input (BSD `EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;
@@ -41,6 +42,8 @@ enum Command {
     PlcSim(plc_sim::PlcSimArgs),
     /// Play scanners (and the PLC) against a running sortd and report.
     Loadgen(loadgen::LoadgenArgs),
+    /// Run the deterministic simulation of the core over many seeds.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Parse the command line and run the subcommand.
@@ -53,6 +56,7 @@ pub fn main() -> ExitCode {
         Command::PlcSim(args) => plc_sim::run(args),
         Command::Loadgen(args) => loadgen::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Simulate(args) => simulate::run(args),
     };
     match result {
         Ok(code) => code,

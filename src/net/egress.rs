@@ -231,15 +231,21 @@ impl Egress {
                         plan_version: decision.plan_version,
                         decided_at_us,
                     };
+                    // Room was checked above, so the window takes it. Were it ever
+                    // refused, the decision (already in the duplicate window) is counted
+                    // undelivered rather than retried into a false duplicate.
                     if self.link.submit(command).is_err() {
-                        break;
-                    }
-                    self.shared
-                        .counters
-                        .sorts_by_chute
-                        .count_one(decision.chute);
-                    if let Some(count) = sent.get_mut(slot) {
-                        *count += 1;
+                        if let Some(count) = undelivered.get_mut(slot) {
+                            *count += 1;
+                        }
+                    } else {
+                        self.shared
+                            .counters
+                            .sorts_by_chute
+                            .count_one(decision.chute);
+                        if let Some(count) = sent.get_mut(slot) {
+                            *count += 1;
+                        }
                     }
                 } else if let Some(count) = undelivered.get_mut(slot) {
                     *count += 1;

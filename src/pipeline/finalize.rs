@@ -37,6 +37,11 @@ impl Finalizer {
             }))
     }
 
+    /// Parcels the duplicate window remembers now (bounded by its `entries_max`).
+    pub fn remembered(&self) -> usize {
+        self.duplicates.len()
+    }
+
     /// The decision as it must leave at `now`.
     pub fn finalize(&mut self, mut decision: Decision, now: Instant) -> Decision {
         let key = ParcelKey {

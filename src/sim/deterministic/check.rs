@@ -1,0 +1,339 @@
+//! The promise checker: a ledger of what the simulated core decoded, decided, sent and
+//! what the simulated PLC actuated, checked after every step and once more after the
+//! final drain.
+//!
+//! It only observes: it is fed by the simulation's drivers and answers with the first
+//! broken promise. Each observation is also folded into a digest of the run, so two
+//! runs of one seed can be compared byte for byte.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::decision::Reason;
+use crate::pipeline::decide::Decision;
+use crate::plc::SortCommand;
+
+/// The six promises of README's "Guarantees".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Promise {
+    /// Every decoded scan gets exactly one decision, with a reason and a plan version.
+    OneDecisionPerScan = 1,
+    /// No parcel is actuated twice.
+    NoDoubleActuation = 2,
+    /// Received = decided + in flight; in flight is 0 after a drain.
+    Accounting = 3,
+    /// Bad input on one connection never changes what another connection gets.
+    Isolation = 4,
+    /// A plan swap never leaves a parcel undecided nor serves an unverified plan.
+    VerifiedPlansOnly = 5,
+    /// Buffers, queues and windows stay within their configured bounds.
+    MemoryBounds = 6,
+}
+
+impl Promise {
+    /// The promise's number in README.
+    pub const fn number(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A broken promise, where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Which promise.
+    pub promise: Promise,
+    /// The simulation step it was detected at.
+    pub step: u64,
+    /// Virtual milliseconds since the start of the run.
+    pub at_ms: u64,
+    /// What exactly.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "promise {} ({:?}) broken at step {} (t = {} ms): {}",
+            self.promise.number(),
+            self.promise,
+            self.step,
+            self.at_ms,
+            self.detail
+        )
+    }
+}
+
+/// Where a decision went when it left the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fate {
+    /// Submitted to the PLC link.
+    Sent,
+    /// Marked duplicate: counted, not sent.
+    Duplicate,
+    /// The link was down: counted as undelivered.
+    Undelivered,
+}
+
+/// Counts of one parcel key (scanner id, parcel id).
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyLedger {
+    decoded: u32,
+    finalized: u32,
+    sent: u32,
+    actuated: u32,
+}
+
+/// The ledger and the digest.
+pub(super) struct Checker {
+    keys: HashMap<(u32, u64), KeyLedger>,
+    pub received: u64,
+    pub decided: u64,
+    pub sent: u64,
+    pub duplicates: u64,
+    pub undelivered: u64,
+    pub late: u64,
+    pub actuated: u64,
+    digest: Xxh3,
+    pub step: u64,
+    pub at_ms: u64,
+}
+
+impl fmt::Debug for Checker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Checker")
+            .field("received", &self.received)
+            .field("decided", &self.decided)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Checker {
+    pub fn new() -> Checker {
+        Checker {
+            keys: HashMap::new(),
+            received: 0,
+            decided: 0,
+            sent: 0,
+            duplicates: 0,
+            undelivered: 0,
+            late: 0,
+            actuated: 0,
+            digest: Xxh3::new(),
+            step: 0,
+            at_ms: 0,
+        }
+    }
+
+    /// A violation of `promise` at the current step.
+    pub fn violation(&self, promise: Promise, detail: String) -> Violation {
+        Violation {
+            promise,
+            step: self.step,
+            at_ms: self.at_ms,
+            detail,
+        }
+    }
+
+    /// Folds an event into the digest.
+    pub fn trace(&mut self, tag: u8, fields: &[u64]) {
+        self.digest.update(&[tag]);
+        for field in fields {
+            self.digest.update(&field.to_le_bytes());
+        }
+    }
+
+    /// The digest of everything traced so far.
+    pub fn digest(&self) -> u64 {
+        self.digest.digest()
+    }
+
+    /// Ingress decoded a scan and decided it with the plan of `served_version`, while the
+    /// checker's model says `expected_version` is published.
+    pub fn on_decided_at_ingress(
+        &mut self,
+        decision: &Decision,
+        expected_version: u32,
+    ) -> Result<(), Violation> {
+        self.received += 1;
+        let key = (decision.scanner_id, decision.parcel_id);
+        self.keys.entry(key).or_default().decoded += 1;
+        self.trace(
+            1,
+            &[
+                u64::from(decision.scanner_id),
+                decision.parcel_id,
+                u64::from(decision.chute),
+                u64::from(decision.reason.code()),
+                u64::from(decision.plan_version),
+            ],
+        );
+        if decision.plan_version != expected_version {
+            return Err(self.violation(
+                Promise::VerifiedPlansOnly,
+                format!(
+                    "parcel {key:?} decided with plan v{} while v{expected_version} is the \
+                     last verified plan published",
+                    decision.plan_version
+                ),
+            ));
+        }
+        if decision.chute == 0 {
+            return Err(self.violation(
+                Promise::OneDecisionPerScan,
+                format!("parcel {key:?} decided to chute 0 ({:?})", decision.reason),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The egress finalized a decision and sent, skipped or counted it.
+    pub fn on_finalized(&mut self, decision: &Decision, fate: Fate) -> Result<(), Violation> {
+        self.decided += 1;
+        let key = (decision.scanner_id, decision.parcel_id);
+        let entry = self.keys.entry(key).or_default();
+        entry.finalized += 1;
+        let (finalized, decoded, sent_before) = (entry.finalized, entry.decoded, entry.sent);
+        if fate == Fate::Sent {
+            entry.sent += 1;
+        }
+        match fate {
+            Fate::Sent => self.sent += 1,
+            Fate::Duplicate => self.duplicates += 1,
+            Fate::Undelivered => self.undelivered += 1,
+        }
+        if decision.reason == Reason::Late {
+            self.late += 1;
+        }
+        self.trace(
+            2,
+            &[
+                u64::from(decision.scanner_id),
+                decision.parcel_id,
+                u64::from(decision.reason.code()),
+                fate as u64,
+            ],
+        );
+        if finalized > decoded {
+            return Err(self.violation(
+                Promise::OneDecisionPerScan,
+                format!("parcel {key:?} got decision {finalized} but was decoded {decoded} times"),
+            ));
+        }
+        if decision.reason == Reason::Duplicate && finalized == 1 {
+            return Err(self.violation(
+                Promise::OneDecisionPerScan,
+                format!("parcel {key:?} marked duplicate on its first sighting: never actuated"),
+            ));
+        }
+        if fate == Fate::Sent && sent_before > 0 {
+            return Err(self.violation(
+                Promise::NoDoubleActuation,
+                format!(
+                    "parcel {key:?} sent to the PLC a second time (window longer than the run)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The simulated PLC received a SORT (exactly once per link sequence number).
+    pub fn on_actuated(&mut self, sort: &SortCommand) -> Result<(), Violation> {
+        self.actuated += 1;
+        let key = (sort.scanner_id, sort.parcel_id);
+        let entry = self.keys.entry(key).or_default();
+        entry.actuated += 1;
+        let (actuated, sent) = (entry.actuated, entry.sent);
+        self.trace(
+            3,
+            &[
+                u64::from(sort.scanner_id),
+                sort.parcel_id,
+                u64::from(sort.chute),
+            ],
+        );
+        if actuated > 1 {
+            return Err(self.violation(
+                Promise::NoDoubleActuation,
+                format!("parcel {key:?} actuated {actuated} times at the PLC"),
+            ));
+        }
+        if actuated > sent {
+            return Err(self.violation(
+                Promise::NoDoubleActuation,
+                format!("parcel {key:?} actuated but never sent"),
+            ));
+        }
+        if !super::fixtures::PlanFixtures::is_publishable(sort.plan_version) {
+            return Err(self.violation(
+                Promise::VerifiedPlansOnly,
+                format!(
+                    "parcel {key:?} actuated with unverified plan v{}",
+                    sort.plan_version
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Promise 3 at this moment: everything received is decided or in flight.
+    pub fn check_accounting(&self, in_flight: u64) -> Result<(), Violation> {
+        if self.received != self.decided + in_flight {
+            return Err(self.violation(
+                Promise::Accounting,
+                format!(
+                    "received {} != decided {} + in flight {in_flight}",
+                    self.received, self.decided
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// After the drain: nothing in flight, every key decided as often as decoded, every
+    /// sent parcel actuated exactly once.
+    pub fn check_drained(&self, in_flight: u64) -> Result<(), Violation> {
+        self.check_accounting(in_flight)?;
+        if in_flight != 0 {
+            return Err(self.violation(
+                Promise::Accounting,
+                format!("{in_flight} decisions still in flight after the drain"),
+            ));
+        }
+        let mut keys: Vec<_> = self.keys.iter().collect();
+        keys.sort_by_key(|(key, _)| **key);
+        for (key, ledger) in keys {
+            if ledger.decoded != ledger.finalized {
+                return Err(self.violation(
+                    Promise::OneDecisionPerScan,
+                    format!(
+                        "parcel {key:?} decoded {} times, decided {} times",
+                        ledger.decoded, ledger.finalized
+                    ),
+                ));
+            }
+            if ledger.sent > ledger.actuated {
+                return Err(self.violation(
+                    Promise::Accounting,
+                    format!(
+                        "parcel {key:?} sent {} times but actuated {} times: lost in the link",
+                        ledger.sent, ledger.actuated
+                    ),
+                ));
+            }
+            if ledger.sent < ledger.actuated {
+                return Err(self.violation(
+                    Promise::NoDoubleActuation,
+                    format!(
+                        "parcel {key:?} sent {} times, actuated {} times after the drain",
+                        ledger.sent, ledger.actuated
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
