@@ -7,7 +7,9 @@
 //!
 //! The sans-IO core (codecs, lookups, protocol state machines: [`wire`], [`plan`],
 //! [`plc`], [`pipeline`]) never touches a socket or a clock. The thin shells that do
-//! ([`net`], [`daemon`]) drive it; the `sortd` binary adds the command line and signals.
+//! ([`net`], [`daemon`], [`metrics`]) drive it; the `sortd` binary adds the command line
+//! and signals. The tools that exercise it live beside it: the PLC simulator and the
+//! deterministic simulation of the core ([`sim`]) and the load generator ([`loadgen`]).
 
 #![warn(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
