@@ -7,7 +7,7 @@
 //! `default,WHICH,CHUTE`. Fields are separated by commas with no quoting; spaces and tabs
 //! around fields are ignored; `meta,name` takes the rest of the line, commas included.
 //! Lines starting with `#` and blank lines are ignored; CR LF line ends and a UTF-8 BOM
-//! are accepted. This module parses and writes; lookups live in [`super::lookup`].
+//! are accepted. This module parses and writes; lookups live in `plan::lookup`.
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read};

@@ -3,7 +3,7 @@
 //!
 //! This module knows the layout and checks that a header is self-consistent and fits the
 //! file; it never maps files, never reads past a slice, and does not walk the tables
-//! (that is [`super::verify`]). PLAN.md at the repository root describes the same format
+//! (that is `Plan::verify`). PLAN.md at the repository root describes the same format
 //! in prose; the two must agree.
 //!
 //! Layout (all integers little-endian, every section starts at a multiple of 8 bytes,

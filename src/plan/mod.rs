@@ -3,7 +3,7 @@
 //! plans between waves without blocking readers.
 //!
 //! Jobs by file: [`csv`] parses the source and writes the compiled file atomically;
-//! [`build`] lays out the tables; [`format`] is the byte layout (also in PLAN.md);
+//! [`build`] lays out the tables; [`format`](mod@format) is the byte layout (also in PLAN.md);
 //! [`open`](Plan::open) maps and checks a file; [`lookup`](Plan::resolve) is the hot path;
 //! [`handle`](PlanHandle) publishes plans; [`diff()`] compares two plans; [`generate`]
 //! makes synthetic and example plans. This layer does no networking, threading or

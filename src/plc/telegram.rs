@@ -1,6 +1,6 @@
 //! The PLC link's telegrams: one fixed length for every type, big-endian, CRC-16 at the
 //! end. Pure encode and decode; no state, no sequencing rules (those are in
-//! [`super::host`] and [`super::peer`]), no stream framing (see [`super::reader`]).
+//! [`super::host`] and [`super::peer`]), no stream framing (see `plc::reader`).
 //!
 //! Layout (PROTOCOL.md, "PLC link", has every byte): `magic(2) version(1) type(1)
 //! seq(4) body(30) crc16(2)`. Reserved bytes must be zero, enumerations must hold a
