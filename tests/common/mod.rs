@@ -11,7 +11,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -189,51 +188,7 @@ pub fn start_daemon_with_plan(
         // Tests run in parallel: never compete for the default metrics port.
         config.push_str("[metrics]\naddress = \"127.0.0.1:0\"\n");
     }
-    let config_path = folder.path().join("sortd.toml");
-    std::fs::write(&config_path, config).expect("config written");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sortd"))
-        .arg("run")
-        .arg("--config")
-        .arg(&config_path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sortd starts");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (address_tx, address_rx) = mpsc::channel();
-    {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening for scanners") {
-                    if let Some(address) = field(&line, "address") {
-                        let _ = address_tx.send(address);
-                    }
-                }
-                if let Ok(mut log) = log.lock() {
-                    log.push(line);
-                }
-            }
-        });
-    }
-    let mut scanner_addresses = Vec::new();
-    for _ in listeners {
-        let address = address_rx.recv_timeout(PATIENCE).unwrap_or_else(|_| {
-            panic!(
-                "sortd did not start listening; log: {:?}",
-                log.lock().map(|l| l.clone())
-            )
-        });
-        scanner_addresses.push(address.parse().expect("address parses"));
-    }
-    DaemonProcess {
-        child,
-        scanner_addresses,
-        log,
-        _folder: folder,
-    }
+    start_daemon_in(folder, &config, listeners.len(), &[])
 }
 
 /// The value of `key=value` in a log line (quotes removed).
@@ -422,14 +377,15 @@ pub fn start_daemon_in(
         log,
         _folder: folder,
     };
-    wait_until("the daemon's scanner listeners", || {
-        daemon
-            .log()
-            .iter()
-            .filter(|line| line.contains("listening for scanners"))
-            .count()
-            >= listeners
-    });
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while daemon.log_lines("listening for scanners").len() < listeners {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sortd did not start listening; log: {:?}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     daemon.scanner_addresses = daemon
         .log()
         .iter()
