@@ -11,8 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{
-    BinaryScanner, PATIENCE, Parcel, TestPlc, closed_by_peer, encode_scan, field, start_daemon,
-    wait_until,
+    BinaryScanner, Parcel, TestPlc, closed_by_peer, encode_scan, field, start_daemon, wait_until,
 };
 use sortd::decision::Reason;
 use sortd::plc::ChuteState;
@@ -458,9 +457,7 @@ fn the_documented_example_configuration_is_valid() {
         .expect("validates");
     assert_eq!(config.listeners.len(), 2);
     assert!(config.plan_path.ends_with("example-plan.csv"));
-    let _ = PATIENCE;
 }
-
 #[test]
 fn decisions_that_miss_their_deadline_go_late_to_the_late_chute() {
     // The PLC stops reading for two seconds. A decision that entered the link's window
