@@ -1,5 +1,5 @@
 //! Invariant checks over arbitrary bytes, shared by the cargo-fuzz targets in `fuzz/` and
-//! the stable corpus-replay test (`tests/wire_fuzz_corpus.rs`).
+//! the stable corpus-replay test (`tests/wire/fuzz_corpus.rs`).
 //!
 //! Each function takes any bytes and panics only when the wire layer breaks a promise
 //! (a panic here is a real bug, which is the point). Not for production use.

@@ -1,11 +1,11 @@
 //! Deterministic tests of the PLC link: a `HostLink` and a `PlcPeer` joined by an
 //! in-memory transport on a virtual clock.
 
-mod plc_common;
+
 
 use std::time::Duration;
 
-use plc_common::{Pair, host_config, plc_config, sort};
+use crate::common::{Pair, host_config, plc_config, sort};
 use sortd::plc::{
     ChuteState, ChuteStateTable, HostEvent, HostLink, LinkConfig, LinkDownReason, LinkState,
     Outcome, PeerEvent, PeerState, PlcPeer, SortConfirm, Telegram, WindowFull,

@@ -1,7 +1,7 @@
 //! `sortd run` as a real process over real sockets: scripted scanners on one side, a
 //! recording PLC on the other.
 
-mod common;
+
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     BinaryScanner, Parcel, TestPlc, closed_by_peer, encode_scan, field, start_daemon, wait_until,
 };
 use sortd::decision::Reason;
@@ -22,7 +22,7 @@ fn test_plan_version() -> u32 {
     let folder = tempfile::tempdir().unwrap();
     let csv = folder.path().join("plan.csv");
     let compiled = folder.path().join("plan.sortplan");
-    std::fs::write(&csv, common::TEST_PLAN_CSV).unwrap();
+    std::fs::write(&csv, crate::common::TEST_PLAN_CSV).unwrap();
     sortd::plan::compile_file(&csv, &compiled).expect("test plan compiles");
     sortd::plan::Plan::open(&compiled).unwrap().version()
 }
@@ -435,7 +435,7 @@ fn bad_configuration_exits_64_and_names_the_key() {
     ];
     for (config, key) in cases {
         let folder = tempfile::tempdir().unwrap();
-        std::fs::write(folder.path().join("plan.csv"), common::TEST_PLAN_CSV).unwrap();
+        std::fs::write(folder.path().join("plan.csv"), crate::common::TEST_PLAN_CSV).unwrap();
         let path = folder.path().join("sortd.toml");
         std::fs::write(&path, config).unwrap();
         let output = Command::new(env!("CARGO_BIN_EXE_sortd"))
@@ -451,9 +451,9 @@ fn bad_configuration_exits_64_and_names_the_key() {
 
 #[test]
 fn the_documented_example_configuration_is_valid() {
-    let file = std::fs::read_to_string(common::project_path("config/sortd.toml")).unwrap();
+    let file = std::fs::read_to_string(crate::common::project_path("config/sortd.toml")).unwrap();
     let parsed = sortd::daemon::config::parse(&file).expect("parses");
-    let config = sortd::daemon::config::validate(parsed, &common::project_path("config"))
+    let config = sortd::daemon::config::validate(parsed, &crate::common::project_path("config"))
         .expect("validates");
     assert_eq!(config.listeners.len(), 2);
     assert!(config.plan_path.ends_with("example-plan.csv"));

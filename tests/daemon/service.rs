@@ -3,7 +3,7 @@
 //! the Prometheus endpoint against what the test sent, the sd_notify conversation with a
 //! fake service manager, and the systemd unit file.
 
-mod common;
+
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     BinaryScanner, Parcel, TestPlc, closed_by_peer, encode_scan, field, http_exchange,
     parse_openmetrics, replace_file, scrape, start_daemon_in, start_daemon_with_plan, wait_until,
 };
@@ -770,7 +770,7 @@ const EXPOSURE_MAX: f64 = 2.0;
 
 #[test]
 fn the_unit_file_verifies_and_is_rated_at_most_2_0() {
-    let unit = std::fs::read_to_string(common::project_path("config/sortd.service")).unwrap();
+    let unit = std::fs::read_to_string(crate::common::project_path("config/sortd.service")).unwrap();
     for directive in UNIT_MUST_HAVE {
         assert!(
             unit.lines()

@@ -3,12 +3,12 @@
 //! delivery of every SORT and every confirmation. A failure names its seed; the same
 //! seed replays the same run.
 
-mod plc_common;
+
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use plc_common::{Faults, Pair, host_config, plc_config, sort};
+use crate::common::{Faults, Pair, host_config, plc_config, sort};
 use sortd::plc::{AckPolicy, HostEvent, LinkConfig, Outcome};
 
 /// Seeds run by default; `PLC_RANDOM_SEEDS=5000 cargo test --release --test plc_random`

@@ -1,12 +1,12 @@
 //! Faults on the real binary, most of them injected by the fault proxy
-//! (`tests/common/proxy.rs`) between the scanners and sortd or between sortd and the PLC
+//! (`tests/daemon/common/proxy.rs`) between the scanners and sortd or between sortd and the PLC
 //! simulator. Each test asserts the promises from outside: what the recording PLC
 //! received, and the daemon's final count line (`scans`, `decided`, `sent_to_plc`,
 //! `undelivered`, ...). tests/daemon.rs covers the direct cases (garbage, slowloris,
 //! strangers, a small flood, scheduled PLC drops); these go through the proxy or add
 //! load, signals and crashes.
 
-mod common;
+
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::proxy::Proxy;
-use common::{
+use crate::common::proxy::Proxy;
+use crate::common::{
     BinaryScanner, PATIENCE, Parcel, TestPlc, closed_by_peer, encode_scan, field, start_daemon,
     wait_until,
 };
@@ -530,7 +530,7 @@ impl Drop for Launched {
 }
 
 fn compiled_plan(version: u32) -> Vec<u8> {
-    let csv = common::TEST_PLAN_CSV.replace(
+    let csv = crate::common::TEST_PLAN_CSV.replace(
         "meta,name,integration test plan\n",
         &format!("meta,name,integration test plan\nmeta,version,{version}\n"),
     );

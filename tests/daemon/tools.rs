@@ -1,11 +1,11 @@
 //! The demo, the load generator and the PLC simulator as real processes: short smoke runs
 //! (the full benchmark never runs in CI).
 
-mod common;
+
 
 use std::process::{Command, Stdio};
 
-use common::start_daemon;
+use crate::common::start_daemon;
 
 #[test]
 fn demo_runs_from_nothing_and_accounts_for_every_parcel() {
@@ -37,7 +37,7 @@ fn loadgen_against_a_running_daemon_writes_json_and_svg() {
     let daemon = start_daemon(plc_address.parse().unwrap(), &["protocol = \"binary\""], "");
     let folder = tempfile::tempdir().unwrap();
     let plan = folder.path().join("plan.csv");
-    std::fs::write(&plan, common::TEST_PLAN_CSV).unwrap();
+    std::fs::write(&plan, crate::common::TEST_PLAN_CSV).unwrap();
     let json = folder.path().join("report.json");
     let svg = folder.path().join("latency.svg");
     let output = Command::new(env!("CARGO_BIN_EXE_sortd"))
@@ -105,12 +105,12 @@ fn plc_sim_command_counts_what_it_received() {
         .spawn()
         .expect("plc-sim starts");
     let daemon = start_daemon(address.parse().unwrap(), &["protocol = \"binary\""], "");
-    common::wait_until("sortd to connect to plc-sim", || {
+    crate::common::wait_until("sortd to connect to plc-sim", || {
         daemon.log().iter().any(|line| line.contains("PLC link up"))
     });
-    let mut scanner = common::BinaryScanner::connect(daemon.scanner_addresses[0], 3);
+    let mut scanner = crate::common::BinaryScanner::connect(daemon.scanner_addresses[0], 3);
     for parcel_id in 1..=50 {
-        scanner.send(&common::Parcel {
+        scanner.send(&crate::common::Parcel {
             parcel_id,
             barcodes: vec![],
             destination: Some("3301"),
@@ -120,7 +120,7 @@ fn plc_sim_command_counts_what_it_received() {
     let (code, stopped) = daemon.terminate();
     assert_eq!(code, Some(0));
     assert_eq!(
-        common::field(&stopped, "sent_to_plc").as_deref(),
+        crate::common::field(&stopped, "sent_to_plc").as_deref(),
         Some("50"),
         "{stopped}"
     );
