@@ -8,7 +8,7 @@
 use std::fmt;
 use std::io;
 
-use super::types::DefaultKind;
+use super::types::{DefaultKind, KEY_BYTES_MAX, LINE_BYTES_MAX, NAME_BYTES_MAX};
 
 /// How many compile errors are kept; the rest are only counted.
 pub const COMPILE_ERRORS_MAX: usize = 100;
@@ -114,7 +114,7 @@ pub enum CompileErrorKind {
     MissingHeader,
     /// The line is not valid UTF-8.
     BadUtf8,
-    /// The line is longer than [`super::format::LINE_BYTES_MAX`].
+    /// The line is longer than [`LINE_BYTES_MAX`].
     LineTooLong,
     /// The line does not have three comma-separated columns.
     ColumnCount {
@@ -128,7 +128,7 @@ pub enum CompileErrorKind {
     },
     /// The key column is empty.
     EmptyKey,
-    /// The key is longer than [`super::format::KEY_BYTES_MAX`].
+    /// The key is longer than [`KEY_BYTES_MAX`].
     KeyTooLong {
         /// Length of the key in bytes.
         bytes: usize,
@@ -188,7 +188,7 @@ pub enum CompileErrorKind {
         /// The value found, quoted.
         value: String,
     },
-    /// `meta,name,...` is longer than [`super::format::NAME_BYTES_MAX`].
+    /// `meta,name,...` is longer than [`NAME_BYTES_MAX`].
     NameTooLong {
         /// Length of the name in bytes.
         bytes: usize,
@@ -214,7 +214,6 @@ impl CompileErrorKind {
 
 impl fmt::Display for CompileErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use super::format::{KEY_BYTES_MAX, LINE_BYTES_MAX, NAME_BYTES_MAX};
         match self {
             CompileErrorKind::Io { doing, kind } => write!(f, "I/O error while {doing}: {kind}"),
             CompileErrorKind::MissingHeader => {

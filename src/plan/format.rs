@@ -47,12 +47,7 @@ pub const SECTION_ALIGN_BYTES: usize = 8;
 /// Seed of the key hash (xxh3-64). Part of the format: never change it within a version.
 pub const KEY_HASH_SEED: u64 = 0x736f_7274_645f_706c; // "sortd_pl"
 
-/// Longest key (barcode or prefix) in bytes.
-pub const KEY_BYTES_MAX: usize = 128;
-/// Longest plan name in bytes.
-pub const NAME_BYTES_MAX: usize = 256;
-/// Longest CSV line accepted.
-pub const LINE_BYTES_MAX: usize = 4096;
+pub use super::types::{KEY_BYTES_MAX, LINE_BYTES_MAX, NAME_BYTES_MAX};
 /// Most keys per table (bucket indices and record offsets are u32).
 pub const TABLE_KEYS_MAX: u64 = 1 << 30;
 /// Most bytes in one record section (record offsets are u32).

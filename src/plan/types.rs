@@ -1,5 +1,6 @@
 //! The small value types of the plan layer: chute lists, defaults, rule references and
-//! the result of resolving a parcel.
+//! the result of resolving a parcel, and the key, name and line limits that the CSV, the
+//! file format and their errors share.
 //!
 //! All of them are `Copy` and fixed-size so the hot path never allocates. Parsing CSV
 //! and reading files live elsewhere.
@@ -8,6 +9,12 @@ use crate::decision::ChuteNumber;
 
 /// The most chutes one rule can list: the primary and up to three alternates.
 pub const CHUTES_PER_RULE_MAX: usize = 4;
+/// Longest key (barcode or prefix) in bytes.
+pub const KEY_BYTES_MAX: usize = 128;
+/// Longest plan name in bytes.
+pub const NAME_BYTES_MAX: usize = 256;
+/// Longest CSV line accepted.
+pub const LINE_BYTES_MAX: usize = 4096;
 
 /// One to four distinct, non-zero chute numbers, primary first, then alternates in order.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,8 +1,6 @@
 //! `sortd run` as a real process over real sockets: scripted scanners on one side, a
 //! recording PLC on the other.
 
-
-
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};

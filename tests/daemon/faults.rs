@@ -6,8 +6,6 @@
 //! strangers, a small flood, scheduled PLC drops); these go through the proxy or add
 //! load, signals and crashes.
 
-
-
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -3,8 +3,6 @@
 //! the Prometheus endpoint against what the test sent, the sd_notify conversation with a
 //! fake service manager, and the systemd unit file.
 
-
-
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -770,7 +768,8 @@ const EXPOSURE_MAX: f64 = 2.0;
 
 #[test]
 fn the_unit_file_verifies_and_is_rated_at_most_2_0() {
-    let unit = std::fs::read_to_string(crate::common::project_path("config/sortd.service")).unwrap();
+    let unit =
+        std::fs::read_to_string(crate::common::project_path("config/sortd.service")).unwrap();
     for directive in UNIT_MUST_HAVE {
         assert!(
             unit.lines()

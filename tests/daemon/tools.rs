@@ -1,8 +1,6 @@
 //! The demo, the load generator and the PLC simulator as real processes: short smoke runs
 //! (the full benchmark never runs in CI).
 
-
-
 use std::process::{Command, Stdio};
 
 use crate::common::start_daemon;

@@ -1,8 +1,6 @@
 //! Deterministic tests of the PLC link: a `HostLink` and a `PlcPeer` joined by an
 //! in-memory transport on a virtual clock.
 
-
-
 use std::time::Duration;
 
 use crate::common::{Pair, host_config, plc_config, sort};

@@ -3,8 +3,6 @@
 //! delivery of every SORT and every confirmation. A failure names its seed; the same
 //! seed replays the same run.
 
-
-
 use std::collections::HashMap;
 use std::time::Duration;
 
