@@ -74,6 +74,12 @@ impl PlcSettings {
     /// The sans-IO link's settings. The session id is this process's start time in
     /// microseconds, so the PLC can tell a restarted sortd from a reconnecting one.
     pub fn link_config(&self) -> crate::plc::LinkConfig {
+        self.unclamped_link_config().clamped()
+    }
+
+    /// The link's settings as configured, before clamping: validate these with
+    /// [`crate::plc::LinkConfig::validate`], the one place the link's ranges are kept.
+    pub fn unclamped_link_config(&self) -> crate::plc::LinkConfig {
         let session = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |since| since.as_micros() as u64)
@@ -90,7 +96,6 @@ impl PlcSettings {
             session,
             ..crate::plc::LinkConfig::default()
         }
-        .clamped()
     }
 }
 
