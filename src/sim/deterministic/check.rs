@@ -364,3 +364,45 @@ impl Checker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn decision() -> Decision {
+        Decision {
+            parcel_id: 7,
+            scanner_id: 1,
+            chute: 3,
+            reason: Reason::SortedPrimary,
+            plan_version: 1,
+            late_chute: 9,
+            received_at: Instant::now(),
+        }
+    }
+
+    fn sort() -> SortCommand {
+        SortCommand {
+            parcel_id: 7,
+            scanner_id: 1,
+            chute: 3,
+            reason: Reason::SortedPrimary,
+            plan_version: 1,
+            decided_at_us: 0,
+        }
+    }
+
+    #[test]
+    fn a_second_actuation_is_allowed_only_by_a_plc_restart_between() {
+        let mut checker = Checker::new();
+        checker.on_decided_at_ingress(&decision(), 1).expect("decided");
+        checker.on_finalized(&decision(), Fate::Sent).expect("sent");
+        checker.on_actuated(&sort()).expect("first actuation");
+        checker.on_plc_restart();
+        checker.on_actuated(&sort()).expect("a forgetful PLC may act again");
+        assert_eq!(checker.actuated_again_after_restart, 1);
+        let again = checker.on_actuated(&sort()).expect_err("twice in one life");
+        assert_eq!(again.promise, Promise::NoDoubleActuation);
+    }
+}
