@@ -14,6 +14,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod core;
 pub mod daemon;
 pub mod decision;
 pub mod loadgen;

@@ -82,6 +82,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         total.actuated
     );
     println!(
+        "  text scanners {} | PLC restarts {} | actuated again after a PLC restart {}",
+        total.text_scanners, total.plc_restarts, total.actuated_again_after_restart
+    );
+    println!(
         "  bytes skipped {} | connections closed {} | plan swaps published {} refused {} | \
          blocked turns {} | PLC link-ups {} | steps {} | clean scanners compared {}",
         total.bytes_skipped,
@@ -104,6 +108,9 @@ fn add(total: &mut SeedReport, report: &SeedReport) {
     total.undelivered += report.undelivered;
     total.late += report.late;
     total.actuated += report.actuated;
+    total.actuated_again_after_restart += report.actuated_again_after_restart;
+    total.plc_restarts += report.plc_restarts;
+    total.text_scanners += report.text_scanners;
     total.bytes_skipped += report.bytes_skipped;
     total.swaps_published += report.swaps_published;
     total.swaps_refused += report.swaps_refused;

@@ -155,7 +155,7 @@ impl Daemon {
         })?;
 
         let shared = IngressShared {
-            config: config.clone(),
+            settings: Arc::new(config.ingress_settings()),
             plan: plan.clone(),
             chute_states,
             counters: counters.clone(),

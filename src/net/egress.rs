@@ -1,7 +1,9 @@
-//! PLC egress: the one thread that owns the PLC socket. It takes decision batches from the
-//! ingress workers, applies the duplicate window and the deadline, and hands each decision
-//! to the sans-IO [`HostLink`], which numbers, sends, retransmits and heartbeats. It feeds
-//! the link what the PLC sends back and applies chute status to the shared table.
+//! PLC egress: the one thread that owns the PLC socket. It drives the sans-IO
+//! [`EgressCore`], which takes decision batches from the ingress workers, applies the
+//! duplicate window and the deadline, and hands each decision to the
+//! [`crate::plc::HostLink`] (numbering, sending, retransmitting, heartbeats). This thread
+//! moves the link's bytes, dials or accepts the PLC, parks, and turns what the core
+//! observes into counters, the latency histogram and logs.
 //!
 //! While the link is up and its window is full, this thread stops taking batches, so the
 //! queue fills and ingress stops reading: backpressure instead of loss. While the link is
@@ -17,14 +19,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use crate::daemon::config::{PlcMode, PlcSettings};
-use crate::decision::Reason;
+use crate::core::egress::{EgressCore, EgressObserver, Fate, LinkAction};
+use crate::decision::{ChuteNumber, Reason};
+use crate::pipeline::decide::Decision;
 use crate::pipeline::finalize::Finalizer;
-use crate::pipeline::queue::{Batch, BatchReceiver};
-use crate::plc::{ChuteStateTable, HostEvent, HostLink, LinkState, Outcome, SortCommand};
+use crate::pipeline::queue::BatchReceiver;
+use crate::plc::{ChuteState, ChuteStateTable, HostLink, LinkDownReason, Outcome, SortConfirm};
 use crate::stats::Counters;
 
 use super::link_socket::{ConnectProgress, LinkSocket, ReadOutcome};
+use super::settings::{PlcMode, PlcSettings};
 
 /// Token of the waker that ingress workers use to wake this thread.
 pub const WAKE_TOKEN: Token = Token(0);
@@ -64,13 +68,11 @@ enum Transport {
 pub struct Egress {
     poll: Poll,
     transport: Transport,
-    link: HostLink,
+    core: EgressCore,
     queue: BatchReceiver,
-    current: Option<(Batch, usize)>,
-    finalizer: Finalizer,
     shared: EgressShared,
     socket: LinkSocket,
-    latency_us: hdrhistogram::Histogram<u64>,
+    observer: DaemonObserver,
     last_latency_publish: Instant,
 }
 
@@ -107,16 +109,22 @@ impl Egress {
         };
         let latency_us = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
             .map_err(|error| io::Error::other(error.to_string()))?;
+        let observer = DaemonObserver {
+            counters: Arc::clone(&shared.counters),
+            plc_address: shared.plc.address,
+            sent: [0; Reason::ALL.len()],
+            undelivered: [0; Reason::ALL.len()],
+            confirmed: [0; Outcome::ALL.len()],
+            latency_us,
+        };
         Ok(Egress {
             poll,
             transport,
-            link,
+            core: EgressCore::new(link, finalizer, Arc::clone(&shared.chute_states)),
             queue,
-            current: None,
-            finalizer,
             shared,
             socket: LinkSocket::new(READ_CHUNK_BYTES),
-            latency_us,
+            observer,
             last_latency_publish: Instant::now(),
         })
     }
@@ -128,22 +136,25 @@ impl Egress {
         let mut stop_at: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let moved = self.pump(now);
+            let moved = self
+                .core
+                .pump(now, unix_micros(), &self.queue, &mut self.observer);
+            self.observer.publish_decisions();
             self.drive_link(now);
             self.flush_outbound(now);
             self.shared.counters.publish_plc_turn(
-                self.link.stats(),
-                self.link_is_up(),
-                self.link.unacked(),
+                self.core.link().stats(),
+                self.core.is_link_up(),
+                self.core.link().unacked(),
                 self.queue.queued(),
             );
 
             if self.shared.stop.load(Ordering::Acquire) {
                 let deadline = *stop_at.get_or_insert(now + self.shared.drain_grace);
-                if self.queue.is_finished() && self.current.is_none() {
-                    let acked = self.link.window_free() == self.shared.plc.window_max;
-                    if acked || !self.link_is_up() || now >= deadline {
-                        self.publish_latency();
+                if self.queue.is_finished() && self.core.pending() == 0 {
+                    let acked = self.core.link().window_free() == self.shared.plc.window_max;
+                    if acked || !self.core.is_link_up() || now >= deadline {
+                        self.observer.publish_latency();
                         return Ok(());
                     }
                 }
@@ -159,7 +170,8 @@ impl Egress {
                     Some(Duration::ZERO)
                 } else if self.queue.park() {
                     let until_timer = self
-                        .link
+                        .core
+                        .link()
                         .poll_timeout()
                         .map_or(PARK_MAX, |at| at.saturating_duration_since(now));
                     Some(until_timer.min(PARK_MAX))
@@ -183,155 +195,23 @@ impl Egress {
                 }
             }
             if now.saturating_duration_since(self.last_latency_publish) >= Duration::from_secs(1) {
-                self.publish_latency();
+                self.observer.publish_latency();
                 self.last_latency_publish = now;
             }
         }
     }
 
-    fn link_is_up(&self) -> bool {
-        self.link.state() == LinkState::Established
-    }
-
-    /// Moves decisions from the queue into the link. Returns how many it moved.
-    fn pump(&mut self, now: Instant) -> usize {
-        let mut moved = 0;
-        let decided_at_us = unix_micros();
-        let mut sent = [0u64; Reason::ALL.len()];
-        let mut undelivered = [0u64; Reason::ALL.len()];
-        loop {
-            let (batch, index) = match self.current.take() {
-                Some(current) => current,
-                None => match self.queue.try_recv() {
-                    Some(batch) => {
-                        std::hint::black_box(self.finalizer.warm(&batch));
-                        (batch, 0)
-                    }
-                    None => break,
-                },
-            };
-            let mut index = index;
-            let link_up = self.link_is_up();
-            while let Some(decision) = batch.get(index).copied() {
-                if link_up && self.link.window_free() == 0 {
-                    break;
-                }
-                let decision = self.finalizer.finalize(decision, now);
-                let slot = usize::from(decision.reason.code()) - 1;
-                if decision.reason == Reason::Duplicate {
-                    if let Some(count) = sent.get_mut(slot) {
-                        *count += 1;
-                    }
-                } else if link_up {
-                    let command = SortCommand {
-                        parcel_id: decision.parcel_id,
-                        scanner_id: decision.scanner_id,
-                        chute: decision.chute,
-                        reason: decision.reason,
-                        plan_version: decision.plan_version,
-                        decided_at_us,
-                    };
-                    // Room was checked above, so the window takes it. Were it ever
-                    // refused, the decision (already in the duplicate window) is counted
-                    // undelivered rather than retried into a false duplicate.
-                    if self.link.submit(command).is_err() {
-                        if let Some(count) = undelivered.get_mut(slot) {
-                            *count += 1;
-                        }
-                    } else {
-                        self.shared
-                            .counters
-                            .sorts_by_chute
-                            .count_one(decision.chute);
-                        if let Some(count) = sent.get_mut(slot) {
-                            *count += 1;
-                        }
-                    }
-                } else if let Some(count) = undelivered.get_mut(slot) {
-                    *count += 1;
-                }
-                let latency = now.saturating_duration_since(decision.received_at);
-                let _ = self.latency_us.record((latency.as_micros() as u64).max(1));
-                index += 1;
-                moved += 1;
-            }
-            if index < batch.len() {
-                self.current = Some((batch, index));
-                break;
-            }
-            self.queue.recycle(batch);
-        }
-        for reason in Reason::ALL {
-            let slot = usize::from(reason.code()) - 1;
-            let counters = &self.shared.counters;
-            counters
-                .decided_sent
-                .add(reason, sent.get(slot).copied().unwrap_or(0));
-            counters
-                .decided_undelivered
-                .add(reason, undelivered.get(slot).copied().unwrap_or(0));
-        }
-        moved
-    }
-
-    fn publish_latency(&mut self) {
-        if let Ok(mut shared) = self.shared.counters.decision_latency_us.lock() {
-            match shared.as_mut() {
-                Some(histogram) => {
-                    let _ = histogram.add(&self.latency_us);
-                }
-                None => *shared = Some(self.latency_us.clone()),
-            }
-        }
-        self.latency_us.reset();
-    }
-
-    /// Runs the link's timers and applies its events.
+    /// Runs the link's timers, applies its events through the core and acts on the
+    /// transport.
     fn drive_link(&mut self, now: Instant) {
-        if self.link.poll_timeout().is_some_and(|at| at <= now) {
-            self.link.handle_timeout(now);
-        }
-        // Confirmations arrive one per parcel: count them here, take the lock once.
-        let mut confirmed = [0u64; Outcome::ALL.len()];
-        while let Some(event) = self.link.poll_event() {
-            match event {
-                HostEvent::ConnectNow => self.dial(now),
-                HostEvent::LinkUp {
-                    peer_session_changed,
-                    resending,
-                } => tracing::info!(
-                    plc = %self.shared.plc.address,
-                    peer_session_changed,
-                    resending,
-                    "PLC link up"
-                ),
-                HostEvent::LinkDown { why } => {
-                    tracing::warn!(plc = %self.shared.plc.address, why = why.as_str(), "PLC link down");
-                    self.drop_connection(now, false);
-                }
-                HostEvent::ChuteStatusChanged { chute, state } => {
-                    tracing::info!(chute, ?state, "chute status");
-                    self.shared.chute_states.set(chute, state);
-                }
-                HostEvent::SortConfirmed { confirm, .. } => {
-                    if let Some(count) =
-                        confirmed.get_mut(usize::from(confirm.outcome.code()).saturating_sub(1))
-                    {
-                        *count += 1;
-                    }
-                }
-                _ => {}
+        self.core.handle_timeout(now);
+        while let Some(action) = self.core.poll_action(&mut self.observer) {
+            match action {
+                LinkAction::Connect => self.dial(now),
+                LinkAction::Disconnect => self.drop_connection(now, false),
             }
         }
-        if confirmed.iter().any(|count| *count > 0) {
-            if let Ok(mut confirmations) = self.shared.counters.confirmations.lock() {
-                for (outcome, count) in Outcome::ALL.iter().zip(confirmed) {
-                    if count > 0 {
-                        *confirmations.entry(outcome.as_str()).or_insert(0) += count;
-                    }
-                }
-            }
-        }
+        self.observer.publish_confirmations();
     }
 
     /// Writes what the link has to send; keeps the rest for the next writable event.
@@ -342,7 +222,7 @@ impl Egress {
         // The link hands out new telegrams only once the earlier ones are on the wire,
         // so a retransmission never queues behind a stale copy.
         if self.socket.outbound_pending() == 0 {
-            self.link.poll_transmit(self.socket.outbound());
+            self.core.link_mut().poll_transmit(self.socket.outbound());
         }
         if !self.socket.flush() {
             self.drop_connection(now, true);
@@ -354,7 +234,7 @@ impl Egress {
             match self.socket.finish_connect() {
                 ConnectProgress::Connected => {
                     tracing::info!(plc = %self.shared.plc.address, "PLC connected");
-                    self.link.handle_connected(now);
+                    self.core.link_mut().handle_connected(now);
                 }
                 ConnectProgress::Pending => return,
                 ConnectProgress::Failed => {
@@ -370,8 +250,8 @@ impl Egress {
     /// Reads while the link has room, applying its events between reads.
     fn read_stream(&mut self, now: Instant) {
         loop {
-            match self.socket.read(self.link.receive_room()) {
-                ReadOutcome::Data(bytes) => self.link.handle_input(now, bytes),
+            match self.socket.read(self.core.link().receive_room()) {
+                ReadOutcome::Data(bytes) => self.core.link_mut().handle_input(now, bytes),
                 ReadOutcome::WouldBlock => return,
                 ReadOutcome::Closed => {
                     self.drop_connection(now, true);
@@ -385,7 +265,7 @@ impl Egress {
     /// Forgets the current connection; `tell_link` when the link does not know yet.
     fn drop_connection(&mut self, now: Instant, tell_link: bool) {
         if self.socket.detach(self.poll.registry()) && tell_link {
-            self.link.handle_disconnected(now);
+            self.core.link_mut().handle_disconnected(now);
         }
     }
 
@@ -401,7 +281,7 @@ impl Egress {
         });
         if let Err(error) = attached {
             tracing::debug!(%error, plc = %address, "PLC dial failed");
-            self.link.handle_disconnected(now);
+            self.core.link_mut().handle_disconnected(now);
         }
     }
 
@@ -423,7 +303,7 @@ impl Egress {
                         continue;
                     }
                     tracing::info!(%peer, "PLC connected");
-                    self.link.handle_connected(now);
+                    self.core.link_mut().handle_connected(now);
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -433,5 +313,105 @@ impl Egress {
                 }
             }
         }
+    }
+}
+
+/// The daemon's egress observer: counts by reason and chute, the latency histogram,
+/// confirmations by outcome and the link's log lines. Counts accumulate per turn and are
+/// added to the shared counters once per turn (one lock for the confirmations).
+struct DaemonObserver {
+    counters: Arc<Counters>,
+    plc_address: SocketAddr,
+    sent: [u64; Reason::ALL.len()],
+    undelivered: [u64; Reason::ALL.len()],
+    confirmed: [u64; Outcome::ALL.len()],
+    latency_us: hdrhistogram::Histogram<u64>,
+}
+
+impl EgressObserver for DaemonObserver {
+    fn on_decision(&mut self, now: Instant, decision: &Decision, fate: Fate) {
+        let slot = usize::from(decision.reason.code()) - 1;
+        let count = match fate {
+            Fate::Sent { .. } => {
+                self.counters.sorts_by_chute.count_one(decision.chute);
+                self.sent.get_mut(slot)
+            }
+            // `decided_sent` has always held the duplicates too (by their reason).
+            Fate::Duplicate => self.sent.get_mut(slot),
+            Fate::Undelivered => self.undelivered.get_mut(slot),
+        };
+        if let Some(count) = count {
+            *count += 1;
+        }
+        let latency = now.saturating_duration_since(decision.received_at);
+        let _ = self.latency_us.record((latency.as_micros() as u64).max(1));
+    }
+
+    fn on_confirm(&mut self, confirm: &SortConfirm, _plc_seq: u32) {
+        if let Some(count) = self
+            .confirmed
+            .get_mut(usize::from(confirm.outcome.code()).saturating_sub(1))
+        {
+            *count += 1;
+        }
+    }
+
+    fn on_chute_state(&mut self, chute: ChuteNumber, state: ChuteState) {
+        tracing::info!(chute, ?state, "chute status");
+    }
+
+    fn on_link_up(&mut self, peer_session_changed: bool, resending: u32) {
+        tracing::info!(
+            plc = %self.plc_address,
+            peer_session_changed,
+            resending,
+            "PLC link up"
+        );
+    }
+
+    fn on_link_down(&mut self, why: LinkDownReason) {
+        tracing::warn!(plc = %self.plc_address, why = why.as_str(), "PLC link down");
+    }
+}
+
+impl DaemonObserver {
+    fn publish_decisions(&mut self) {
+        for (reason, (sent, undelivered)) in Reason::ALL
+            .iter()
+            .zip(self.sent.iter_mut().zip(self.undelivered.iter_mut()))
+        {
+            self.counters
+                .decided_sent
+                .add(*reason, std::mem::take(sent));
+            self.counters
+                .decided_undelivered
+                .add(*reason, std::mem::take(undelivered));
+        }
+    }
+
+    /// Confirmations arrive one per parcel: counted locally, the lock taken once.
+    fn publish_confirmations(&mut self) {
+        if self.confirmed.iter().all(|count| *count == 0) {
+            return;
+        }
+        if let Ok(mut confirmations) = self.counters.confirmations.lock() {
+            for (outcome, count) in Outcome::ALL.iter().zip(self.confirmed.iter_mut()) {
+                if *count > 0 {
+                    *confirmations.entry(outcome.as_str()).or_insert(0) += std::mem::take(count);
+                }
+            }
+        }
+    }
+
+    fn publish_latency(&mut self) {
+        if let Ok(mut shared) = self.counters.decision_latency_us.lock() {
+            match shared.as_mut() {
+                Some(histogram) => {
+                    let _ = histogram.add(&self.latency_us);
+                }
+                None => *shared = Some(self.latency_us.clone()),
+            }
+        }
+        self.latency_us.reset();
     }
 }

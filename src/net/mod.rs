@@ -1,11 +1,13 @@
 //! The event loops: scanner ingress (accept, read, decode, decide, hand off) and PLC
 //! egress (finalize, send over the link, read acks, confirmations and chute status).
 //!
-//! They are thin shells over the sans-IO core ([`crate::wire`], [`crate::plan`],
-//! [`crate::pipeline`], [`crate::plc`]); every decision of substance is made there.
+//! They are thin shells over the sans-IO [`crate::core`] (scanner sessions and the egress
+//! core): sockets, poll, wakers and threads live here, every decision of substance is
+//! made there. The settings they run on are their own ([`settings`]); they import
+//! nothing from the daemon.
 
 pub mod cidr;
 pub mod egress;
 pub mod ingress;
-pub mod input;
 pub mod link_socket;
+pub mod settings;

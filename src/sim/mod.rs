@@ -5,3 +5,4 @@
 
 pub mod deterministic;
 pub mod plc;
+pub mod plc_model;

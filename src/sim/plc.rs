@@ -1,8 +1,9 @@
 //! `sortd plc-sim`: a PLC simulator speaking the PLC link of PROTOCOL.md, for the demo,
 //! the load generator and fault tests.
 //!
-//! It acknowledges every SORT (through the sans-IO [`PlcPeer`], which also de-duplicates
-//! retransmissions), confirms each one after a conveyor delay, marks chutes full or
+//! Its behaviour is the shared [`PlcModel`] (the deterministic simulator drives the same
+//! one): it acknowledges every SORT (through the sans-IO [`crate::plc::PlcPeer`], which
+//! also de-duplicates retransmissions), confirms each one after a conveyor delay, marks chutes full or
 //! disabled at seeded random moments, and can drop or stall the link on a schedule. It
 //! counts what it received by chute and reason and records each SORT's latency from the
 //! moment sortd received the scan. It is a test tool: it does not model belt positions.
@@ -19,7 +20,9 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::decision::{ChuteNumber, Reason};
 use crate::net::link_socket::{ConnectProgress, LinkSocket, ReadOutcome};
-use crate::plc::{ChuteState, Outcome, PeerConfig, PeerEvent, PlcPeer, SortCommand};
+use crate::plc::{ChuteState, Outcome, PeerConfig, PeerEvent, SortCommand};
+
+use super::plc_model::PlcModel;
 use crate::stats::{ByReason, Counters};
 
 const LISTENER_TOKEN: Token = Token(0);
@@ -27,7 +30,8 @@ const STREAM_TOKEN: Token = Token(1);
 const TICK: Duration = Duration::from_millis(5);
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Confirmations waiting for their conveyor delay, at most; beyond it the oldest are
-/// reported `lost` at once (the simulated belt cannot hold more parcels).
+/// reported `lost` at once (the simulated belt cannot hold more parcels; see
+/// [`PlcModel::on_sort`]).
 const PENDING_CONFIRMS_MAX: usize = 1 << 20;
 
 /// Whether the simulator listens for sortd or dials it.
@@ -176,11 +180,10 @@ pub struct PlcSim {
     poll: Poll,
     endpoint: Endpoint,
     socket: LinkSocket,
-    peer: PlcPeer,
+    model: PlcModel,
     options: PlcSimOptions,
     counters: Arc<PlcSimCounters>,
     observer: Option<Arc<dyn SortObserver>>,
-    pending_confirms: VecDeque<(Instant, SortCommand)>,
     chute_rng: fastrand::Rng,
     next_chute_fault: Option<Instant>,
     chute_restores: VecDeque<(Instant, ChuteNumber)>,
@@ -197,7 +200,6 @@ pub struct PlcSim {
     by_reason_local: [u64; Reason::ALL.len()],
     by_chute_local: Box<[u64]>,
     chutes_touched: Vec<ChuteNumber>,
-    confirms_local: [u64; Outcome::ALL.len()],
     latency_local: hdrhistogram::Histogram<u64>,
     last_publish: Instant,
 }
@@ -243,10 +245,9 @@ impl PlcSim {
             poll,
             endpoint,
             socket: LinkSocket::new(READ_CHUNK_BYTES),
-            peer: PlcPeer::new(options.link, now),
+            model: PlcModel::new(options.link, PENDING_CONFIRMS_MAX, now),
             counters,
             observer,
-            pending_confirms: VecDeque::new(),
             chute_rng,
             next_chute_fault: None,
             chute_restores: VecDeque::new(),
@@ -261,7 +262,6 @@ impl PlcSim {
             by_reason_local: [0; Reason::ALL.len()],
             by_chute_local: vec![0; usize::from(ChuteNumber::MAX) + 1].into_boxed_slice(),
             chutes_touched: Vec::new(),
-            confirms_local: [0; Outcome::ALL.len()],
             latency_local: new_latency_histogram(),
             last_publish: now,
             options,
@@ -302,7 +302,9 @@ impl PlcSim {
                     LISTENER_TOKEN => self.accept(now),
                     STREAM_TOKEN if self.socket.is_connecting() => {
                         match self.socket.finish_connect() {
-                            ConnectProgress::Connected => self.peer.handle_connected(now),
+                            ConnectProgress::Connected => {
+                                self.model.peer_mut().handle_connected(now)
+                            }
                             ConnectProgress::Pending => {}
                             ConnectProgress::Failed => self.lose_connection(now),
                         }
@@ -320,13 +322,10 @@ impl PlcSim {
         let mut next = now + TICK;
         // Reports wait for room in the window; room comes with the host's ACK, which is
         // a socket event, so a full window must not make the loop spin.
-        let reports_can_go = self.peer.window_free() > 0;
+        let reports_can_go = self.model.peer().window_free() > 0;
         let candidates = [
-            self.peer.poll_timeout(),
-            self.pending_confirms
-                .front()
-                .filter(|_| reports_can_go)
-                .map(|(due, _)| *due),
+            self.model.peer().poll_timeout(),
+            self.model.next_confirm_due().filter(|_| reports_can_go),
             self.next_chute_fault,
             self.chute_restores.front().map(|(due, _)| *due),
             self.first_host_up
@@ -364,8 +363,13 @@ impl PlcSim {
         if !stalled {
             self.read(now);
         }
-        if self.peer.poll_timeout().is_some_and(|at| at <= now) {
-            self.peer.handle_timeout(now);
+        if self
+            .model
+            .peer_mut()
+            .poll_timeout()
+            .is_some_and(|at| at <= now)
+        {
+            self.model.peer_mut().handle_timeout(now);
         }
         self.drain_events(now);
         self.release_confirms(now);
@@ -373,7 +377,7 @@ impl PlcSim {
         self.apply_chute_events(now);
         if !stalled && self.socket.is_open() {
             if self.socket.outbound_pending() == 0 {
-                self.peer.poll_transmit(self.socket.outbound());
+                self.model.peer_mut().poll_transmit(self.socket.outbound());
             }
             if !self.socket.flush() {
                 self.lose_connection(now);
@@ -384,8 +388,8 @@ impl PlcSim {
 
     fn read(&mut self, now: Instant) {
         loop {
-            match self.socket.read(self.peer.receive_room()) {
-                ReadOutcome::Data(bytes) => self.peer.handle_input(now, bytes),
+            match self.socket.read(self.model.peer_mut().receive_room()) {
+                ReadOutcome::Data(bytes) => self.model.peer_mut().handle_input(now, bytes),
                 ReadOutcome::WouldBlock => return,
                 ReadOutcome::Closed => {
                     self.lose_connection(now);
@@ -398,7 +402,7 @@ impl PlcSim {
 
     fn drain_events(&mut self, now: Instant) {
         let now_us = unix_micros();
-        while let Some(event) = self.peer.poll_event() {
+        while let Some(event) = self.model.peer_mut().poll_event() {
             match event {
                 PeerEvent::SortReceived { sort, .. } => self.on_sort(sort, now, now_us),
                 PeerEvent::HostUp { .. } => {
@@ -424,7 +428,7 @@ impl PlcSim {
         }
         self.counters
             .duplicates_ignored
-            .store(self.peer.stats().duplicates, Ordering::Relaxed);
+            .store(self.model.peer().stats().duplicates, Ordering::Relaxed);
     }
 
     fn on_sort(&mut self, sort: SortCommand, now: Instant, now_us: u64) {
@@ -447,44 +451,19 @@ impl PlcSim {
         if self.observer.is_some() {
             self.arrived.push(sort);
         }
-        if let Some(delay) = self.options.confirm_delay {
-            if self.pending_confirms.len() >= PENDING_CONFIRMS_MAX {
-                if let Some((_, oldest)) = self.pending_confirms.pop_front() {
-                    self.send_confirm(oldest, Outcome::Lost);
-                }
-            }
-            self.pending_confirms.push_back((now + delay, sort));
-        }
+        let due = self.options.confirm_delay.map(|delay| now + delay);
+        self.model.on_sort(sort, due);
     }
 
     fn release_confirms(&mut self, now: Instant) {
-        while let Some((due, sort)) = self.pending_confirms.front().copied() {
-            if due > now || self.peer.window_free() == 0 {
-                return;
-            }
-            self.pending_confirms.pop_front();
-            let outcome = if self.is_chute_faulted(sort.chute) {
+        let restores = &self.chute_restores;
+        self.model.release_confirms(now, |sort| {
+            if restores.iter().any(|(_, faulted)| *faulted == sort.chute) {
                 Outcome::Aborted
             } else {
                 Outcome::Diverted
-            };
-            self.send_confirm(sort, outcome);
-        }
-    }
-
-    fn send_confirm(&mut self, sort: SortCommand, outcome: Outcome) {
-        if self
-            .peer
-            .confirm(sort.parcel_id, sort.scanner_id, sort.chute, outcome)
-            .is_ok()
-        {
-            if let Some(count) = self
-                .confirms_local
-                .get_mut(usize::from(outcome.code()).saturating_sub(1))
-            {
-                *count += 1;
             }
-        }
+        });
     }
 
     fn is_chute_faulted(&self, chute: ChuteNumber) -> bool {
@@ -507,11 +486,14 @@ impl PlcSim {
             return;
         };
         while let Some(event) = self.chute_events.front().copied() {
-            if up + event.at > now || self.peer.window_free() == 0 {
+            if up + event.at > now || self.model.peer().window_free() == 0 {
                 return;
             }
             self.chute_events.pop_front();
-            let _ = self.peer.set_chute_state(event.chute, event.state);
+            let _ = self
+                .model
+                .peer_mut()
+                .set_chute_state(event.chute, event.state);
         }
     }
 
@@ -522,7 +504,10 @@ impl PlcSim {
             }
             self.chute_restores.pop_front();
             if !self.is_chute_faulted(chute) {
-                let _ = self.peer.set_chute_state(chute, ChuteState::Available);
+                let _ = self
+                    .model
+                    .peer_mut()
+                    .set_chute_state(chute, ChuteState::Available);
             }
         }
         if self.next_chute_fault.is_none_or(|at| at > now) {
@@ -542,7 +527,7 @@ impl PlcSim {
             } else {
                 ChuteState::Full
             };
-            if self.peer.set_chute_state(chute, state).is_ok() {
+            if self.model.peer_mut().set_chute_state(chute, state).is_ok() {
                 self.chute_restores.push_back((now + faults.hold, chute));
             }
         }
@@ -573,7 +558,7 @@ impl PlcSim {
 
     fn lose_connection(&mut self, now: Instant) {
         if self.socket.detach(self.poll.registry()) {
-            self.peer.handle_disconnected(now);
+            self.model.peer_mut().handle_disconnected(now);
         }
         self.schedule_redial(now);
     }
@@ -605,7 +590,7 @@ impl PlcSim {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     if self.socket.detach(self.poll.registry()) {
-                        self.peer.handle_disconnected(now);
+                        self.model.peer_mut().handle_disconnected(now);
                     }
                     if self
                         .socket
@@ -613,7 +598,7 @@ impl PlcSim {
                         .is_ok()
                     {
                         tracing::info!(%peer, "plc-sim: sortd connected");
-                        self.peer.handle_connected(now);
+                        self.model.peer_mut().handle_connected(now);
                     }
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -642,11 +627,12 @@ impl PlcSim {
                 }
             }
         }
-        if self.confirms_local.iter().any(|count| *count > 0) {
+        let confirmed = self.model.take_confirmed();
+        if confirmed.iter().any(|count| *count > 0) {
             if let Ok(mut confirms) = self.counters.confirms.lock() {
-                for (outcome, count) in Outcome::ALL.iter().zip(self.confirms_local.iter_mut()) {
-                    if *count > 0 {
-                        *confirms.entry(outcome.as_str()).or_insert(0) += std::mem::take(count);
+                for (outcome, count) in Outcome::ALL.iter().zip(confirmed) {
+                    if count > 0 {
+                        *confirms.entry(outcome.as_str()).or_insert(0) += count;
                     }
                 }
             }

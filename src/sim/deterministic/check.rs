@@ -84,6 +84,10 @@ struct KeyLedger {
     finalized: u32,
     sent: u32,
     actuated: u32,
+    /// Actuations in the PLC's current life (see [`Checker::on_plc_restart`]).
+    actuated_in_life: u32,
+    /// The PLC life of the last actuation.
+    life: u32,
 }
 
 /// The ledger and the digest.
@@ -99,6 +103,11 @@ pub(super) struct Checker {
     digest: Xxh3,
     pub step: u64,
     pub at_ms: u64,
+    /// Power cycles of the PLC so far.
+    plc_life: u32,
+    /// Parcels actuated again by a PLC that restarted and forgot (PROTOCOL.md allows
+    /// it for SORTs in flight at the restart).
+    pub actuated_again_after_restart: u64,
 }
 
 impl fmt::Debug for Checker {
@@ -125,6 +134,8 @@ impl Checker {
             digest: Xxh3::new(),
             step: 0,
             at_ms: 0,
+            plc_life: 0,
+            actuated_again_after_restart: 0,
         }
     }
 
@@ -149,6 +160,11 @@ impl Checker {
     /// The digest of everything traced so far.
     pub fn digest(&self) -> u64 {
         self.digest.digest()
+    }
+
+    /// The PLC lost power and its memory: what it actuates from now on is a new life.
+    pub fn on_plc_restart(&mut self) {
+        self.plc_life += 1;
     }
 
     /// Ingress decoded a scan and decided it with the plan of `served_version`, while the
@@ -245,8 +261,19 @@ impl Checker {
         self.actuated += 1;
         let key = (sort.scanner_id, sort.parcel_id);
         let entry = self.keys.entry(key).or_default();
+        let again_after_restart = entry.actuated > 0 && entry.life != self.plc_life;
+        if entry.life != self.plc_life {
+            entry.life = self.plc_life;
+            entry.actuated_in_life = 0;
+        }
         entry.actuated += 1;
-        let (actuated, sent) = (entry.actuated, entry.sent);
+        entry.actuated_in_life += 1;
+        // A PLC that lost its memory may act again on what was in flight (PROTOCOL.md,
+        // "Reconnecting"); within one life of the PLC, never.
+        let (actuated, sent) = (entry.actuated_in_life, entry.sent);
+        if again_after_restart {
+            self.actuated_again_after_restart += 1;
+        }
         self.trace(
             3,
             &[
@@ -324,16 +351,58 @@ impl Checker {
                     ),
                 ));
             }
-            if ledger.sent < ledger.actuated {
+            if ledger.sent < ledger.actuated_in_life {
                 return Err(self.violation(
                     Promise::NoDoubleActuation,
                     format!(
                         "parcel {key:?} sent {} times, actuated {} times after the drain",
-                        ledger.sent, ledger.actuated
+                        ledger.sent, ledger.actuated_in_life
                     ),
                 ));
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn decision() -> Decision {
+        Decision {
+            parcel_id: 7,
+            scanner_id: 1,
+            chute: 3,
+            reason: Reason::SortedPrimary,
+            plan_version: 1,
+            late_chute: 9,
+            received_at: Instant::now(),
+        }
+    }
+
+    fn sort() -> SortCommand {
+        SortCommand {
+            parcel_id: 7,
+            scanner_id: 1,
+            chute: 3,
+            reason: Reason::SortedPrimary,
+            plan_version: 1,
+            decided_at_us: 0,
+        }
+    }
+
+    #[test]
+    fn a_second_actuation_is_allowed_only_by_a_plc_restart_between() {
+        let mut checker = Checker::new();
+        checker.on_decided_at_ingress(&decision(), 1).expect("decided");
+        checker.on_finalized(&decision(), Fate::Sent).expect("sent");
+        checker.on_actuated(&sort()).expect("first actuation");
+        checker.on_plc_restart();
+        checker.on_actuated(&sort()).expect("a forgetful PLC may act again");
+        assert_eq!(checker.actuated_again_after_restart, 1);
+        let again = checker.on_actuated(&sort()).expect_err("twice in one life");
+        assert_eq!(again.promise, Promise::NoDoubleActuation);
     }
 }

@@ -3,14 +3,16 @@
 //! arbitrary chunks, a connection that is cut, refused while the PLC is unreachable, and
 //! a PLC that stops reading, confirms parcels late and marks chutes full.
 //!
-//! The PLC side is the library's sans-IO [`PlcPeer`]; this module is its driver, as the
-//! PLC simulator binary is over real sockets. sortd's side ([`crate::plc::HostLink`]) is
-//! driven by the simulated egress, not here.
+//! The PLC's behaviour is [`PlcModel`], the same model `sortd plc-sim` drives over real
+//! sockets; this module is its driver here, and adds what only the simulation does: a
+//! random outcome per parcel, random chute events, stuck reading and power cycles.
+//! sortd's side ([`crate::plc::HostLink`]) is driven by the egress core, not here.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::plc::{ChuteState, Outcome, PeerEvent, PlcPeer, SortCommand, TELEGRAM_BYTES};
+use crate::plc::{ChuteState, Outcome, PeerConfig, PeerEvent, PlcPeer, TELEGRAM_BYTES};
+use crate::sim::plc_model::PlcModel;
 
 use super::check::{Checker, Violation};
 use super::fixtures::RULE_CHUTES_MAX;
@@ -170,14 +172,11 @@ impl Transport {
     }
 }
 
-/// The simulated PLC: its link end and its conveyor.
+/// The simulated PLC: the shared model and what drives it here.
 #[derive(Debug)]
 pub(super) struct Plc {
-    pub peer: PlcPeer,
-    window_max: usize,
+    pub model: PlcModel,
     rng: fastrand::Rng,
-    /// Confirmations waiting for the conveyor.
-    confirms: VecDeque<(Instant, SortCommand)>,
     /// Telegrams written by the peer that the pipe did not take yet.
     out: Vec<u8>,
     /// Reading is suspended until then (a stuck PLC program).
@@ -185,7 +184,6 @@ pub(super) struct Plc {
     /// Chute status changes per mille per step (0 in isolation runs).
     pub chute_event_per_mille: u32,
     pub sorts_received: u64,
-    pub confirms_sent: u64,
 }
 
 /// Most confirmations the conveyor holds.
@@ -193,34 +191,48 @@ pub(super) const CONFIRMS_MAX: usize = 1 << 16;
 
 impl Plc {
     pub fn new(
-        peer: PlcPeer,
-        window_max: usize,
+        config: PeerConfig,
         chute_event_per_mille: u32,
         rng: fastrand::Rng,
+        now: Instant,
     ) -> Plc {
         Plc {
-            peer,
-            window_max,
+            model: PlcModel::new(config, CONFIRMS_MAX, now),
             rng,
-            confirms: VecDeque::new(),
             out: Vec::new(),
             reading_paused_until: None,
             chute_event_per_mille,
             sorts_received: 0,
-            confirms_sent: 0,
         }
+    }
+
+    /// The link end.
+    pub fn peer(&mut self) -> &mut PlcPeer {
+        self.model.peer_mut()
     }
 
     /// Reports still to be sent or acknowledged.
     pub fn is_settled(&self) -> bool {
-        self.confirms.is_empty()
-            && self.out.is_empty()
-            && self.peer.window_free() == self.window_max
+        self.out.is_empty() && self.model.is_settled()
     }
 
     /// Confirmations waiting for the conveyor.
     pub fn confirms_pending(&self) -> usize {
-        self.confirms.len()
+        self.model.confirms_pending()
+    }
+
+    /// A power cycle: the PLC forgets every SORT and confirmation; the connection
+    /// drops (sortd sees it on its next read).
+    pub fn restart(&mut self, now: Instant, transport: &mut Transport, checker: &mut Checker) {
+        let session = self.rng.u64(1..);
+        self.model.restart(now, session);
+        self.out.clear();
+        checker.on_plc_restart();
+        checker.trace(14, &[session]);
+        if transport.connected {
+            transport.close();
+            transport.closed_under_sortd = true;
+        }
     }
 
     /// One turn of the PLC at `now`.
@@ -230,54 +242,41 @@ impl Plc {
         transport: &mut Transport,
         checker: &mut Checker,
     ) -> Result<(), Violation> {
-        if self.peer.poll_timeout().is_some_and(|at| at <= now) {
-            self.peer.handle_timeout(now);
+        if self.peer().poll_timeout().is_some_and(|at| at <= now) {
+            self.peer().handle_timeout(now);
         }
         let reading = self.reading_paused_until.is_none_or(|until| now >= until);
         if transport.connected && reading {
             for _ in 0..64 {
-                let room = self.peer.receive_room().min(transport.chunk());
+                let room = self.peer().receive_room().min(transport.chunk());
                 let bytes = transport.to_plc.take(now, room);
                 if bytes.is_empty() {
                     break;
                 }
-                self.peer.handle_input(now, &bytes);
+                self.peer().handle_input(now, &bytes);
                 self.events(now, transport, checker)?;
             }
         }
         self.events(now, transport, checker)?;
-        while let Some((due, sort)) = self.confirms.front().copied() {
-            if due > now || self.peer.window_free() == 0 {
-                break;
-            }
-            let outcome = match self.rng.u32(0..100) {
-                0..=89 => Outcome::Diverted,
-                90..=94 => Outcome::Missed,
-                95..=97 => Outcome::Aborted,
-                _ => Outcome::Lost,
-            };
-            if self
-                .peer
-                .confirm(sort.parcel_id, sort.scanner_id, sort.chute, outcome)
-                .is_err()
-            {
-                break;
-            }
-            self.confirms.pop_front();
-            self.confirms_sent += 1;
-        }
-        if self.rng.u32(0..1000) < self.chute_event_per_mille && self.peer.window_free() > 0 {
+        let rng = &mut self.rng;
+        self.model.release_confirms(now, |_| match rng.u32(0..100) {
+            0..=89 => Outcome::Diverted,
+            90..=94 => Outcome::Missed,
+            95..=97 => Outcome::Aborted,
+            _ => Outcome::Lost,
+        });
+        if self.rng.u32(0..1000) < self.chute_event_per_mille && self.peer().window_free() > 0 {
             let chute = self.rng.u16(1..=RULE_CHUTES_MAX);
             let state = match self.rng.u32(0..10) {
                 0..=4 => ChuteState::Available,
                 5..=7 => ChuteState::Full,
                 _ => ChuteState::Disabled,
             };
-            let _ = self.peer.set_chute_state(chute, state);
+            let _ = self.peer().set_chute_state(chute, state);
         }
         if transport.connected {
             if self.out.is_empty() {
-                self.peer.poll_transmit(&mut self.out);
+                self.model.peer_mut().poll_transmit(&mut self.out);
             }
             let Transport {
                 to_host,
@@ -299,16 +298,14 @@ impl Plc {
         transport: &mut Transport,
         checker: &mut Checker,
     ) -> Result<(), Violation> {
-        while let Some(event) = self.peer.poll_event() {
+        while let Some(event) = self.peer().poll_event() {
             match event {
                 PeerEvent::SortReceived { sort, seq } => {
                     self.sorts_received += 1;
                     checker.trace(10, &[u64::from(seq)]);
                     checker.on_actuated(&sort)?;
-                    if self.confirms.len() < CONFIRMS_MAX {
-                        let delay = Duration::from_millis(self.rng.u64(0..300));
-                        self.confirms.push_back((now + delay, sort));
-                    }
+                    let delay = Duration::from_millis(self.rng.u64(0..300));
+                    self.model.on_sort(sort, Some(now + delay));
                 }
                 PeerEvent::HostLost { .. } => {
                     checker.trace(11, &[]);

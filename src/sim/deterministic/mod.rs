@@ -1,7 +1,7 @@
 //! A deterministic simulation of sortd's core, in the manner of FoundationDB's and
-//! TigerBeetle's: the sans-IO pieces (frame decoding per connection, decisions against
-//! the published plan, the batch hand-off, the duplicate window and deadline, the PLC
-//! link's host end) composed as the daemon composes them, surrounded by simulated
+//! TigerBeetle's: the daemon's sans-IO core (scanner sessions deciding against the
+//! published plan, the batch hand-off, the egress core with its duplicate window,
+//! deadline and PLC link) driven as the daemon drives it, surrounded by simulated
 //! scanners, a simulated PLC and plan swaps, on a virtual clock, with every random
 //! choice drawn from one seed.
 //!
@@ -12,11 +12,16 @@
 //! the chute and backpressure couplings, once with and once without the misbehaving
 //! scanners' garbage, and comparing what every clean scanner got.
 //!
-//! Not simulated: sockets, threads and the event loops themselves (`net/*.rs` is
-//! mirrored turn by turn, see `world.rs`), text scanner profiles, PLC restarts that lose
-//! the PLC's memory. The simulation reads no clock: the caller gives it an epoch.
+//! The loops are not copied: `world.rs` drives the daemon's own [`crate::core`] (scanner
+//! sessions, the egress core) as the mio shells in `net/` do, and the simulated PLC is
+//! the same [`crate::sim::plc_model::PlcModel`] that `sortd plc-sim` runs. Scanners speak
+//! the binary frame or a text profile; the PLC may restart and forget. Not simulated:
+//! sockets, threads and the scheduling of the mio loops themselves. The simulation reads
+//! no clock: the caller gives it an epoch.
 
 mod check;
+#[cfg(test)]
+mod drift_tests;
 mod fixtures;
 mod link;
 mod scanner;
@@ -133,6 +138,12 @@ pub struct SeedReport {
     pub late: u64,
     /// SORTs the PLC received.
     pub actuated: u64,
+    /// SORTs a restarted PLC received again (it forgot them; PROTOCOL.md allows it).
+    pub actuated_again_after_restart: u64,
+    /// PLC power cycles (memory lost).
+    pub plc_restarts: u64,
+    /// Scanners speaking a text profile.
+    pub text_scanners: u64,
     /// Bytes the decoder skipped (garbage, corrupt and cut-off frames).
     pub bytes_skipped: u64,
     /// Plan swaps published and refused.
@@ -219,6 +230,9 @@ impl Simulator {
             undelivered: chaos.undelivered,
             late: chaos.late,
             actuated: chaos.actuated,
+            actuated_again_after_restart: chaos.actuated_again_after_restart,
+            plc_restarts: chaos.counts.plc_restarts,
+            text_scanners: chaos.counts.text_scanners,
             bytes_skipped: chaos.counts.bytes_skipped,
             swaps_published: chaos.counts.swaps_published,
             swaps_refused: chaos.counts.swaps_refused,

@@ -2,6 +2,9 @@
 //! the misbehaving ones, garbage, corrupt frames, truncation and slowloris) and the
 //! bytes on their way to sortd, delivered in arbitrary chunks.
 //!
+//! A scanner speaks sortd's binary frame or, as a text scanner, the `sick-clv` text
+//! telegram (`STX code[,code] ETX`, no parcel id, no HELLO, no heartbeat).
+//!
 //! Every scanner draws from its own generator, forked from the seed, so what one scanner
 //! sends never depends on another; that is what lets the isolation check compare a run
 //! against a reference run without the garbage. This module produces bytes; decoding
@@ -10,7 +13,7 @@
 use std::collections::VecDeque;
 
 use crate::wire::{
-    self, Barcodes, FRAME_BYTES_MAX, Frame, Heartbeat, Hello, MAGIC, ScanFlags, ScanFrame,
+    self, Barcodes, ETX, FRAME_BYTES_MAX, Frame, Heartbeat, Hello, MAGIC, STX, ScanFlags, ScanFrame,
 };
 
 use super::fixtures::{DESTINATIONS, EXACT_KEYS};
@@ -53,7 +56,7 @@ impl Socket {
         SOCKET_BYTES_MAX.saturating_sub(self.bytes.len())
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    pub(super) fn write(&mut self, bytes: &[u8]) {
         self.bytes.extend(bytes.iter().copied());
     }
 
@@ -82,6 +85,12 @@ impl Socket {
         Read::Data(count)
     }
 
+    /// Loses every byte in flight (the planted transport bug).
+    pub fn discard(&mut self) {
+        self.bytes.clear();
+        self.arrived = 0;
+    }
+
     /// Whether nothing is left to read or to arrive.
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
@@ -96,6 +105,8 @@ pub(super) struct Scanner {
     pub clean: bool,
     /// False in the isolation reference run: bad input is drawn but not sent.
     garbage_enabled: bool,
+    /// Speaks the `sick-clv` text telegram instead of the binary frame.
+    pub text: bool,
     pub rng: fastrand::Rng,
     next_parcel_id: u64,
     sequence: u32,
@@ -119,6 +130,7 @@ impl Scanner {
         scanner_id: u32,
         clean: bool,
         garbage_enabled: bool,
+        text: bool,
         quota: u64,
         mut rng: fastrand::Rng,
     ) -> Scanner {
@@ -128,6 +140,7 @@ impl Scanner {
             scanner_id,
             clean,
             garbage_enabled,
+            text,
             rng,
             next_parcel_id: 0,
             sequence: 0,
@@ -155,6 +168,20 @@ impl Scanner {
     /// A new connection: HELLO, and sometimes the last scan again (a scanner that is
     /// not sure its last frame arrived).
     pub fn on_connected(&mut self, socket: &mut Socket) {
+        if !self.text {
+            self.hello(socket);
+        }
+        // Only while it still has parcels: a scanner that finished stays quiet, so
+        // how long the rest of the run lasts does not change what it sent.
+        if self.quota > 0 && self.rng.u32(0..100) < 30 {
+            if let Some(last) = self.recent.back() {
+                socket.write(last);
+                self.emitted_valid += 1;
+            }
+        }
+    }
+
+    fn hello(&mut self, socket: &mut Socket) {
         let hello = Frame::Hello(Hello {
             scanner_id: self.scanner_id,
             protocol_version: wire::PROTOCOL_VERSION,
@@ -165,14 +192,22 @@ impl Scanner {
         if wire::encode(&hello, &mut self.scratch).is_ok() {
             socket.write(&self.scratch);
         }
-        // Only while it still has parcels: a scanner that finished stays quiet, so
-        // how long the rest of the run lasts does not change what it sent.
-        if self.quota > 0 && self.rng.u32(0..100) < 30 {
-            if let Some(last) = self.recent.back() {
-                socket.write(last);
-                self.emitted_valid += 1;
-            }
+    }
+
+    /// A `sick-clv` telegram: the codes, or the no-read marker.
+    fn encode_text(codes: &[&[u8]]) -> Vec<u8> {
+        let mut bytes = vec![STX];
+        if codes.is_empty() {
+            bytes.extend_from_slice(b"NoRead");
         }
+        for (index, code) in codes.iter().enumerate() {
+            if index > 0 {
+                bytes.push(b',');
+            }
+            bytes.extend_from_slice(code);
+        }
+        bytes.push(ETX);
+        bytes
     }
 
     fn encode_scan(&mut self) -> Option<Vec<u8>> {
@@ -198,6 +233,9 @@ impl Scanner {
         };
         let destination = matches!(kind, 50..=82).then_some(destination);
         self.next_parcel_id += 1;
+        if self.text {
+            return Some(Scanner::encode_text(codes));
+        }
         self.sequence = self.sequence.wrapping_add(1);
         let frame = Frame::Scan(ScanFrame {
             scanner_id: self.scanner_id,
@@ -252,6 +290,7 @@ impl Scanner {
                     self.emitted_valid += 1;
                 }
             }
+            85..=87 if self.text => {}
             85..=87 => {
                 self.heartbeat_sequence = self.heartbeat_sequence.wrapping_add(1);
                 let frame = Frame::Heartbeat(Heartbeat {
@@ -272,7 +311,12 @@ impl Scanner {
                     // Plant frame-looking starts so the decoder must resynchronise.
                     for _ in 0..self.rng.usize(1..4) {
                         let at = self.rng.usize(0..length);
-                        for (offset, byte) in [MAGIC[0], MAGIC[1], 1, 3].into_iter().enumerate() {
+                        let start: &[u8] = if self.text {
+                            &[STX]
+                        } else {
+                            &[MAGIC[0], MAGIC[1], 1, 3]
+                        };
+                        for (offset, byte) in start.iter().copied().enumerate() {
                             if let Some(slot) = garbage.get_mut(at + offset) {
                                 *slot = byte;
                             }
@@ -294,6 +338,14 @@ impl Scanner {
                     if bad {
                         socket.write(&frame);
                     }
+                }
+            }
+            94..=95 if self.text => {
+                // A telegram that never ends: longer than the profile allows.
+                let mut endless = vec![STX];
+                endless.resize(1 + self.rng.usize(100..=1500), b'7');
+                if bad {
+                    socket.write(&endless);
                 }
             }
             94..=95 => {

@@ -1,25 +1,33 @@
-//! One simulated run: sortd's core composed as the daemon composes it (per-connection
-//! [`InputBuffer`] and [`Framing::decode`], [`decide`] against the published plan, the
-//! batch hand-off, the [`Finalizer`], the [`HostLink`] with its window), on a virtual
-//! clock, surrounded by simulated scanners, a simulated PLC and plan swaps.
+//! One simulated run: the daemon's own sans-IO core ([`ScannerSession`] per scanner
+//! connection, the batch hand-off, [`EgressCore`] with its finalizer and PLC link) driven
+//! on a virtual clock, surrounded by simulated scanners (binary and text), a simulated
+//! PLC that may restart and forget, and plan swaps.
 //!
-//! The ingress and egress turns below mirror `net/ingress.rs` and `net/egress.rs` step
-//! for step, without sockets or threads: when those shells change, these must follow.
-//! Every step ends with the promise checks; the run ends with a drain and the final ones.
+//! This file is the core's second driver beside the mio shells in `net/`: it schedules
+//! turns, moves bytes between simulated sockets and the core, and feeds the checker
+//! through the core's observers. It holds no decoding, deciding or finalizing logic of
+//! its own. Planted bugs live in its doubles (the decision sink, the observers, the
+//! transport), never in a copy of the loops. Every step ends with the promise checks;
+//! the run ends with a drain and the final ones.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::decision::Reason;
-use crate::net::input::{Expiry, InputBuffer};
-use crate::pipeline::decide::{Decision, decide};
+use crate::core::egress::{self, EgressCore, EgressObserver, LinkAction};
+use crate::core::session::{
+    Decider, DecisionSink, ReadResult, SWEEP_INTERVAL, ScannerSession, Served, SessionLimits,
+    SessionObserver, Skipped,
+};
+use crate::decision::ChuteNumber;
+use crate::pipeline::decide::Decision;
 use crate::pipeline::finalize::Finalizer;
 use crate::pipeline::queue::{Batch, BatchReceiver, BatchSender, Wake, batch_queue};
-use crate::plan::{DefaultKind, Plan, PlanHandle};
+use crate::plan::{Plan, PlanHandle};
 use crate::plc::{
-    ChuteStateTable, HostEvent, HostLink, LinkConfig, LinkState, PlcPeer, SortCommand,
+    ChuteState, ChuteStateTable, HostLink, LinkConfig, LinkDownReason, LinkState, SortCommand,
+    SortConfirm,
 };
-use crate::wire::{Decoded, Frame, Framing};
+use crate::wire::{Framing, ScanFrame, TextProfile};
 
 use super::check::{Checker, Fate, Promise, Violation};
 use super::fixtures::PlanFixtures;
@@ -27,15 +35,14 @@ use super::link::{CONFIRMS_MAX, LinkFaults, Plc, Transport};
 use super::scanner::{Read, SOCKET_BYTES_MAX, Scanner, Socket};
 use super::{PlantedBug, SimOptions};
 
-/// As in `net/ingress.rs`.
-const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
-const READS_PER_TURN_MAX: usize = 4;
 /// As in `net/egress.rs`: bytes read from the PLC per read call.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Steps the drain may take before the run counts as stuck.
 const DRAIN_STEPS_MAX: u64 = 200_000;
 /// Steps the traffic phase may take at most (scanners blocked for good).
 const TRAFFIC_STEPS_MAX: u64 = 400_000;
+/// The text profile simulated text scanners speak.
+const TEXT_PROFILE: &str = "sick-clv";
 
 /// Which kind of run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +78,7 @@ struct Settings {
     disconnect_per_mille: u32,
     outage_per_mille: u32,
     pause_per_mille: u32,
+    restart_per_mille: u32,
     chute_event_per_mille: u32,
 }
 
@@ -141,42 +149,10 @@ impl Settings {
             disconnect_per_mille: per_mille(rng, 6),
             outage_per_mille: per_mille(rng, 2),
             pause_per_mille: per_mille(rng, 3),
+            restart_per_mille: per_mille(rng, 1),
             chute_event_per_mille: if isolation { 0 } else { rng.u32(0..=60) },
         }
     }
-}
-
-/// No thread to wake: the simulation drives the consumer itself.
-#[derive(Debug)]
-struct NoWake;
-
-impl Wake for NoWake {
-    fn wake(&self) {}
-}
-
-/// A scanner connection as ingress holds it.
-#[derive(Debug)]
-struct Connection {
-    input: InputBuffer,
-    scanner_id: u32,
-}
-
-/// A scanner, its socket and sortd's end of the connection.
-#[derive(Debug)]
-struct Slot {
-    scanner: Scanner,
-    socket: Socket,
-    connection: Option<Connection>,
-    reconnect_at: Option<Instant>,
-    /// What each decoded scan got at ingress (kept for clean scanners only).
-    log: Vec<IngressRecord>,
-}
-
-enum Served {
-    Drained,
-    More,
-    Blocked,
-    Closed,
 }
 
 /// Counts a run reports.
@@ -191,6 +167,8 @@ pub(super) struct RunCounts {
     pub connections_closed: u64,
     pub link_ups: u64,
     pub confirms: u64,
+    pub text_scanners: u64,
+    pub plc_restarts: u64,
 }
 
 /// The outcome of a run that kept every promise.
@@ -204,8 +182,175 @@ pub(super) struct RunOutcome {
     pub undelivered: u64,
     pub late: u64,
     pub actuated: u64,
+    pub actuated_again_after_restart: u64,
     /// Per scanner: whether it was clean, and what its scans got at ingress.
     pub logs: Vec<(u32, bool, Vec<IngressRecord>)>,
+}
+
+/// No thread to wake: the simulation drives the consumer itself.
+#[derive(Debug)]
+struct NoWake;
+
+impl Wake for NoWake {
+    fn wake(&self) {}
+}
+
+/// A scanner, its socket and sortd's session of the connection.
+#[derive(Debug)]
+struct Slot {
+    scanner: Scanner,
+    socket: Socket,
+    framing: Framing,
+    session: Option<ScannerSession>,
+    reconnect_at: Option<Instant>,
+    /// What each decoded scan got at ingress (kept for clean scanners only).
+    log: Vec<IngressRecord>,
+}
+
+/// The ingress worker's decision sink: the batch and the hand-off queue. Doubles for
+/// two planted bugs: it drops a batch the full queue refuses, or never reports itself
+/// full.
+#[derive(Debug)]
+struct SimSink {
+    batch: Batch,
+    sender: BatchSender,
+    /// Decisions in batches the queue accepted.
+    handed_off: u64,
+    bug: Option<PlantedBug>,
+}
+
+impl DecisionSink for SimSink {
+    fn room(&self) -> usize {
+        let room = self
+            .sender
+            .batch_parcels_max()
+            .saturating_sub(self.batch.len());
+        if self.bug == Some(PlantedBug::IgnoreBackpressure) {
+            room.max(1)
+        } else {
+            room
+        }
+    }
+
+    fn flush(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let full = std::mem::take(&mut self.batch);
+        let count = full.len() as u64;
+        match self.sender.try_send(full) {
+            Ok(()) => {
+                self.handed_off += count;
+                self.batch = self.sender.empty_batch();
+                true
+            }
+            Err(back) => {
+                if self.bug == Some(PlantedBug::DropBatchWhenQueueFull) {
+                    self.batch = self.sender.empty_batch();
+                    return true;
+                }
+                self.batch = back;
+                false
+            }
+        }
+    }
+
+    fn push(&mut self, decision: Decision) {
+        self.batch.push(decision);
+    }
+}
+
+/// Feeds the checker what a session decided and counts what it skipped.
+struct SessionChecks<'a> {
+    checker: &'a mut Checker,
+    published_version: u32,
+    /// The scanner's ingress log, when it is clean.
+    log: Option<&'a mut Vec<IngressRecord>>,
+    bytes_skipped: &'a mut u64,
+    decode_error: bool,
+    violation: Option<Violation>,
+}
+
+impl SessionObserver for SessionChecks<'_> {
+    fn on_scan(&mut self, scan: &ScanFrame<'_>, decision: &Decision) {
+        if let Some(log) = self.log.as_mut() {
+            log.push((
+                scan.parcel_id,
+                scan.sequence,
+                decision.chute,
+                decision.reason.code(),
+                decision.plan_version,
+            ));
+        }
+        if let Err(violation) = self
+            .checker
+            .on_decided_at_ingress(decision, self.published_version)
+        {
+            self.violation.get_or_insert(violation);
+        }
+    }
+
+    fn on_skipped(&mut self, _now: Instant, skipped: Skipped) {
+        *self.bytes_skipped += skipped.bytes as u64;
+        self.decode_error |= skipped.error.is_some();
+    }
+}
+
+/// Feeds the checker every parcel's fate and traces the link's events.
+struct EgressChecks<'a> {
+    checker: &'a mut Checker,
+    finalized: &'a mut u64,
+    /// SORTs sent in this pump, kept only for the double-submit bug.
+    sent: Option<&'a mut Vec<SortCommand>>,
+    decided_at_us: u64,
+    violation: Option<Violation>,
+}
+
+impl EgressObserver for EgressChecks<'_> {
+    fn on_decision(&mut self, _now: Instant, decision: &Decision, fate: egress::Fate) {
+        *self.finalized += 1;
+        let fate = match fate {
+            egress::Fate::Sent { .. } => {
+                if let Some(sent) = self.sent.as_mut() {
+                    sent.push(SortCommand {
+                        parcel_id: decision.parcel_id,
+                        scanner_id: decision.scanner_id,
+                        chute: decision.chute,
+                        reason: decision.reason,
+                        plan_version: decision.plan_version,
+                        decided_at_us: self.decided_at_us,
+                    });
+                }
+                Fate::Sent
+            }
+            egress::Fate::Duplicate => Fate::Duplicate,
+            egress::Fate::Undelivered => Fate::Undelivered,
+        };
+        if let Err(violation) = self.checker.on_finalized(decision, fate) {
+            self.violation.get_or_insert(violation);
+        }
+    }
+
+    fn on_confirm(&mut self, _confirm: &SortConfirm, plc_seq: u32) {
+        self.checker.trace(64, &[u64::from(plc_seq)]);
+    }
+
+    fn on_chute_state(&mut self, chute: ChuteNumber, state: ChuteState) {
+        self.checker
+            .trace(63, &[u64::from(chute), u64::from(state.code())]);
+    }
+
+    fn on_link_up(&mut self, _peer_session_changed: bool, resending: u32) {
+        self.checker.trace(61, &[u64::from(resending)]);
+    }
+
+    fn on_link_down(&mut self, _why: LinkDownReason) {
+        self.checker.trace(62, &[]);
+    }
+
+    fn on_sorts_acked(&mut self, count: u32) {
+        self.checker.trace(65, &[u64::from(count)]);
+    }
 }
 
 /// The simulated world of one run.
@@ -221,22 +366,18 @@ pub(super) struct World<'f> {
     // The plan and the PLC's chute states, as the daemon shares them.
     plan: PlanHandle,
     published_version: u32,
-    chute_states: ChuteStateTable,
+    chute_states: Arc<ChuteStateTable>,
     // Ingress (one worker).
     slots: Vec<Slot>,
-    framing: Framing,
-    sender: BatchSender,
-    batch: Batch,
+    sink: SimSink,
     next_synthetic_parcel_id: u64,
     blocked: bool,
     turn_start: usize,
     last_sweep: Instant,
-    queued_decisions: u64,
     // Egress.
     receiver: BatchReceiver,
-    current: Option<(Batch, usize)>,
-    finalizer: Finalizer,
-    host: HostLink,
+    egress: EgressCore,
+    finalized: u64,
     outbound: Vec<u8>,
     // Around the core.
     transport: Transport,
@@ -275,22 +416,32 @@ impl<'f> World<'f> {
             .map_err(|error| {
                 checker.violation(Promise::VerifiedPlansOnly, format!("initial plan: {error}"))
             })?;
+        let text_profile = TextProfile::builtin(TEXT_PROFILE).ok_or_else(|| {
+            checker.violation(Promise::OneDecisionPerScan, "no text profile".into())
+        })?;
         let published_version = plan.version();
         let garbage = !matches!(mode, Mode::Isolation { garbage: false });
         let quota = (options.parcels_per_seed / settings.scanners as u64).max(1);
         let slots = (0..settings.scanners)
             .map(|index| {
                 let clean = index == 0 || master.u32(0..100) < 40;
+                let text = index > 0 && master.u32(0..100) < 30;
                 Slot {
                     scanner: Scanner::new(
                         1000 + index as u32,
                         clean,
                         garbage,
+                        text,
                         quota,
                         master.fork(),
                     ),
                     socket: Socket::default(),
-                    connection: None,
+                    framing: if text {
+                        Framing::Text(text_profile.clone())
+                    } else {
+                        Framing::Binary
+                    },
+                    session: None,
                     reconnect_at: Some(epoch),
                     log: Vec::new(),
                 }
@@ -311,13 +462,17 @@ impl<'f> World<'f> {
             duplicate_window,
             settings.duplicate_entries_max,
         );
-        let host = HostLink::new(settings.host, epoch);
-        let peer = PlcPeer::new(settings.peer, epoch);
+        let chute_states = Arc::new(ChuteStateTable::new());
+        let egress = EgressCore::new(
+            HostLink::new(settings.host, epoch),
+            finalizer,
+            Arc::clone(&chute_states),
+        );
         let plc = Plc::new(
-            peer,
-            settings.peer.window_max,
+            settings.peer,
             settings.chute_event_per_mille,
             plc_rng,
+            epoch,
         );
         let transport = Transport::new(settings.pipe_bytes_max, settings.faults, transport_rng);
         Ok(World {
@@ -330,20 +485,21 @@ impl<'f> World<'f> {
             counts: RunCounts::default(),
             plan: PlanHandle::new(plan),
             published_version,
-            chute_states: ChuteStateTable::new(),
+            chute_states,
             slots,
-            framing: Framing::Binary,
-            batch: sender.empty_batch(),
-            sender,
+            sink: SimSink {
+                batch: sender.empty_batch(),
+                sender,
+                handed_off: 0,
+                bug: options.planted_bug,
+            },
             next_synthetic_parcel_id: 1 << 63,
             blocked: false,
             turn_start: 0,
             last_sweep: epoch,
-            queued_decisions: 0,
             receiver,
-            current: None,
-            finalizer,
-            host,
+            egress,
+            finalized: 0,
             outbound: Vec::new(),
             transport,
             plc,
@@ -378,8 +534,8 @@ impl<'f> World<'f> {
                     format!(
                         "did not drain: in flight {}, host unacked {}, link {:?}",
                         self.in_flight(),
-                        self.host.unacked(),
-                        self.host.state()
+                        self.egress.link().unacked(),
+                        self.egress.link().state()
                     ),
                 ));
             }
@@ -390,9 +546,12 @@ impl<'f> World<'f> {
             .iter()
             .map(|slot| slot.scanner.emitted_valid)
             .sum();
-        self.counts.link_ups = self.host.stats().link_ups;
+        self.counts.text_scanners =
+            self.slots.iter().filter(|slot| slot.scanner.text).count() as u64;
+        self.counts.link_ups = self.egress.link().stats().link_ups;
         self.counts.steps = self.checker.step;
-        self.counts.confirms = self.plc.confirms_sent;
+        self.counts.confirms = self.plc.model.confirms_sent();
+        self.counts.plc_restarts = self.plc.model.restarts();
         let checker = &self.checker;
         Ok(RunOutcome {
             digest: checker.digest(),
@@ -403,6 +562,7 @@ impl<'f> World<'f> {
             undelivered: checker.undelivered,
             late: checker.late,
             actuated: checker.actuated,
+            actuated_again_after_restart: checker.actuated_again_after_restart,
             logs: self
                 .slots
                 .into_iter()
@@ -411,24 +571,22 @@ impl<'f> World<'f> {
         })
     }
 
+    /// Decisions made at ingress and not yet finalized: in the batch, in the queue, or
+    /// taken by the egress core.
     fn in_flight(&self) -> u64 {
-        let current = self
-            .current
-            .as_ref()
-            .map_or(0, |(batch, index)| batch.len().saturating_sub(*index));
-        self.batch.len() as u64 + self.queued_decisions + current as u64
+        self.sink.batch.len() as u64 + self.sink.handed_off.saturating_sub(self.finalized)
     }
 
     fn is_quiescent(&self) -> bool {
         self.slots.iter().all(|slot| {
             slot.socket.is_empty()
                 && slot
-                    .connection
+                    .session
                     .as_ref()
-                    .is_none_or(|c| c.input.unread().is_empty())
+                    .is_none_or(|session| session.unread_bytes() == 0)
         }) && self.in_flight() == 0
-            && self.host.state() == LinkState::Established
-            && self.host.unacked() == 0
+            && self.egress.link().state() == LinkState::Established
+            && self.egress.link().unacked() == 0
             && self.outbound.is_empty()
             && self.plc.is_settled()
             && self.transport.to_plc.len() == 0
@@ -462,6 +620,7 @@ impl<'f> World<'f> {
         let outage_ms = self.rng.u64(50..=3000);
         let pause = self.rng.u32(0..1000) < self.settings.pause_per_mille;
         let pause_ms = self.rng.u64(10..=2000);
+        let restart = self.rng.u32(0..1000) < self.settings.restart_per_mille;
         if swap {
             self.swap_plan(file_index)?;
         }
@@ -479,18 +638,22 @@ impl<'f> World<'f> {
             self.checker.trace(20, &[]);
             self.transport.close();
             self.transport.closed_under_sortd = true;
-            self.plc.peer.handle_disconnected(self.now);
+            self.plc.peer().handle_disconnected(self.now);
         }
         if outage {
             self.transport.unreachable_until = Some(self.now + Duration::from_millis(outage_ms));
             if self.transport.connected {
                 self.transport.close();
                 self.transport.closed_under_sortd = true;
-                self.plc.peer.handle_disconnected(self.now);
+                self.plc.peer().handle_disconnected(self.now);
             }
         }
         if pause {
             self.plc.reading_paused_until = Some(self.now + Duration::from_millis(pause_ms));
+        }
+        if restart {
+            self.plc
+                .restart(self.now, &mut self.transport, &mut self.checker);
         }
         Ok(())
     }
@@ -544,15 +707,28 @@ impl<'f> World<'f> {
     /// Scanners connect, send, and their bytes arrive.
     fn scanners(&mut self) {
         let now = self.now;
+        let limits = SessionLimits {
+            buffer_bytes: self.settings.buffer_bytes,
+            frame_deadline: self.settings.frame_deadline,
+            idle_timeout: self.settings.idle_timeout,
+        };
         for slot in &mut self.slots {
-            if slot.connection.is_none() {
+            if slot.session.is_none() {
                 if slot.reconnect_at.is_some_and(|at| at <= now) {
                     slot.reconnect_at = None;
                     slot.socket = Socket::default();
-                    slot.connection = Some(Connection {
-                        input: InputBuffer::new(self.settings.buffer_bytes, now),
-                        scanner_id: 0,
-                    });
+                    // Text telegrams carry no scanner id: the listener names it.
+                    let scanner_id = if slot.scanner.text {
+                        slot.scanner.scanner_id
+                    } else {
+                        0
+                    };
+                    slot.session = Some(ScannerSession::new(
+                        slot.framing.clone(),
+                        scanner_id,
+                        limits,
+                        now,
+                    ));
                     slot.scanner.on_connected(&mut slot.socket);
                 }
                 continue;
@@ -563,9 +739,10 @@ impl<'f> World<'f> {
         }
     }
 
-    /// One turn of the ingress worker, as `IngressWorker::run`'s loop body.
+    /// One turn of the ingress worker, as `IngressWorker::run`'s loop body: each
+    /// connection gets a turn of its session, round robin.
     fn ingress_turn(&mut self) -> Result<(), Violation> {
-        if self.blocked && !self.flush() {
+        if self.blocked && !self.sink.flush() {
             self.counts.blocked_turns += 1;
             return Ok(());
         }
@@ -575,174 +752,84 @@ impl<'f> World<'f> {
         for offset in 0..count {
             let index = (self.turn_start + offset) % count;
             match self.serve(index, &plan)? {
-                Served::Blocked => {
+                Some(Served::Blocked) => {
                     self.blocked = true;
                     self.turn_start = index;
                     break;
                 }
-                Served::Closed => self.close(index),
-                Served::Drained | Served::More => {}
+                Some(Served::Closed) => self.close(index),
+                Some(Served::Drained | Served::More) | None => {}
             }
         }
         if !self.blocked {
             self.turn_start = (self.turn_start + 1) % count.max(1);
-            if !self.flush() {
+            if !self.sink.flush() {
                 self.blocked = true;
             }
         }
         if self.now.saturating_duration_since(self.last_sweep) >= SWEEP_INTERVAL {
-            self.sweep();
+            for slot in &mut self.slots {
+                if let Some(session) = slot.session.as_mut() {
+                    session.handle_timeout(self.now);
+                }
+            }
             self.last_sweep = self.now;
         }
         Ok(())
     }
 
-    /// Hands the batch over; false when the queue is full (the batch stays).
-    fn flush(&mut self) -> bool {
-        if self.batch.is_empty() {
-            return true;
+    /// One turn of scanner `index`'s session, reading from its simulated socket.
+    fn serve(&mut self, index: usize, plan: &Plan) -> Result<Option<Served>, Violation> {
+        let Some(slot) = self.slots.get_mut(index) else {
+            return Ok(None);
+        };
+        let Slot {
+            scanner,
+            socket,
+            session,
+            log,
+            ..
+        } = slot;
+        let Some(session) = session.as_mut() else {
+            return Ok(None);
+        };
+        let mut decider = Decider {
+            plan,
+            chute_states: &self.chute_states,
+            synthetic_parcel_id: &mut self.next_synthetic_parcel_id,
+        };
+        let mut checks = SessionChecks {
+            checker: &mut self.checker,
+            published_version: self.published_version,
+            log: scanner.clean.then_some(log),
+            bytes_skipped: &mut self.counts.bytes_skipped,
+            decode_error: false,
+            violation: None,
+        };
+        let served = session.serve(
+            self.now,
+            |spare| match socket.read(spare) {
+                Read::Data(count) => ReadResult::Data(count),
+                Read::WouldBlock => ReadResult::WouldBlock,
+                Read::Closed => ReadResult::Eof,
+            },
+            &mut decider,
+            &mut self.sink,
+            &mut checks,
+        );
+        if let Some(violation) = checks.violation {
+            return Err(violation);
         }
-        let full = std::mem::take(&mut self.batch);
-        let count = full.len() as u64;
-        match self.sender.try_send(full) {
-            Ok(()) => {
-                self.queued_decisions += count;
-                self.batch = self.sender.empty_batch();
-                true
-            }
-            Err(back) => {
-                if self.bug == Some(PlantedBug::DropBatchWhenQueueFull) {
-                    self.batch = self.sender.empty_batch();
-                    return true;
-                }
-                self.batch = back;
-                false
-            }
-        }
-    }
-
-    fn serve(&mut self, index: usize, plan: &Plan) -> Result<Served, Violation> {
-        if self
-            .slots
-            .get(index)
-            .is_none_or(|slot| slot.connection.is_none())
-        {
-            return Ok(Served::Drained);
-        }
-        if !self.drain_frames(index, plan)? {
-            return Ok(Served::Blocked);
-        }
-        for _ in 0..READS_PER_TURN_MAX {
-            let Some(slot) = self.slots.get_mut(index) else {
-                return Ok(Served::Drained);
-            };
-            let Some(connection) = slot.connection.as_mut() else {
-                return Ok(Served::Drained);
-            };
-            match slot.socket.read(connection.input.spare()) {
-                Read::Closed => return Ok(Served::Closed),
-                Read::WouldBlock => return Ok(Served::Drained),
-                Read::Data(count) => {
-                    connection.input.commit(count, self.now);
-                    if !self.drain_frames(index, plan)? {
-                        return Ok(Served::Blocked);
-                    }
+        if checks.decode_error && self.bug == Some(PlantedBug::GarbageClearsEveryBuffer) {
+            // The transport double's bug: one connection's garbage loses every other
+            // connection's bytes in flight.
+            for (other, slot) in self.slots.iter_mut().enumerate() {
+                if other != index {
+                    slot.socket.discard();
                 }
             }
         }
-        Ok(Served::More)
-    }
-
-    /// As `drain_frames` in `net/ingress.rs`: decode and decide every complete frame.
-    /// False when the hand-off queue is full; undecided frames stay in the buffer.
-    fn drain_frames(&mut self, index: usize, plan: &Plan) -> Result<bool, Violation> {
-        loop {
-            if self.batch.len() >= self.sender.batch_parcels_max()
-                && !self.flush()
-                && self.bug != Some(PlantedBug::IgnoreBackpressure)
-            {
-                return Ok(false);
-            }
-            let now = self.now;
-            let Some(slot) = self.slots.get_mut(index) else {
-                return Ok(true);
-            };
-            let clean = slot.scanner.clean;
-            let Some(connection) = slot.connection.as_mut() else {
-                return Ok(true);
-            };
-            let mut skipped_elsewhere = false;
-            let consumed = match self.framing.decode(connection.input.unread()) {
-                Decoded::Frame { frame, consumed } => {
-                    match frame {
-                        Frame::Scan(scan) => {
-                            let parcel_id = if scan.parcel_id == 0 {
-                                self.next_synthetic_parcel_id += 1;
-                                self.next_synthetic_parcel_id
-                            } else {
-                                scan.parcel_id
-                            };
-                            let (chute, reason) = decide(
-                                plan,
-                                &self.chute_states,
-                                scan.barcodes.as_slice(),
-                                scan.destination,
-                            );
-                            let decision = Decision {
-                                parcel_id,
-                                scanner_id: scan.scanner_id,
-                                chute,
-                                reason,
-                                plan_version: plan.version(),
-                                late_chute: plan.default_chute(DefaultKind::Late),
-                                received_at: now,
-                            };
-                            if clean {
-                                slot.log.push((
-                                    scan.parcel_id,
-                                    scan.sequence,
-                                    chute,
-                                    reason.code(),
-                                    plan.version(),
-                                ));
-                            }
-                            self.checker
-                                .on_decided_at_ingress(&decision, self.published_version)?;
-                            self.batch.push(decision);
-                        }
-                        Frame::Hello(hello) => connection.scanner_id = hello.scanner_id,
-                        Frame::Heartbeat(_) => {}
-                    }
-                    consumed
-                }
-                Decoded::NeedMore => {
-                    if connection.input.is_full() {
-                        let stuck = connection.input.unread().len();
-                        self.counts.bytes_skipped += stuck as u64;
-                        stuck
-                    } else {
-                        return Ok(true);
-                    }
-                }
-                Decoded::Skip { skip, .. } => {
-                    self.counts.bytes_skipped += skip as u64;
-                    skipped_elsewhere = self.bug == Some(PlantedBug::GarbageClearsEveryBuffer);
-                    skip.max(1)
-                }
-            };
-            connection.input.consume(consumed, now);
-            if skipped_elsewhere {
-                for (other, slot) in self.slots.iter_mut().enumerate() {
-                    if other == index {
-                        continue;
-                    }
-                    if let Some(connection) = slot.connection.as_mut() {
-                        let unread = connection.input.unread().len();
-                        connection.input.consume(unread, now);
-                    }
-                }
-            }
-        }
+        Ok(Some(served))
     }
 
     /// sortd closes a scanner connection (EOF, error, expiry): the unread bytes count as
@@ -752,8 +839,16 @@ impl<'f> World<'f> {
         let Some(slot) = self.slots.get_mut(index) else {
             return;
         };
-        if let Some(connection) = slot.connection.take() {
-            self.counts.bytes_skipped += connection.input.unread().len() as u64;
+        if let Some(mut session) = slot.session.take() {
+            let mut checks = SessionChecks {
+                checker: &mut self.checker,
+                published_version: self.published_version,
+                log: None,
+                bytes_skipped: &mut self.counts.bytes_skipped,
+                decode_error: false,
+                violation: None,
+            };
+            session.close(now, &mut checks);
             self.counts.connections_closed += 1;
             self.checker.trace(40, &[index as u64]);
         }
@@ -761,23 +856,6 @@ impl<'f> World<'f> {
         slot.scanner.on_closed();
         let delay = Duration::from_millis(slot.scanner.rng.u64(1..=60));
         slot.reconnect_at = Some(now + delay);
-    }
-
-    fn sweep(&mut self) {
-        for index in 0..self.slots.len() {
-            let expiry = self.slots.get(index).and_then(|slot| {
-                slot.connection.as_ref().and_then(|connection| {
-                    connection.input.expiry(
-                        self.now,
-                        self.settings.frame_deadline,
-                        self.settings.idle_timeout,
-                    )
-                })
-            });
-            if let Some(Expiry::FrameDeadline | Expiry::Idle) = expiry {
-                self.close(index);
-            }
-        }
     }
 
     /// One turn of the PLC thread, as `Egress::run`'s loop body and its stream event.
@@ -790,11 +868,11 @@ impl<'f> World<'f> {
             if self.transport.is_reachable(self.now) {
                 self.transport.connected = true;
                 self.transport.closed_under_sortd = false;
-                self.host.handle_connected(self.now);
-                self.plc.peer.handle_connected(self.now);
+                self.egress.link_mut().handle_connected(self.now);
+                self.plc.peer().handle_connected(self.now);
                 self.checker.trace(50, &[]);
             } else {
-                self.host.handle_disconnected(self.now);
+                self.egress.link_mut().handle_disconnected(self.now);
             }
         }
         self.read_stream();
@@ -802,87 +880,49 @@ impl<'f> World<'f> {
         Ok(())
     }
 
-    /// As `Egress::pump`: finalize and submit, or count as duplicate or undelivered.
+    /// The egress core's pump, its fates fed to the checker.
     fn pump(&mut self) -> Result<(), Violation> {
-        loop {
-            let (batch, mut index) = match self.current.take() {
-                Some(current) => current,
-                None => match self.receiver.try_recv() {
-                    Some(batch) => {
-                        self.queued_decisions =
-                            self.queued_decisions.saturating_sub(batch.len() as u64);
-                        (batch, 0)
-                    }
-                    None => break,
-                },
-            };
-            let link_up = self.host.state() == LinkState::Established;
-            while let Some(decision) = batch.get(index).copied() {
-                if link_up && self.host.window_free() == 0 {
-                    break;
-                }
-                let decision = self.finalizer.finalize(decision, self.now);
-                if decision.reason == Reason::Duplicate {
-                    self.checker.on_finalized(&decision, Fate::Duplicate)?;
-                } else if link_up {
-                    let command = SortCommand {
-                        parcel_id: decision.parcel_id,
-                        scanner_id: decision.scanner_id,
-                        chute: decision.chute,
-                        reason: decision.reason,
-                        plan_version: decision.plan_version,
-                        decided_at_us: self.checker.at_ms * 1000,
-                    };
-                    if self.host.submit(command).is_err() {
-                        break;
-                    }
-                    if self.bug == Some(PlantedBug::DoubleSubmit) {
-                        let _ = self.host.submit(command);
-                    }
-                    self.checker.on_finalized(&decision, Fate::Sent)?;
-                } else {
-                    self.checker.on_finalized(&decision, Fate::Undelivered)?;
-                }
-                index += 1;
-            }
-            if index < batch.len() {
-                self.current = Some((batch, index));
-                break;
-            }
-            self.receiver.recycle(batch);
+        let decided_at_us = self.checker.at_ms * 1000;
+        let mut resubmit = Vec::new();
+        let mut checks = EgressChecks {
+            checker: &mut self.checker,
+            finalized: &mut self.finalized,
+            sent: (self.bug == Some(PlantedBug::DoubleSubmit)).then_some(&mut resubmit),
+            decided_at_us,
+            violation: None,
+        };
+        self.egress
+            .pump(self.now, decided_at_us, &self.receiver, &mut checks);
+        if let Some(violation) = checks.violation {
+            return Err(violation);
+        }
+        // The double-submit bug: every SORT goes into the link a second time.
+        for command in resubmit {
+            let _ = self.egress.link_mut().submit(command);
         }
         Ok(())
     }
 
-    /// As `Egress::drive_link`.
+    /// As `Egress::drive_link`: timers, events, and what they ask of the transport.
     fn drive_link(&mut self) {
-        if self.host.poll_timeout().is_some_and(|at| at <= self.now) {
-            self.host.handle_timeout(self.now);
-        }
-        while let Some(event) = self.host.poll_event() {
-            match event {
-                HostEvent::ConnectNow => {
+        self.egress.handle_timeout(self.now);
+        loop {
+            let mut checks = EgressChecks {
+                checker: &mut self.checker,
+                finalized: &mut self.finalized,
+                sent: None,
+                decided_at_us: 0,
+                violation: None,
+            };
+            match self.egress.poll_action(&mut checks) {
+                Some(LinkAction::Connect) => {
                     // Dial: the connection completes (or fails) at the next turn.
                     self.drop_connection(false);
                     self.transport.connecting = true;
                     self.checker.trace(60, &[]);
                 }
-                HostEvent::LinkUp { resending, .. } => {
-                    self.checker.trace(61, &[u64::from(resending)])
-                }
-                HostEvent::LinkDown { .. } => {
-                    self.checker.trace(62, &[]);
-                    self.drop_connection(false);
-                }
-                HostEvent::ChuteStatusChanged { chute, state } => {
-                    self.checker
-                        .trace(63, &[u64::from(chute), u64::from(state.code())]);
-                    self.chute_states.set(chute, state);
-                }
-                HostEvent::SortConfirmed { plc_seq, .. } => {
-                    self.checker.trace(64, &[u64::from(plc_seq)])
-                }
-                HostEvent::SortsAcked { count, .. } => self.checker.trace(65, &[u64::from(count)]),
+                Some(LinkAction::Disconnect) => self.drop_connection(false),
+                None => return,
             }
         }
     }
@@ -892,9 +932,9 @@ impl<'f> World<'f> {
         self.outbound.clear();
         if self.transport.connected {
             self.transport.close();
-            self.plc.peer.handle_disconnected(self.now);
+            self.plc.peer().handle_disconnected(self.now);
             if tell_link {
-                self.host.handle_disconnected(self.now);
+                self.egress.link_mut().handle_disconnected(self.now);
             }
         }
     }
@@ -905,7 +945,7 @@ impl<'f> World<'f> {
             return;
         }
         if self.outbound.is_empty() {
-            self.host.poll_transmit(&mut self.outbound);
+            self.egress.link_mut().poll_transmit(&mut self.outbound);
         }
         let Transport {
             to_plc,
@@ -922,7 +962,7 @@ impl<'f> World<'f> {
         if self.transport.closed_under_sortd {
             self.transport.closed_under_sortd = false;
             self.outbound.clear();
-            self.host.handle_disconnected(self.now);
+            self.egress.link_mut().handle_disconnected(self.now);
             return;
         }
         if !self.transport.connected {
@@ -930,7 +970,8 @@ impl<'f> World<'f> {
         }
         loop {
             let room = self
-                .host
+                .egress
+                .link()
                 .receive_room()
                 .min(READ_CHUNK_BYTES)
                 .min(self.transport.chunk());
@@ -938,7 +979,7 @@ impl<'f> World<'f> {
             if bytes.is_empty() {
                 return;
             }
-            self.host.handle_input(self.now, &bytes);
+            self.egress.link_mut().handle_input(self.now, &bytes);
             self.drive_link();
             if !self.transport.connected {
                 return;
@@ -969,10 +1010,10 @@ impl<'f> World<'f> {
             Ok(())
         };
         for slot in &self.slots {
-            if let Some(connection) = &slot.connection {
+            if let Some(session) = &slot.session {
                 bounds(
                     "a connection buffer",
-                    connection.input.unread().len(),
+                    session.unread_bytes(),
                     self.settings.buffer_bytes,
                 )?;
             }
@@ -980,17 +1021,17 @@ impl<'f> World<'f> {
         }
         bounds(
             "the ingress batch",
-            self.batch.len(),
+            self.sink.batch.len(),
             self.settings.batch_parcels_max,
         )?;
         bounds(
             "the hand-off queue",
-            self.sender.queued(),
+            self.sink.sender.queued(),
             self.settings.queue_batches_max,
         )?;
         bounds(
             "the PLC window",
-            self.host.unacked(),
+            self.egress.link().unacked(),
             self.settings.host.window_max,
         )?;
         bounds(
@@ -1009,5 +1050,53 @@ impl<'f> World<'f> {
             CONFIRMS_MAX,
         )?;
         Ok(())
+    }
+}
+
+/// Hooks for the drift tests: a world whose scanners stay quiet, fed hand-made bytes.
+#[cfg(test)]
+impl World<'_> {
+    pub(super) fn quiet_for_test(&mut self, buffer_bytes: usize) {
+        self.settings.buffer_bytes = buffer_bytes;
+        self.settings.disconnect_per_mille = 0;
+        self.settings.swap_per_mille = 0;
+        for slot in &mut self.slots {
+            slot.scanner.quota = 0;
+        }
+    }
+
+    pub(super) fn step_for_test(&mut self) -> Result<(), Violation> {
+        self.step(true)
+    }
+
+    /// Writes `bytes` to scanner `index`'s socket, all arrived; `hang_up` closes it after.
+    pub(super) fn write_for_test(&mut self, index: usize, bytes: &[u8], hang_up: bool) {
+        if let Some(slot) = self.slots.get_mut(index) {
+            slot.socket.write(bytes);
+            slot.socket.arrive(SOCKET_BYTES_MAX);
+            slot.socket.hung_up = hang_up;
+        }
+    }
+
+    /// Makes scanner `index` a text scanner (`sick-clv`) from its next connection on,
+    /// and closes its current one.
+    pub(super) fn make_text_for_test(&mut self, index: usize) {
+        if let Some(profile) = TextProfile::builtin(TEXT_PROFILE) {
+            if let Some(slot) = self.slots.get_mut(index) {
+                slot.framing = Framing::Text(profile);
+                slot.scanner.text = true;
+            }
+            self.close(index);
+        }
+    }
+
+    /// Scans decided at ingress so far.
+    pub(super) fn decided_for_test(&self) -> u64 {
+        self.checker.received
+    }
+
+    /// Scanner connections sortd closed so far.
+    pub(super) fn closed_for_test(&self) -> u64 {
+        self.counts.connections_closed
     }
 }

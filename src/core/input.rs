@@ -1,7 +1,7 @@
 //! A scanner connection's receive buffer and the clocks that guard it: how long a started
 //! frame may take to complete (slowloris), and how long the connection may stay silent.
 //!
-//! Pure: the event loop reads into [`InputBuffer::spare`], commits what it read, and asks
+//! Pure: the scanner session (and through it the event loop) reads into [`InputBuffer::spare`], commits what it read, and asks
 //! for the unread bytes; time comes in as an argument.
 
 use std::time::{Duration, Instant};
@@ -83,6 +83,13 @@ impl InputBuffer {
     /// Whether the buffer is full of unread bytes (a frame larger than the buffer).
     pub fn is_full(&self) -> bool {
         self.start == 0 && self.end == self.bytes.len()
+    }
+
+    /// The earliest moment one of the clocks can run out (see [`InputBuffer::expiry`]).
+    pub fn next_expiry(&self, frame_deadline: Duration, idle_timeout: Duration) -> Instant {
+        let idle_at = self.last_byte_at + idle_timeout;
+        self.partial_since
+            .map_or(idle_at, |since| idle_at.min(since + frame_deadline))
     }
 
     /// Whether the connection has outlived one of its clocks at `now`.

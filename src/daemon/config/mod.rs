@@ -1,0 +1,171 @@
+//! The daemon's configuration: the TOML file as written, and the validated form the daemon
+//! runs on.
+//!
+//! Parsing (`schema.rs`) rejects unknown keys; validation (`sections.rs`, one function per
+//! section) checks every address, limit, path and text profile, names the offending key,
+//! and builds each layer's own settings types (net's, the PLC link's, the pipeline's).
+//! Nothing here binds a socket or opens the plan: the daemon does that only after
+//! validation passed.
+
+mod schema;
+mod sections;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::net::cidr::AllowList;
+pub use crate::net::settings::{ConnectionLimits, Listener, PlcMode, PlcSettings};
+pub use schema::{
+    ConfigFile, ListenerSection, LogSection, METRICS_ADDRESS_DEFAULT, MetricsSection,
+    PipelineSection, PlanSection, PlcSection, ScannersSection,
+};
+
+/// A configuration problem, naming the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The dotted key path, such as `scanners.listeners[1].protocol`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "`{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Validated metrics endpoint settings.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsSettings {
+    /// `None` when the endpoint is disabled.
+    pub address: Option<SocketAddr>,
+}
+
+/// The validated configuration the daemon runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The plan file (compiled, or CSV to compile).
+    pub plan_path: PathBuf,
+    /// Scanner listeners.
+    pub listeners: Vec<Listener>,
+    /// Connection limits and deadlines.
+    pub limits: ConnectionLimits,
+    /// Who may connect.
+    pub allow: AllowList,
+    /// The PLC link.
+    pub plc: PlcSettings,
+    /// Queues, workers and deadlines.
+    pub pipeline: PipelineSettings,
+    /// Log filter and rate limits.
+    pub log_filter: String,
+    /// At most one warning per kind of bad input in this period.
+    pub bad_input_warning_interval: Duration,
+    /// On stop, how long to wait for the PLC to acknowledge what was already sent.
+    pub drain_grace: Duration,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsSettings,
+}
+
+impl Config {
+    /// What the ingress workers run on.
+    pub fn ingress_settings(&self) -> crate::net::settings::IngressSettings {
+        crate::net::settings::IngressSettings {
+            listeners: self.listeners.clone(),
+            limits: self.limits,
+            allow: self.allow.clone(),
+            bad_input_warning_interval: self.bad_input_warning_interval,
+        }
+    }
+}
+
+/// Validated pipeline settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineSettings {
+    /// Ingress threads.
+    pub workers: usize,
+    /// Decisions per hand-off batch, at most.
+    pub batch_parcels_max: usize,
+    /// Batches queued for the PLC thread, at most.
+    pub queue_batches_max: usize,
+    /// Decision deadline from receipt.
+    pub deadline: Duration,
+    /// Duplicate window.
+    pub duplicate_window: Duration,
+    /// Duplicate window memory bound.
+    pub duplicate_entries_max: usize,
+    /// Spin time before parking.
+    pub spin_before_park: Duration,
+}
+
+/// Parses a configuration file's text. Unknown keys are errors.
+pub fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
+    toml::from_str(text).map_err(|error| {
+        let message = error.message().to_string();
+        let key = error
+            .span()
+            .map(|span| locate(text, span.start))
+            .unwrap_or_default();
+        ConfigError::new(key, message)
+    })
+}
+
+/// "line N" for a byte offset, so a TOML error points into the file.
+fn locate(text: &str, offset: usize) -> String {
+    let line = text
+        .get(..offset)
+        .map(|before| before.matches('\n').count() + 1)
+        .unwrap_or(1);
+    format!("line {line}")
+}
+
+/// Reads and validates a configuration file. Relative plan paths are taken relative to the
+/// configuration file's folder.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        ConfigError::new("", format!("cannot read {}: {error}", path.display()))
+    })?;
+    let file = parse(&text)?;
+    validate(file, path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Validates a parsed file. `base` is the folder relative paths are resolved against.
+/// Each section is checked by its own function in `sections.rs`, in file order.
+pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, ConfigError> {
+    let plan_path = sections::plan(file.plan, base)?;
+    let custom_profiles = sections::text_profiles(&file.text_profiles)?;
+    let (listeners, limits, allow) = sections::scanners(&file.scanners, &custom_profiles)?;
+    let plc = sections::plc(&file.plc)?;
+    let (pipeline, drain_grace) = sections::pipeline(&file.pipeline)?;
+    let bad_input_warning_interval = sections::log(&file.log)?;
+    let metrics = sections::metrics(&file.metrics, &listeners, &plc)?;
+    Ok(Config {
+        drain_grace,
+        metrics,
+        plan_path,
+        listeners,
+        limits,
+        allow,
+        plc,
+        pipeline,
+        log_filter: file.log.filter,
+        bad_input_warning_interval,
+    })
+}
