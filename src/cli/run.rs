@@ -165,10 +165,11 @@ const MAIN_LOOP_SLEEP: Duration = Duration::from_millis(20);
 /// Starts the metrics endpoint. A failure is logged, not fatal: the sorter keeps sorting
 /// without metrics rather than stopping (or restart-looping) over a taken port.
 fn start_metrics(daemon: &Daemon, address: SocketAddr) -> Option<MetricsServer> {
-    let exposition = Exposition::new(
+    let exposition = Exposition::with_chute_states(
         daemon.counters.clone(),
         daemon.plan.clone(),
         daemon.ingress_workers(),
+        daemon.chute_states.clone(),
     );
     match MetricsServer::start(address, exposition) {
         Ok(server) => {

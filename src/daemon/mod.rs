@@ -62,6 +62,8 @@ pub struct Daemon {
     pub counters: Arc<Counters>,
     /// The current plan.
     pub plan: Arc<PlanHandle>,
+    /// Every chute's state as the PLC last reported it.
+    pub chute_states: Arc<ChuteStateTable>,
     plan_source: PlanSource,
     stop: Arc<AtomicBool>,
     ingress_wakers: Vec<Arc<Waker>>,
@@ -157,7 +159,7 @@ impl Daemon {
         let shared = IngressShared {
             config: config.clone(),
             plan: plan.clone(),
-            chute_states,
+            chute_states: chute_states.clone(),
             counters: counters.clone(),
             stop: stop.clone(),
             next_synthetic_scanner_id: Arc::new(AtomicU32::new(0)),
@@ -199,6 +201,7 @@ impl Daemon {
         Ok(Daemon {
             counters,
             plan,
+            chute_states,
             plan_source,
             stop,
             ingress_wakers,
