@@ -72,6 +72,14 @@ pub struct Daemon {
     scanner_addresses: Vec<std::net::SocketAddr>,
 }
 
+/// Opens and fully verifies the configured plan without binding a socket or starting a
+/// thread: `sortd run --check`, for packaging and deployment scripts.
+pub fn check_plan(config: &Config) -> Result<crate::plan::Plan, DaemonError> {
+    PlanSource::new(config.plan_path.clone())
+        .open()
+        .map_err(DaemonError::Plan)
+}
+
 impl Daemon {
     /// Opens the plan, binds every socket and starts the threads.
     pub fn start(config: Config) -> Result<Daemon, DaemonError> {
