@@ -507,6 +507,45 @@ mod tests {
     }
 
     #[test]
+    fn chute_states_are_a_state_set_for_unavailable_and_used_chutes_only() {
+        let bytes = crate::plan::compile_str(
+            "test",
+            "kind,key,chutes\nprefix,33,101\ndefault,no_read,998\ndefault,no_rule,999\n\
+             default,multi_read,997\ndefault,late,996\n",
+        )
+        .expect("test plan compiles");
+        let plan = crate::plan::Plan::from_bytes(bytes).expect("test plan opens");
+        let counters = Arc::new(Counters::default());
+        counters.sorts_by_chute.count_one(101);
+        let table = Arc::new(ChuteStateTable::new());
+        table.set(12, ChuteState::Full);
+        table.set(14, ChuteState::Disabled);
+        let exposition =
+            Exposition::with_chute_states(counters, Arc::new(PlanHandle::new(plan)), 1, table);
+        let mut text = String::new();
+        assert!(exposition.render(&mut text).is_ok());
+        let mut lines: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with("sortd_chute_state{"))
+            .collect();
+        lines.sort_unstable();
+        assert_eq!(
+            lines,
+            [
+                "sortd_chute_state{chute=\"101\",state=\"available\"} 1",
+                "sortd_chute_state{chute=\"101\",state=\"disabled\"} 0",
+                "sortd_chute_state{chute=\"101\",state=\"full\"} 0",
+                "sortd_chute_state{chute=\"12\",state=\"available\"} 0",
+                "sortd_chute_state{chute=\"12\",state=\"disabled\"} 0",
+                "sortd_chute_state{chute=\"12\",state=\"full\"} 1",
+                "sortd_chute_state{chute=\"14\",state=\"available\"} 0",
+                "sortd_chute_state{chute=\"14\",state=\"disabled\"} 1",
+                "sortd_chute_state{chute=\"14\",state=\"full\"} 0",
+            ]
+        );
+    }
+
+    #[test]
     fn no_histogram_yet_means_empty_buckets() {
         let latency = LatencyHistogram::from_hdr(None);
         assert_eq!(latency.count, 0);
