@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod frames;
+mod generate;
 mod loadgen;
 mod plan;
 mod plc_sim;
@@ -44,6 +45,9 @@ enum Command {
     Loadgen(loadgen::LoadgenArgs),
     /// Run the deterministic simulation of the core over many seeds.
     Simulate(simulate::SimulateArgs),
+    /// Generate man pages and shell completions (for packaging).
+    #[command(subcommand, hide = true)]
+    Generate(generate::GenerateCommand),
 }
 
 /// Parse the command line and run the subcommand.
@@ -57,6 +61,7 @@ pub fn main() -> ExitCode {
         Command::Loadgen(args) => loadgen::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Generate(command) => generate::run(command),
     };
     match result {
         Ok(code) => code,

@@ -27,6 +27,10 @@ pub struct RunArgs {
     /// The configuration file (see config/sortd.toml for every key and its default).
     #[arg(long, short)]
     config: PathBuf,
+    /// Validate the configuration and open and verify the plan, then exit (0 when good,
+    /// 64 naming the problem when not) without binding a socket.
+    #[arg(long)]
+    check: bool,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -41,6 +45,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
+    if args.check {
+        return Ok(check(&args.config, &config));
+    }
     init_logging(&config.log_filter);
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
@@ -159,16 +166,36 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--check`: the configuration parsed and validated; open and verify the plan too.
+fn check(path: &std::path::Path, config: &daemon::config::Config) -> ExitCode {
+    match daemon::check_plan(config) {
+        Ok(plan) => {
+            println!(
+                "sortd: {} is valid; plan \"{}\" version {} verified",
+                path.display(),
+                plan.name(),
+                plan.version()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("sortd: {}: {error}", path.display());
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
 /// How long the main loop sleeps between looks at signals, liveness and status.
 const MAIN_LOOP_SLEEP: Duration = Duration::from_millis(20);
 
 /// Starts the metrics endpoint. A failure is logged, not fatal: the sorter keeps sorting
 /// without metrics rather than stopping (or restart-looping) over a taken port.
 fn start_metrics(daemon: &Daemon, address: SocketAddr) -> Option<MetricsServer> {
-    let exposition = Exposition::new(
+    let exposition = Exposition::with_chute_states(
         daemon.counters.clone(),
         daemon.plan.clone(),
         daemon.ingress_workers(),
+        daemon.chute_states.clone(),
     );
     match MetricsServer::start(address, exposition) {
         Ok(server) => {

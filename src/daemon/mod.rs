@@ -62,12 +62,22 @@ pub struct Daemon {
     pub counters: Arc<Counters>,
     /// The current plan.
     pub plan: Arc<PlanHandle>,
+    /// Every chute's state as the PLC last reported it.
+    pub chute_states: Arc<ChuteStateTable>,
     plan_source: PlanSource,
     stop: Arc<AtomicBool>,
     ingress_wakers: Vec<Arc<Waker>>,
     egress_waker: Arc<Waker>,
     threads: Vec<(String, JoinHandle<io::Result<()>>)>,
     scanner_addresses: Vec<std::net::SocketAddr>,
+}
+
+/// Opens and fully verifies the configured plan without binding a socket or starting a
+/// thread: `sortd run --check`, for packaging and deployment scripts.
+pub fn check_plan(config: &Config) -> Result<crate::plan::Plan, DaemonError> {
+    PlanSource::new(config.plan_path.clone())
+        .open()
+        .map_err(DaemonError::Plan)
 }
 
 impl Daemon {
@@ -157,7 +167,7 @@ impl Daemon {
         let shared = IngressShared {
             settings: Arc::new(config.ingress_settings()),
             plan: plan.clone(),
-            chute_states,
+            chute_states: chute_states.clone(),
             counters: counters.clone(),
             stop: stop.clone(),
             next_synthetic_scanner_id: Arc::new(AtomicU32::new(0)),
@@ -199,6 +209,7 @@ impl Daemon {
         Ok(Daemon {
             counters,
             plan,
+            chute_states,
             plan_source,
             stop,
             ingress_wakers,

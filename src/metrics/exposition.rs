@@ -20,6 +20,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::decision::Reason;
 use crate::plan::PlanHandle;
+use crate::plc::{ChuteState, ChuteStateTable};
 use crate::stats::Counters;
 
 /// Upper bounds of the decision-latency histogram's buckets, in microseconds (the
@@ -50,11 +51,31 @@ pub struct Exposition {
 impl Exposition {
     /// An exposition of `counters` and `plan` for a daemon with `ingress_workers` workers.
     pub fn new(counters: Arc<Counters>, plan: Arc<PlanHandle>, ingress_workers: usize) -> Self {
+        Self::build(counters, plan, ingress_workers, None)
+    }
+
+    /// As [`Exposition::new`], also reporting `chute_states` as `sortd_chute_state`.
+    pub fn with_chute_states(
+        counters: Arc<Counters>,
+        plan: Arc<PlanHandle>,
+        ingress_workers: usize,
+        chute_states: Arc<ChuteStateTable>,
+    ) -> Self {
+        Self::build(counters, plan, ingress_workers, Some(chute_states))
+    }
+
+    fn build(
+        counters: Arc<Counters>,
+        plan: Arc<PlanHandle>,
+        ingress_workers: usize,
+        chute_states: Option<Arc<ChuteStateTable>>,
+    ) -> Self {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(DaemonCollector {
             counters,
             plan,
             ingress_workers,
+            chute_states,
         }));
         Exposition {
             registry: Arc::new(registry),
@@ -72,6 +93,7 @@ struct DaemonCollector {
     counters: Arc<Counters>,
     plan: Arc<PlanHandle>,
     ingress_workers: usize,
+    chute_states: Option<Arc<ChuteStateTable>>,
 }
 
 fn load(counter: &AtomicU64) -> u64 {
@@ -295,6 +317,37 @@ impl Collector for DaemonCollector {
                 .nonzero()
                 .map(|(chute, count)| ([("chute", chute)], ConstCounter::new(count))),
         )?;
+        if let Some(table) = &self.chute_states {
+            // A state set per chute (1 for its state, 0 for the others), for every chute
+            // that is not available or has had a SORT: the chutes in use, not all 65,536.
+            let mut chutes: Vec<(u16, ChuteState)> = table.unavailable().collect();
+            chutes.extend(
+                c.sorts_by_chute
+                    .nonzero()
+                    .map(|(chute, _)| (chute, table.get(chute))),
+            );
+            chutes.sort_unstable_by_key(|(chute, _)| *chute);
+            chutes.dedup_by_key(|(chute, _)| *chute);
+            family(
+                e,
+                "sortd_chute_state",
+                "1 for the state each chute is in (as the PLC last reported), 0 for the \
+                 others; chutes that are not available or have had a SORT.",
+                None,
+                MetricType::Gauge,
+                chutes.into_iter().flat_map(|(chute, now)| {
+                    ChuteState::ALL.map(|state| {
+                        (
+                            [
+                                ("chute", chute.to_string()),
+                                ("state", state.as_str().into()),
+                            ],
+                            ConstGauge::new(i64::from(state == now)),
+                        )
+                    })
+                }),
+            )?;
+        }
         let latency = c
             .decision_latency_us
             .lock()
@@ -451,6 +504,45 @@ mod tests {
         // The sum is within hdrhistogram's precision (3 significant digits).
         let exact_seconds = (40.0 * 3.0 + 200.0 + 700.0 + 8_000_000.0) / 1e6;
         assert!((latency.sum_seconds - exact_seconds).abs() / exact_seconds < 1e-3);
+    }
+
+    #[test]
+    fn chute_states_are_a_state_set_for_unavailable_and_used_chutes_only() {
+        let bytes = crate::plan::compile_str(
+            "test",
+            "kind,key,chutes\nprefix,33,101\ndefault,no_read,998\ndefault,no_rule,999\n\
+             default,multi_read,997\ndefault,late,996\n",
+        )
+        .expect("test plan compiles");
+        let plan = crate::plan::Plan::from_bytes(bytes).expect("test plan opens");
+        let counters = Arc::new(Counters::default());
+        counters.sorts_by_chute.count_one(101);
+        let table = Arc::new(ChuteStateTable::new());
+        table.set(12, ChuteState::Full);
+        table.set(14, ChuteState::Disabled);
+        let exposition =
+            Exposition::with_chute_states(counters, Arc::new(PlanHandle::new(plan)), 1, table);
+        let mut text = String::new();
+        assert!(exposition.render(&mut text).is_ok());
+        let mut lines: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with("sortd_chute_state{"))
+            .collect();
+        lines.sort_unstable();
+        assert_eq!(
+            lines,
+            [
+                "sortd_chute_state{chute=\"101\",state=\"available\"} 1",
+                "sortd_chute_state{chute=\"101\",state=\"disabled\"} 0",
+                "sortd_chute_state{chute=\"101\",state=\"full\"} 0",
+                "sortd_chute_state{chute=\"12\",state=\"available\"} 0",
+                "sortd_chute_state{chute=\"12\",state=\"disabled\"} 0",
+                "sortd_chute_state{chute=\"12\",state=\"full\"} 1",
+                "sortd_chute_state{chute=\"14\",state=\"available\"} 0",
+                "sortd_chute_state{chute=\"14\",state=\"disabled\"} 1",
+                "sortd_chute_state{chute=\"14\",state=\"full\"} 0",
+            ]
+        );
     }
 
     #[test]

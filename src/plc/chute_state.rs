@@ -71,6 +71,15 @@ impl ChuteStateTable {
             .unwrap_or(ChuteState::Available)
     }
 
+    /// Every chute that is not available, with its state, in chute order (a full scan of
+    /// the table; for metrics, not the hot path).
+    pub fn unavailable(&self) -> impl Iterator<Item = (ChuteNumber, ChuteState)> + '_ {
+        (0..=ChuteNumber::MAX).filter_map(|chute| {
+            let state = self.get(chute);
+            (state != ChuteState::Available).then_some((chute, state))
+        })
+    }
+
     /// How many chutes are not available (a full scan; for metrics, not the hot path).
     pub fn unavailable_count(&self) -> usize {
         self.states
@@ -95,6 +104,8 @@ mod tests {
             }
         }
         assert_eq!(table.unavailable_count(), 4);
+        let unavailable: Vec<ChuteNumber> = table.unavailable().map(|(chute, _)| chute).collect();
+        assert_eq!(unavailable, vec![0, 1, 999, u16::MAX]);
         assert_eq!(table.set(999, ChuteState::Available), ChuteState::Disabled);
         assert!(table.is_available(999));
         assert!(!table.is_available(1));

@@ -1,8 +1,10 @@
 //! The real `sortd` binary over real sockets: the daemon, faults through the proxy, the
 //! service (metrics, systemd) and the tools. One test binary, so CI links it once.
 
+mod check_and_generate;
 mod common;
 mod daemon;
 mod faults;
+mod prometheus;
 mod service;
 mod tools;
