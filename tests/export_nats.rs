@@ -416,3 +416,23 @@ fn tls_with_a_ca_file_exports_and_a_certificate_for_another_name_is_refused() {
     });
     assert_eq!(exporter.counters().acked_seq.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn the_daemon_warns_at_start_when_its_configuration_holds_a_nats_password_others_can_read() {
+    let plc = common::TestPlc::start(vec![], vec![]);
+    let daemon = common::start_daemon(
+        plc.address,
+        &["protocol = \"binary\""],
+        "[export]\nenabled = true\n[export.auth]\nuser = \"sortd\"\npassword = \"inline\"\n",
+    );
+    // The test's configuration file is written with the default umask (0644).
+    wait_until("the secret warning", || {
+        !daemon
+            .log_lines("holds a NATS secret inline and is readable")
+            .is_empty()
+    });
+    assert!(
+        daemon.log_lines("inline\"").is_empty(),
+        "the secret is never logged"
+    );
+}

@@ -63,6 +63,8 @@ pub struct ConfigFile {
     pub log: LogSection,
     /// `[metrics]`
     pub metrics: MetricsSection,
+    /// `[export]`: sort events into NATS JetStream.
+    pub export: crate::export::ExportSection,
     /// `[text_profiles.NAME]`: custom scanner telegram layouts.
     pub text_profiles: BTreeMap<String, TextProfileSpec>,
 }
@@ -286,6 +288,8 @@ pub struct Config {
     pub drain_grace: Duration,
     /// The Prometheus endpoint.
     pub metrics: MetricsSettings,
+    /// The NATS export; `None` when disabled.
+    pub export: Option<crate::export::ExportSettings>,
 }
 
 /// A validated listener.
@@ -673,9 +677,16 @@ pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, ConfigError> {
         address: metrics_address,
     };
 
+    let export = file
+        .export
+        .validate()
+        .map_err(|error| ConfigError::new(error.key, error.message))?
+        .map(|settings| settings.relative_to(base));
+
     Ok(Config {
         drain_grace,
         metrics,
+        export,
         plan_path,
         listeners,
         limits,

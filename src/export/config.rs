@@ -435,6 +435,36 @@ impl ExportSection {
     }
 }
 
+impl ExportSettings {
+    /// Resolves relative secret and certificate paths against `base` (the directory of
+    /// the configuration file).
+    pub fn relative_to(mut self, base: &Path) -> Self {
+        let join = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        };
+        match &mut self.auth {
+            Auth::CredsFile(path)
+            | Auth::NkeySeedFile(path)
+            | Auth::TokenFile(path)
+            | Auth::UserPasswordFile {
+                password_file: path,
+                ..
+            } => join(path),
+            Auth::None | Auth::Token(_) | Auth::UserPassword { .. } => {}
+        }
+        if let Some(path) = &mut self.tls.ca_file {
+            join(path);
+        }
+        if let Some((cert, key)) = &mut self.tls.client_identity {
+            join(cert);
+            join(key);
+        }
+        self
+    }
+}
+
 impl AuthSection {
     fn validate(&self) -> Result<Auth, ExportConfigError> {
         let user_methods = usize::from(self.user.is_some());
