@@ -436,3 +436,59 @@ fn the_daemon_warns_at_start_when_its_configuration_holds_a_nats_password_others
         "the secret is never logged"
     );
 }
+
+/// Events per second into JetStream through the exporter, against a plain core-NATS
+/// publish of the same batches (same bytes, same message count) in the same run.
+/// Run: `cargo test --release --test export_nats measure -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_export_rate_against_core_nats_publish() {
+    const EVENTS: u64 = 400_000;
+    let server = NatsServer::start();
+    let log = MemoryLog::new();
+    append(&log, EVENTS);
+    let section = ExportSection {
+        message_records_max: 4096,
+        publish_window_max: 32,
+        ..section(&server.url())
+    };
+    let records_per_message = section.message_records_max as u64;
+
+    // Baseline: the same payloads, published on a subject no stream holds, then flushed.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let payload = bytes::Bytes::from(
+        (1..=records_per_message)
+            .flat_map(record)
+            .collect::<Vec<u8>>(),
+    );
+    let messages = EVENTS / records_per_message;
+    let core_s = runtime.block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connects");
+        let started = std::time::Instant::now();
+        for _ in 0..messages {
+            client
+                .publish("bench.core", payload.clone())
+                .await
+                .expect("publish");
+        }
+        client.flush().await.expect("flush");
+        started.elapsed().as_secs_f64()
+    });
+    let core_rate = (messages * records_per_message) as f64 / core_s;
+
+    let started = std::time::Instant::now();
+    let exporter = start(settings(section), &log, &MemoryCursor::default());
+    wait_acked(&exporter, EVENTS);
+    let export_s = started.elapsed().as_secs_f64();
+    drop(exporter);
+    let export_rate = EVENTS as f64 / export_s;
+    println!(
+        "export into JetStream (file store, connect included): {EVENTS} events of \
+         {RECORD_BYTES} B in {export_s:.3} s = {export_rate:.0} events/s; core NATS publish \
+         of the same batches: {core_rate:.0} events/s; ratio {:.2}",
+        export_rate / core_rate
+    );
+}
