@@ -443,7 +443,7 @@ fn the_daemon_warns_at_start_when_its_configuration_holds_a_nats_password_others
 #[test]
 #[ignore = "a measurement, not a check"]
 fn measure_export_rate_against_core_nats_publish() {
-    const EVENTS: u64 = 400_000;
+    const EVENTS: u64 = 1_000_000;
     let server = NatsServer::start();
     let log = MemoryLog::new();
     append(&log, EVENTS);
@@ -491,4 +491,59 @@ fn measure_export_rate_against_core_nats_publish() {
          of the same batches: {core_rate:.0} events/s; ratio {:.2}",
         export_rate / core_rate
     );
+}
+
+#[test]
+fn a_broker_that_knows_only_an_nkey_accepts_the_seed_from_a_file() {
+    let user = nkeys::KeyPair::new_user();
+    let server = NatsServer::start_with_config(&format!(
+        "authorization {{\n  users = [ {{ nkey: {} }} ]\n}}\n",
+        user.public_key()
+    ));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let seed_file = dir.path().join("sortd.nk");
+    std::fs::write(&seed_file, user.seed().expect("seed") + "\n").expect("write seed");
+    let mut with_nkey = section(&server.url());
+    with_nkey.auth.nkey_seed_file = Some(seed_file);
+    let log = MemoryLog::new();
+    append(&log, 200);
+    let exporter = start(settings(with_nkey), &log, &MemoryCursor::default());
+    wait_acked(&exporter, 200);
+}
+
+#[test]
+fn a_message_on_the_subject_that_sortd_did_not_write_stops_the_export_instead_of_a_guess() {
+    let server = NatsServer::start();
+    let log = MemoryLog::new();
+    append(&log, 100);
+    let exporter = start(
+        settings(section(&server.url())),
+        &log,
+        &MemoryCursor::default(),
+    );
+    wait_acked(&exporter, 100);
+    drop(exporter);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connects");
+        let js = async_nats::jetstream::new(client);
+        js.publish(SUBJECT, "not a sortd batch".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    });
+    append(&log, 100);
+    let exporter = start(
+        settings(section(&server.url())),
+        &log,
+        &MemoryCursor::default(),
+    );
+    wait_until("the foreign message to be reported", || {
+        exporter.counters().errors(ExportErrorKind::ForeignMessage) >= 2
+    });
+    assert_eq!(exporter.counters().acked_seq.load(Ordering::Relaxed), 0);
 }
