@@ -26,7 +26,8 @@ pub const PUBLISH_WINDOW_LIMIT: usize = 1024;
 pub struct ExportSection {
     /// Export at all. A hub without NATS runs with this off; the journal keeps the events.
     pub enabled: bool,
-    /// NATS server URLs (`nats://host:port`, `tls://host:port`); tried in order.
+    /// NATS server URLs (`nats://host:port`, `tls://host:port`); the client picks one
+    /// at random for each connection.
     pub urls: Vec<String>,
     /// The hub's id, part of the default subject.
     pub hub: String,

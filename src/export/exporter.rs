@@ -284,9 +284,15 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
     async fn session(&mut self, stop: &mut watch::Receiver<bool>) -> SessionEnd {
         self.counters.set_state(ExportState::Connecting);
         let lost = Arc::new(Notify::new());
-        let client = match connect(&self.settings, Arc::clone(&lost)).await {
-            Ok(client) => client,
-            Err(detail) => return self.lost(ExportErrorKind::Connect, &detail, false),
+        // A stop is not held up by a slow connect or a slow stream API.
+        let connecting = tokio::select! {
+            result = connect(&self.settings, Arc::clone(&lost)) => Some(result),
+            _ = stop.changed() => None,
+        };
+        let client = match connecting {
+            None => return SessionEnd::Stopped,
+            Some(Ok(client)) => client,
+            Some(Err(detail)) => return self.lost(ExportErrorKind::Connect, &detail, false),
         };
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
         let js = jetstream::context::ContextBuilder::new()
@@ -295,9 +301,14 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
             .max_ack_inflight(self.settings.publish_window_max + 1)
             .backpressure_on_inflight(true)
             .build(client.clone());
-        let (stream_last, subject_seq) = match self.read_stream_end(&js).await {
-            Ok(end) => end,
-            Err((kind, detail)) => return self.lost(kind, &detail, false),
+        let reading = tokio::select! {
+            result = self.read_stream_end(&js) => Some(result),
+            _ = stop.changed() => None,
+        };
+        let (stream_last, subject_seq) = match reading {
+            None => return SessionEnd::Stopped,
+            Some(Ok(end)) => end,
+            Some(Err((kind, detail))) => return self.lost(kind, &detail, false),
         };
         let resume = self.ledger.resume(stream_last, self.acked_seq);
         if let Some(last) = stream_last {
@@ -327,7 +338,7 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
     /// The last event sequence the stream holds for this subject (None when the subject
     /// is empty) and the stream sequence of that message (0 when none).
     async fn read_stream_end(
-        &mut self,
+        &self,
         js: &Context,
     ) -> Result<(Option<u64>, u64), (ExportErrorKind, String)> {
         let settings = &self.settings;
