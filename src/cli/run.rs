@@ -49,6 +49,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(check(&args.config, &config));
     }
     init_logging(&config.log_filter);
+    if let Some(export) = &config.export {
+        for warning in sortd::export::config::secret_exposure_warnings(&args.config, &export.auth) {
+            tracing::warn!("{warning}");
+        }
+    }
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
     let metrics_address = config.metrics.address;

@@ -19,6 +19,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::decision::Reason;
+use crate::export::{ExportCounters, ExportErrorKind, ExportState};
 use crate::plan::PlanHandle;
 use crate::plc::{ChuteState, ChuteStateTable};
 use crate::stats::Counters;
@@ -51,7 +52,7 @@ pub struct Exposition {
 impl Exposition {
     /// An exposition of `counters` and `plan` for a daemon with `ingress_workers` workers.
     pub fn new(counters: Arc<Counters>, plan: Arc<PlanHandle>, ingress_workers: usize) -> Self {
-        Self::build(counters, plan, ingress_workers, None)
+        Self::with_parts(counters, plan, ingress_workers, None, None)
     }
 
     /// As [`Exposition::new`], also reporting `chute_states` as `sortd_chute_state`.
@@ -61,14 +62,17 @@ impl Exposition {
         ingress_workers: usize,
         chute_states: Arc<ChuteStateTable>,
     ) -> Self {
-        Self::build(counters, plan, ingress_workers, Some(chute_states))
+        Self::with_parts(counters, plan, ingress_workers, Some(chute_states), None)
     }
 
-    fn build(
+    /// Everything the daemon exposes: the counters and plan, the chute states when given,
+    /// and the NATS exporter's state and counters when it runs.
+    pub fn with_parts(
         counters: Arc<Counters>,
         plan: Arc<PlanHandle>,
         ingress_workers: usize,
         chute_states: Option<Arc<ChuteStateTable>>,
+        export: Option<Arc<ExportCounters>>,
     ) -> Self {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(DaemonCollector {
@@ -77,6 +81,9 @@ impl Exposition {
             ingress_workers,
             chute_states,
         }));
+        if let Some(export) = export {
+            registry.register_collector(Box::new(ExportCollector(export)));
+        }
         Exposition {
             registry: Arc::new(registry),
         }
@@ -485,6 +492,89 @@ impl Collector for DaemonCollector {
     }
 }
 
+/// The NATS exporter's figures (`sortd_export_*`).
+#[derive(Debug)]
+struct ExportCollector(Arc<ExportCounters>);
+
+impl Collector for ExportCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let x = &*self.0;
+        let e = &mut encoder;
+        counter(
+            e,
+            "sortd_export_events",
+            "Sort events the JetStream stream acknowledged.",
+            None,
+            load(&x.events_exported),
+        )?;
+        counter(
+            e,
+            "sortd_export_messages",
+            "NATS messages (batches of events) the stream acknowledged.",
+            None,
+            load(&x.messages_acked),
+        )?;
+        counter(
+            e,
+            "sortd_export_duplicate_acks",
+            "Acknowledgements of a replayed batch the stream already held.",
+            None,
+            load(&x.duplicates_acked),
+        )?;
+        counter(
+            e,
+            "sortd_export_connections",
+            "Successful connections to NATS.",
+            None,
+            load(&x.connections),
+        )?;
+        family(
+            e,
+            "sortd_export_errors",
+            "Export failures by kind; each ends a connection and the exporter resyncs.",
+            None,
+            MetricType::Counter,
+            ExportErrorKind::ALL
+                .map(|kind| ([("kind", kind.name())], ConstCounter::new(x.errors(kind)))),
+        )?;
+        let acked = i64::try_from(load(&x.acked_seq)).unwrap_or(i64::MAX);
+        gauge(
+            e,
+            "sortd_export_acked_sequence",
+            "Highest event sequence the stream holds (the exporter's cursor).",
+            acked,
+        )?;
+        let lag = i64::try_from(x.lag_events()).unwrap_or(i64::MAX);
+        gauge(
+            e,
+            "sortd_export_lag_events",
+            "Events journaled and not yet acknowledged by the stream.",
+            lag,
+        )?;
+        let lag_seconds = ConstGauge::new(load(&x.lag_ms) as f64 / 1000.0);
+        lag_seconds.encode(e.encode_descriptor(
+            "sortd_export_lag_seconds",
+            "Age of the oldest event not yet acknowledged by the stream.",
+            None,
+            lag_seconds.metric_type(),
+        )?)?;
+        let state = x.state();
+        family(
+            e,
+            "sortd_export_state",
+            "The exporter's state: 1 for the current one.",
+            None,
+            MetricType::Gauge,
+            ExportState::ALL.map(|s| {
+                (
+                    [("state", s.name())],
+                    ConstGauge::new(i64::from(s == state)),
+                )
+            }),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,5 +641,35 @@ mod tests {
         assert_eq!(latency.count, 0);
         assert_eq!(latency.buckets.len(), LATENCY_BUCKET_BOUNDS_US.len() + 1);
         assert!(latency.buckets.iter().all(|(_, count)| *count == 0));
+    }
+
+    #[test]
+    fn the_exporter_figures_are_exposed_when_it_runs() {
+        let csv = "kind,key,chutes\ndefault,no_read,998\ndefault,no_rule,999\n\
+                   default,multi_read,997\ndefault,late,996\n";
+        let bytes = crate::plan::compile_str("t.csv", csv).expect("plan compiles");
+        let plan = Arc::new(PlanHandle::new(
+            crate::plan::Plan::from_bytes(bytes).expect("plan opens"),
+        ));
+        let export = Arc::new(ExportCounters::default());
+        export.set_state(ExportState::CatchingUp);
+        export.source_last_seq.store(120, Ordering::Relaxed);
+        export.acked_seq.store(100, Ordering::Relaxed);
+        export.lag_ms.store(1_500, Ordering::Relaxed);
+        export.count_error(ExportErrorKind::AckTimeout);
+        let exposition =
+            Exposition::with_parts(Arc::new(Counters::default()), plan, 1, None, Some(export));
+        let mut text = String::new();
+        exposition.render(&mut text).expect("renders");
+        for line in [
+            "sortd_export_lag_events 20",
+            "sortd_export_lag_seconds 1.5",
+            "sortd_export_acked_sequence 100",
+            "sortd_export_state{state=\"catching_up\"} 1",
+            "sortd_export_state{state=\"live\"} 0",
+            "sortd_export_errors_total{kind=\"ack_timeout\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
     }
 }

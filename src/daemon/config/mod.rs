@@ -82,6 +82,8 @@ pub struct Config {
     pub drain_grace: Duration,
     /// The Prometheus endpoint.
     pub metrics: MetricsSettings,
+    /// The NATS export; `None` when disabled.
+    pub export: Option<crate::export::ExportSettings>,
 }
 
 impl Config {
@@ -156,9 +158,16 @@ pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, ConfigError> {
     let (pipeline, drain_grace) = sections::pipeline(&file.pipeline)?;
     let bad_input_warning_interval = sections::log(&file.log)?;
     let metrics = sections::metrics(&file.metrics, &listeners, &plc)?;
+    let export = file
+        .export
+        .validate()
+        .map_err(|error| ConfigError::new(error.key, error.message))?
+        .map(|settings| settings.relative_to(base));
+
     Ok(Config {
         drain_grace,
         metrics,
+        export,
         plan_path,
         listeners,
         limits,

@@ -28,6 +28,8 @@ pub struct ConfigFile {
     pub log: LogSection,
     /// `[metrics]`
     pub metrics: MetricsSection,
+    /// `[export]`: sort events into NATS JetStream.
+    pub export: crate::export::ExportSection,
     /// `[text_profiles.NAME]`: custom scanner telegram layouts.
     pub text_profiles: BTreeMap<String, TextProfileSpec>,
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod nats;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,0 +1,659 @@
+//! The exporter thread: reads batches of records from an [`ExportSource`], publishes
+//! each batch as one NATS message into JetStream with a bounded window of
+//! unacknowledged messages, and resumes from the stream itself after every start and
+//! every lost connection. The decisions (what to replay, where to resume, how old the
+//! oldest unexported event is) are in [`super::ledger`]; this file is the IO around
+//! them.
+//!
+//! One connection, one tokio runtime: each connection attempt runs in a fresh
+//! current-thread runtime that is dropped when the connection is lost. async-nats would
+//! otherwise reconnect by itself and send, on the new connection, messages that sat in
+//! its buffers while an earlier one was lost on the old connection: a gap. Dropping the
+//! runtime destroys the client, its tasks and every buffer, so nothing from a dead
+//! connection can be sent later by this process; then the stream is asked what it holds.
+//! (The client's own reconnect is disabled by a reconnect delay of a day.)
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{Config as StreamConfig, LastRawMessageErrorKind, StorageType};
+use async_nats::jetstream::{self, Context};
+use async_nats::{Client, ConnectOptions, Event};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use tokio::sync::{Notify, watch};
+
+use super::config::{Auth, ExportSettings};
+use super::counters::{ExportCounters, ExportErrorKind, ExportState};
+use super::ledger::{Bounds, LagClock, Ledger};
+use super::source::{CursorStore, ExportSource};
+use crate::plc::backoff::Backoff;
+
+/// Header with the first event sequence in the message.
+pub const HEADER_FIRST_SEQ: &str = "Sortd-First-Seq";
+/// Header with the last event sequence in the message.
+pub const HEADER_LAST_SEQ: &str = "Sortd-Last-Seq";
+/// Header with the number of events in the message.
+pub const HEADER_RECORDS: &str = "Sortd-Records";
+
+/// The `Nats-Msg-Id` of the message holding events `first_seq..=last_seq` of `sorter`.
+pub fn message_id(sorter: &str, first_seq: u64, last_seq: u64) -> String {
+    format!("{sorter}:{first_seq}-{last_seq}")
+}
+
+/// Samples kept to measure the lag in seconds.
+const LAG_SAMPLES_MAX: usize = 1024;
+/// While backing off, refresh the lag figures this often.
+const BACKOFF_TICK: Duration = Duration::from_millis(100);
+/// The client must never reconnect by itself (see the module docs).
+const CLIENT_RECONNECT_DELAY: Duration = Duration::from_secs(24 * 3600);
+
+/// A running exporter; dropping it stops it.
+#[derive(Debug)]
+pub struct Exporter {
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+    counters: Arc<ExportCounters>,
+}
+
+impl Exporter {
+    /// Starts the exporter thread over `source`, storing acknowledged positions in
+    /// `cursor`. It never blocks the caller: connecting happens on the thread.
+    pub fn start<S, C>(
+        settings: ExportSettings,
+        source: S,
+        cursor: C,
+        counters: Arc<ExportCounters>,
+    ) -> io::Result<Exporter>
+    where
+        S: ExportSource + 'static,
+        C: CursorStore + 'static,
+    {
+        let (stop, stop_rx) = watch::channel(false);
+        let shell = Shell::new(settings, source, cursor, Arc::clone(&counters));
+        let thread = std::thread::Builder::new()
+            .name("sortd-export".into())
+            .spawn(move || shell.run(stop_rx))?;
+        Ok(Exporter {
+            stop,
+            thread: Some(thread),
+            counters,
+        })
+    }
+
+    /// The exporter's counters.
+    pub fn counters(&self) -> &Arc<ExportCounters> {
+        &self.counters
+    }
+
+    /// Stops: waits up to the ack timeout for what is in flight, stores the cursor and
+    /// joins the thread.
+    pub fn stop(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.send_replace(true);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("export thread panicked");
+        }
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// How one connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionEnd {
+    Stopped,
+    Lost {
+        kind: ExportErrorKind,
+        progressed: bool,
+    },
+}
+
+type AckFuture = std::pin::Pin<
+    Box<
+        dyn Future<
+            Output = (
+                Bounds,
+                Result<jetstream::publish::PublishAck, String>,
+                ExportErrorKind,
+            ),
+        >,
+    >,
+>;
+
+struct Shell<S, C> {
+    settings: ExportSettings,
+    source: S,
+    cursor: C,
+    counters: Arc<ExportCounters>,
+    ledger: Ledger,
+    lag: LagClock,
+    /// Highest sequence the stream holds, as far as this exporter knows.
+    acked_seq: u64,
+    stored_cursor: u64,
+    cursor_stored_at: Instant,
+    /// Last sequence handed to the connection.
+    published_seq: u64,
+    last_logged: Option<ExportErrorKind>,
+}
+
+impl<S: ExportSource, C: CursorStore> Shell<S, C> {
+    fn new(settings: ExportSettings, source: S, cursor: C, counters: Arc<ExportCounters>) -> Self {
+        Shell {
+            settings,
+            source,
+            cursor,
+            counters,
+            ledger: Ledger::new(),
+            lag: LagClock::new(LAG_SAMPLES_MAX),
+            acked_seq: 0,
+            stored_cursor: 0,
+            cursor_stored_at: Instant::now(),
+            published_seq: 0,
+            last_logged: None,
+        }
+    }
+
+    fn run(mut self, mut stop: watch::Receiver<bool>) {
+        match self.cursor.load() {
+            Ok(cursor) => {
+                self.stored_cursor = cursor;
+                self.acked_seq = cursor;
+            }
+            Err(error) => {
+                self.counters.count_error(ExportErrorKind::Source);
+                tracing::error!(%error, "export cursor unreadable; the stream decides where to resume");
+            }
+        }
+        self.counters
+            .acked_seq
+            .store(self.acked_seq, Ordering::Relaxed);
+        let seed = u64::from(std::process::id()) ^ self.acked_seq;
+        let mut backoff = Backoff::new(
+            self.settings.reconnect_backoff_min_ms,
+            self.settings.reconnect_backoff_max_ms,
+            seed,
+        );
+        let mut first = true;
+        loop {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    tracing::error!(%error, "export runtime failed to start");
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let delay = if first {
+                None
+            } else {
+                Some(backoff.next_delay())
+            };
+            first = false;
+            let end = runtime.block_on(async {
+                if let Some(delay) = delay {
+                    self.counters.set_state(ExportState::BackingOff);
+                    if self.wait(delay, &mut stop).await {
+                        return SessionEnd::Stopped;
+                    }
+                }
+                self.session(&mut stop).await
+            });
+            // Dropping the runtime drops the client, its tasks and its buffers: nothing
+            // of this connection can be sent any more.
+            drop(runtime);
+            self.ledger.connection_lost();
+            match end {
+                SessionEnd::Stopped => break,
+                SessionEnd::Lost { kind, progressed } => {
+                    self.counters.count_error(kind);
+                    if progressed {
+                        backoff.reset();
+                    }
+                }
+            }
+        }
+        self.store_cursor(true);
+        self.counters.set_state(ExportState::Stopped);
+    }
+
+    /// Sleeps `delay` while keeping the lag figures fresh; true when asked to stop.
+    async fn wait(&mut self, delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+        let until = tokio::time::Instant::now() + delay;
+        while tokio::time::Instant::now() < until {
+            if *stop.borrow() {
+                return true;
+            }
+            self.refresh_lag();
+            let tick = until.min(tokio::time::Instant::now() + BACKOFF_TICK);
+            tokio::select! {
+                _ = tokio::time::sleep_until(tick) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        *stop.borrow()
+    }
+
+    fn refresh_lag(&mut self) -> u64 {
+        let last = self.source.last_seq();
+        let now = Instant::now();
+        self.lag.observe(last, now);
+        self.counters.source_last_seq.store(last, Ordering::Relaxed);
+        let lag_ms = u64::try_from(self.lag.lag(now).as_millis()).unwrap_or(u64::MAX);
+        self.counters.lag_ms.store(lag_ms, Ordering::Relaxed);
+        last
+    }
+
+    fn log_loss(&mut self, kind: ExportErrorKind, detail: &str) {
+        // One line per kind until the exporter makes progress again: a long outage does
+        // not flood the log.
+        if self.last_logged != Some(kind) {
+            tracing::warn!(
+                kind = kind.name(),
+                detail,
+                "NATS export interrupted; retrying with backoff"
+            );
+            self.last_logged = Some(kind);
+        } else {
+            tracing::debug!(kind = kind.name(), detail, "NATS export still interrupted");
+        }
+    }
+
+    fn lost(&mut self, kind: ExportErrorKind, detail: &str, progressed: bool) -> SessionEnd {
+        self.log_loss(kind, detail);
+        SessionEnd::Lost { kind, progressed }
+    }
+
+    async fn session(&mut self, stop: &mut watch::Receiver<bool>) -> SessionEnd {
+        self.counters.set_state(ExportState::Connecting);
+        let lost = Arc::new(Notify::new());
+        // A stop is not held up by a slow connect or a slow stream API.
+        let connecting = tokio::select! {
+            result = connect(&self.settings, Arc::clone(&lost)) => Some(result),
+            _ = stop.changed() => None,
+        };
+        let client = match connecting {
+            None => return SessionEnd::Stopped,
+            Some(Ok(client)) => client,
+            Some(Err(detail)) => return self.lost(ExportErrorKind::Connect, &detail, false),
+        };
+        self.counters.connections.fetch_add(1, Ordering::Relaxed);
+        let js = jetstream::context::ContextBuilder::new()
+            .timeout(self.settings.ack_timeout)
+            .ack_timeout(self.settings.ack_timeout)
+            .max_ack_inflight(self.settings.publish_window_max + 1)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        let reading = tokio::select! {
+            result = self.read_stream_end(&js) => Some(result),
+            _ = stop.changed() => None,
+        };
+        let (stream_last, subject_seq) = match reading {
+            None => return SessionEnd::Stopped,
+            Some(Ok(end)) => end,
+            Some(Err((kind, detail))) => return self.lost(kind, &detail, false),
+        };
+        let resume = self.ledger.resume(stream_last, self.acked_seq);
+        if let Some(last) = stream_last {
+            if last > self.source.last_seq() {
+                tracing::error!(
+                    stream_last = last,
+                    source_last = self.source.last_seq(),
+                    "the stream holds events beyond the local journal; exporting resumes after them"
+                );
+            }
+            self.set_acked(last);
+            self.store_cursor(true);
+        }
+        if let Err(error) = self.source.seek(resume.next_seq) {
+            return self.lost(ExportErrorKind::Source, &error.to_string(), false);
+        }
+        self.published_seq = resume.next_seq - 1;
+        tracing::info!(
+            next_seq = resume.next_seq,
+            replays = resume.replays,
+            stream_seq = subject_seq,
+            "NATS export connected"
+        );
+        self.publish_loop(&js, subject_seq, &lost, stop).await
+    }
+
+    /// The last event sequence the stream holds for this subject (None when the subject
+    /// is empty) and the stream sequence of that message (0 when none).
+    async fn read_stream_end(
+        &self,
+        js: &Context,
+    ) -> Result<(Option<u64>, u64), (ExportErrorKind, String)> {
+        let settings = &self.settings;
+        let stream = if settings.create_stream {
+            js.get_or_create_stream(StreamConfig {
+                name: settings.stream.clone(),
+                subjects: settings.stream_subjects.clone(),
+                storage: StorageType::File,
+                max_age: settings.stream_max_age,
+                duplicate_window: settings.duplicate_window,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| (ExportErrorKind::Stream, e.to_string()))?
+        } else {
+            js.get_stream(&settings.stream)
+                .await
+                .map_err(|e| (ExportErrorKind::Stream, e.to_string()))?
+        };
+        match stream
+            .get_last_raw_message_by_subject(&settings.subject)
+            .await
+        {
+            Ok(message) => {
+                let last = message
+                    .headers
+                    .get(HEADER_LAST_SEQ)
+                    .and_then(|value| value.as_str().parse::<u64>().ok());
+                match last {
+                    Some(last) => Ok((Some(last), message.sequence)),
+                    None => Err((
+                        ExportErrorKind::ForeignMessage,
+                        format!(
+                            "stream message {} on {} has no {HEADER_LAST_SEQ} header",
+                            message.sequence, settings.subject
+                        ),
+                    )),
+                }
+            }
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok((None, 0)),
+            Err(error) => Err((ExportErrorKind::Stream, error.to_string())),
+        }
+    }
+
+    async fn publish_loop(
+        &mut self,
+        js: &Context,
+        subject_seq: u64,
+        lost: &Notify,
+        stop: &mut watch::Receiver<bool>,
+    ) -> SessionEnd {
+        let mut in_flight: FuturesOrdered<AckFuture> = FuturesOrdered::new();
+        // The first message of a connection says which stream message it must follow,
+        // and goes alone: if anything else appended to the subject since the stream was
+        // read (a late message of an old connection, a second exporter), JetStream
+        // refuses it and this connection resyncs.
+        let mut guard = Some(subject_seq);
+        let mut progressed = false;
+        let mut payload = Vec::new();
+        loop {
+            if *stop.borrow() {
+                self.drain(&mut in_flight).await;
+                return SessionEnd::Stopped;
+            }
+            let window = if !progressed {
+                1
+            } else {
+                self.settings.publish_window_max
+            };
+            let mut caught_up = false;
+            while in_flight.len() < window {
+                let bounds = match self.next_batch(&mut payload) {
+                    Ok(Some(bounds)) => bounds,
+                    Ok(None) => {
+                        caught_up = true;
+                        break;
+                    }
+                    Err(detail) => {
+                        return self.lost(ExportErrorKind::Source, &detail, progressed);
+                    }
+                };
+                let message = self.message(bounds, std::mem::take(&mut payload), guard.take());
+                match js
+                    .send_publish(self.settings.subject.clone(), message)
+                    .await
+                {
+                    Ok(ack) => {
+                        self.ledger.published(bounds);
+                        self.published_seq = bounds.last_seq;
+                        in_flight.push_back(ack_future(bounds, ack));
+                    }
+                    Err(error) => {
+                        self.ledger.published(bounds);
+                        let kind = publish_error_kind(error.kind());
+                        return self.lost(kind, &error.to_string(), progressed);
+                    }
+                }
+            }
+            let source_last = self.refresh_lag();
+            let state = if caught_up || self.published_seq >= source_last {
+                ExportState::Live
+            } else {
+                ExportState::CatchingUp
+            };
+            self.counters.set_state(state);
+            self.store_cursor(false);
+            let can_read_more = in_flight.len() < window;
+            tokio::select! {
+                biased;
+                _ = lost.notified() => {
+                    return self.lost(ExportErrorKind::Disconnected, "connection lost", progressed);
+                }
+                Some((bounds, result, kind)) = in_flight.next(), if !in_flight.is_empty() => {
+                    match result {
+                        Ok(ack) => {
+                            progressed = true;
+                            self.last_logged = None;
+                            self.on_ack(bounds, ack.duplicate);
+                        }
+                        Err(detail) => return self.lost(kind, &detail, progressed),
+                    }
+                }
+                _ = tokio::time::sleep(self.settings.idle_poll), if can_read_more => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    fn message(&self, bounds: Bounds, payload: Vec<u8>, guard: Option<u64>) -> PublishMessage {
+        let id = message_id(&self.settings.sorter, bounds.first_seq, bounds.last_seq);
+        let mut message = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(id)
+            .header(HEADER_FIRST_SEQ, bounds.first_seq.to_string().as_str())
+            .header(HEADER_LAST_SEQ, bounds.last_seq.to_string().as_str())
+            .header(HEADER_RECORDS, bounds.records().to_string().as_str());
+        if let Some(subject_seq) = guard {
+            message = message.expected_last_subject_sequence(subject_seq);
+        }
+        message
+    }
+
+    /// Reads the next batch into a fresh `payload`: a replay with its old bounds, or new
+    /// records up to the message limits. None when the source has nothing new.
+    fn next_batch(&mut self, payload: &mut Vec<u8>) -> Result<Option<Bounds>, String> {
+        payload.clear();
+        let replay = self.ledger.next_replay();
+        let records_max = replay.map_or(self.settings.message_records_max, |bounds| {
+            usize::try_from(bounds.records()).unwrap_or(usize::MAX)
+        });
+        let batch = self
+            .source
+            .read_batch(payload, records_max, self.settings.message_bytes_max)
+            .map_err(|error| error.to_string())?;
+        if batch.records == 0 {
+            return Ok(None);
+        }
+        let bounds = Bounds {
+            first_seq: batch.first_seq,
+            last_seq: batch.last_seq,
+        };
+        if let Some(old) = replay {
+            self.ledger.replayed();
+            if old != bounds {
+                tracing::warn!(?old, new = ?bounds, "a replayed batch has new bounds (the source changed)");
+            }
+        }
+        Ok(Some(bounds))
+    }
+
+    fn on_ack(&mut self, bounds: Bounds, duplicate: bool) {
+        let acked = self.ledger.acked();
+        debug_assert_eq!(acked, Some(bounds));
+        let counters = &self.counters;
+        counters.messages_acked.fetch_add(1, Ordering::Relaxed);
+        counters
+            .events_exported
+            .fetch_add(bounds.records(), Ordering::Relaxed);
+        if duplicate {
+            counters.duplicates_acked.fetch_add(1, Ordering::Relaxed);
+        }
+        self.set_acked(bounds.last_seq);
+    }
+
+    fn set_acked(&mut self, acked_seq: u64) {
+        self.acked_seq = acked_seq;
+        self.lag.acked(acked_seq);
+        self.counters.acked_seq.store(acked_seq, Ordering::Relaxed);
+    }
+
+    fn store_cursor(&mut self, force: bool) {
+        if self.acked_seq == self.stored_cursor {
+            return;
+        }
+        if !force && self.cursor_stored_at.elapsed() < self.settings.cursor_store_interval {
+            return;
+        }
+        match self.cursor.store(self.acked_seq) {
+            Ok(()) => {
+                self.stored_cursor = self.acked_seq;
+                self.cursor_stored_at = Instant::now();
+            }
+            Err(error) => {
+                self.counters.count_error(ExportErrorKind::Source);
+                tracing::warn!(%error, "export cursor not stored");
+            }
+        }
+    }
+
+    /// On stop: waits up to the ack timeout for what is in flight.
+    async fn drain(&mut self, in_flight: &mut FuturesOrdered<AckFuture>) {
+        let deadline = tokio::time::Instant::now() + self.settings.ack_timeout;
+        while let Ok(Some((bounds, result, _))) =
+            tokio::time::timeout_at(deadline, in_flight.next()).await
+        {
+            match result {
+                Ok(ack) => self.on_ack(bounds, ack.duplicate),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+fn ack_future(bounds: Bounds, ack: PublishAckFuture) -> AckFuture {
+    Box::pin(async move {
+        match ack.await {
+            Ok(ack) => (bounds, Ok(ack), ExportErrorKind::Rejected),
+            Err(error) => {
+                let kind = publish_error_kind(error.kind());
+                (bounds, Err(error.to_string()), kind)
+            }
+        }
+    })
+}
+
+fn publish_error_kind(kind: PublishErrorKind) -> ExportErrorKind {
+    match kind {
+        PublishErrorKind::TimedOut => ExportErrorKind::AckTimeout,
+        PublishErrorKind::BrokenPipe => ExportErrorKind::Disconnected,
+        PublishErrorKind::StreamNotFound
+        | PublishErrorKind::WrongLastMessageId
+        | PublishErrorKind::WrongLastSequence
+        | PublishErrorKind::MaxAckPending
+        | PublishErrorKind::Other => ExportErrorKind::Rejected,
+    }
+}
+
+/// Connects once (no retries: the caller backs off), with the configured credentials
+/// and TLS. Secret files are read now, so a rotated file is used from the next
+/// connection on. `lost` is notified when this connection drops.
+async fn connect(settings: &ExportSettings, lost: Arc<Notify>) -> Result<Client, String> {
+    let connected = Arc::new(AtomicBool::new(false));
+    let connected_flag = Arc::clone(&connected);
+    let mut options = ConnectOptions::new()
+        .name(format!("sortd-export-{}", settings.sorter))
+        .connection_timeout(settings.connect_timeout)
+        .request_timeout(Some(settings.ack_timeout))
+        .ping_interval(Duration::from_secs(10))
+        .reconnect_delay_callback(move |_| {
+            if connected_flag.load(Ordering::Relaxed) {
+                CLIENT_RECONNECT_DELAY
+            } else {
+                Duration::ZERO
+            }
+        })
+        .event_callback(move |event| {
+            let lost = Arc::clone(&lost);
+            async move {
+                if matches!(event, Event::Disconnected | Event::Closed) {
+                    lost.notify_one();
+                }
+            }
+        })
+        .require_tls(settings.tls.required);
+    if let Some(ca_file) = &settings.tls.ca_file {
+        options = options.add_root_certificates(ca_file.clone());
+    }
+    if let Some((cert, key)) = &settings.tls.client_identity {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    options = match &settings.auth {
+        Auth::None => options,
+        Auth::CredsFile(path) => options
+            .credentials_file(path)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?,
+        Auth::NkeySeedFile(path) => options.nkey(read_secret(path)?),
+        Auth::TokenFile(path) => options.token(read_secret(path)?),
+        Auth::Token(token) => options.token(token.clone()),
+        Auth::UserPasswordFile {
+            user,
+            password_file,
+        } => options.user_and_password(user.clone(), read_secret(password_file)?),
+        Auth::UserPassword { user, password } => {
+            options.user_and_password(user.clone(), password.clone())
+        }
+    };
+    let client = options
+        .connect(settings.urls.as_slice())
+        .await
+        .map_err(|e| e.to_string())?;
+    connected.store(true, Ordering::Relaxed);
+    Ok(client)
+}
+
+/// A secret file's content without the trailing newline; bounded.
+fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    const SECRET_BYTES_MAX: u64 = 64 * 1024;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.len() > SECRET_BYTES_MAX {
+        return Err(format!(
+            "{}: larger than {SECRET_BYTES_MAX} bytes",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_string())
+}
