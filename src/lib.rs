@@ -25,4 +25,5 @@ pub mod plc;
 pub mod sim;
 pub mod stats;
 pub mod util;
+pub mod web;
 pub mod wire;

@@ -9,11 +9,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::net::cidr::{AllowList, Cidr};
+use crate::web::WebSecurity;
 use crate::wire::{FRAME_BYTES_MAX, Framing, TextProfile, TextProfileSpec};
 
 /// A configuration problem, naming the key it is about.
@@ -239,8 +241,11 @@ impl Default for LogSection {
 pub struct MetricsSection {
     /// Whether to serve the Prometheus endpoint.
     pub enabled: bool,
-    /// Address and port of the endpoint (`GET /metrics`).
+    /// Address and port of the endpoint (`GET /metrics`, the operator page at `/`).
     pub address: String,
+    /// A web-config file (the Prometheus exporters' format) with TLS and basic-auth
+    /// settings; relative to the configuration file. None: plain HTTP, no password.
+    pub web_config: Option<PathBuf>,
 }
 
 /// The metrics endpoint's default address: loopback only, the port Prometheus' exporter
@@ -252,15 +257,18 @@ impl Default for MetricsSection {
         MetricsSection {
             enabled: true,
             address: METRICS_ADDRESS_DEFAULT.into(),
+            web_config: None,
         }
     }
 }
 
 /// Validated metrics endpoint settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MetricsSettings {
     /// `None` when the endpoint is disabled.
     pub address: Option<SocketAddr>,
+    /// TLS and basic auth, read from `web_config` (open when there is none).
+    pub security: Arc<WebSecurity>,
 }
 
 /// The validated configuration the daemon runs on.
@@ -669,8 +677,22 @@ pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, ConfigError> {
     } else {
         None
     };
+    let security = match (&file.metrics.web_config, metrics_address) {
+        (Some(path), Some(_)) => {
+            let path = if path.is_relative() {
+                base.join(path)
+            } else {
+                path.clone()
+            };
+            WebSecurity::load(&path).map_err(|error| {
+                ConfigError::new("metrics.web_config", format!("{}: {error}", path.display()))
+            })?
+        }
+        _ => WebSecurity::open(),
+    };
     let metrics = MetricsSettings {
         address: metrics_address,
+        security: Arc::new(security),
     };
 
     Ok(Config {

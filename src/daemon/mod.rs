@@ -62,6 +62,8 @@ pub struct Daemon {
     pub counters: Arc<Counters>,
     /// The current plan.
     pub plan: Arc<PlanHandle>,
+    /// The chutes' states as the PLC last reported them.
+    pub chute_states: Arc<ChuteStateTable>,
     plan_source: PlanSource,
     stop: Arc<AtomicBool>,
     ingress_wakers: Vec<Arc<Waker>>,
@@ -84,6 +86,7 @@ impl Daemon {
         );
         let plan = Arc::new(PlanHandle::new(plan));
         let counters = Arc::new(Counters::default());
+        counters.mark_plan_loaded();
         let chute_states = Arc::new(ChuteStateTable::new());
         let stop = Arc::new(AtomicBool::new(false));
 
@@ -157,7 +160,7 @@ impl Daemon {
         let shared = IngressShared {
             config: config.clone(),
             plan: plan.clone(),
-            chute_states,
+            chute_states: chute_states.clone(),
             counters: counters.clone(),
             stop: stop.clone(),
             next_synthetic_scanner_id: Arc::new(AtomicU32::new(0)),
@@ -199,6 +202,7 @@ impl Daemon {
         Ok(Daemon {
             counters,
             plan,
+            chute_states,
             plan_source,
             stop,
             ingress_wakers,
@@ -219,6 +223,7 @@ impl Daemon {
         match self.plan_source.swap_into(&self.plan) {
             Ok(report) => {
                 Counters::add(&self.counters.plan_reloads_ok, 1);
+                self.counters.mark_plan_loaded();
                 tracing::info!(
                     old_plan = report.old_name,
                     old_version = report.old_version,

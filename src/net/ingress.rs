@@ -66,6 +66,8 @@ struct Connection {
     /// Whether the slot is in the ready queue.
     queued: bool,
     scans: u64,
+    /// Slot in the per-scanner table of the operator page (web: per-scanner stats).
+    stats_slot: Option<usize>,
     /// Set when the connection must close (peer closed, error, deadline); its last
     /// complete frames are still decided first.
     ending: Option<&'static str>,
@@ -412,6 +414,7 @@ impl IngressWorker {
                 scanner_id,
                 queued: false,
                 scans: 0,
+                stats_slot: counters.scanners.open(peer), // web: per-scanner stats
                 ending: None,
             });
         }
@@ -431,6 +434,7 @@ impl IngressWorker {
         let Some(mut connection) = entry.take() else {
             return;
         };
+        self.shared.counters.scanners.close(connection.stats_slot); // web: per-scanner stats
         let leftover = connection.input.unread().len() as u64;
         if leftover > 0 {
             self.counts.bytes_skipped += leftover;
@@ -604,6 +608,12 @@ impl Turn<'_> {
                     self.decide_frame(scanner, framing, frame);
                 }
                 connection.input.consume(offset, self.now);
+                let (slot, id, scans) = (
+                    connection.stats_slot,
+                    connection.scanner_id,
+                    connection.scans,
+                ); // web: per-scanner stats
+                self.shared.counters.scanners.publish(slot, id, scans); // web: per-scanner stats
                 continue;
             }
             // No complete frame at the front: act on what the decoder said instead.
@@ -616,12 +626,20 @@ impl Turn<'_> {
                     let skip = framing.resync_offset(unread).max(1);
                     self.counts.bytes_skipped += skip as u64;
                     self.shared.counters.count_decode_error("truncated", 1);
+                    self.shared
+                        .counters
+                        .scanners
+                        .bad_input(connection.stats_slot, 1); // web: per-scanner stats
                     skip
                 }
                 Decoded::NeedMore => return true,
                 Decoded::Skip { error, skip } => {
                     self.counts.bytes_skipped += skip as u64;
                     self.shared.counters.count_decode_error(error.kind(), 1);
+                    self.shared
+                        .counters
+                        .scanners
+                        .bad_input(connection.stats_slot, 1); // web: per-scanner stats
                     if let Some(held_back) = self.warn_decode.allow(self.now) {
                         tracing::warn!(peer = %connection.peer, ?error, skip, held_back, "bad scanner input skipped");
                     }
