@@ -404,6 +404,36 @@ fn over_tls_only_the_right_password_gets_in_and_refusals_are_counted() {
         .find(|line| line.starts_with("sortd_web_refusals_total{cause=\"tls\"}"))
         .expect("TLS failures counted");
     assert!(tls_failed.ends_with(" 1"), "{tls_failed}");
+
+    // Rotating the password: a new hash in the file and SIGHUP; no restart.
+    let hash = bcrypt::hash("battery staple", 4).expect("hashed");
+    let web_yml = daemon.folder().join("web.yml");
+    let rotated = std::fs::read_to_string(&web_yml)
+        .expect("web-config")
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("prometheus:") {
+                format!("  prometheus: {hash}")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    common::replace_file(&web_yml, rotated.as_bytes());
+    daemon.signal("HUP");
+    let new = Some(("prometheus", "battery staple"));
+    wait_until("the new password to work", || {
+        https_get(web, &client, "/metrics", new).0 == 200
+    });
+    assert_eq!(https_get(web, &client, "/metrics", good).0, 401);
+    // A broken file on the next SIGHUP keeps the settings in force.
+    common::replace_file(&web_yml, b"basic_auth_users:\n  prometheus: nope\n");
+    daemon.signal("HUP");
+    wait_until("the failed reload to be logged", || {
+        !daemon.log_lines("web-config reload failed").is_empty()
+    });
+    assert_eq!(https_get(web, &client, "/metrics", new).0, 200);
 }
 
 #[test]

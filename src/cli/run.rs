@@ -50,7 +50,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             &daemon,
             WebSettings {
                 address,
-                security: metrics_settings.security,
+                security: metrics_settings.security.clone(),
             },
         )
     });
@@ -77,6 +77,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     notifier.reloading();
                     // Failures are logged and counted by the daemon; the old plan stays.
                     let _ = daemon.reload_plan();
+                    reload_web_config(metrics.as_ref(), metrics_settings.web_config.as_deref());
                     notifier.ready(&status.line(&daemon, Instant::now()));
                 }
                 _ => break 'serve,
@@ -192,6 +193,26 @@ fn start_web(daemon: &Daemon, settings: WebSettings) -> Option<WebServer> {
             tracing::error!(%address, %error, "metrics endpoint not started; sorting continues without it");
             None
         }
+    }
+}
+
+/// Reads the web-config file again (SIGHUP) so that a new password or certificate takes
+/// effect without a restart; a file that no longer checks out is logged and the settings
+/// in force stay.
+fn reload_web_config(server: Option<&WebServer>, path: Option<&std::path::Path>) {
+    let (Some(server), Some(path)) = (server, path) else {
+        return;
+    };
+    match sortd::web::WebSecurity::load(path) {
+        Ok(security) => {
+            server.replace_security(security);
+            tracing::info!(path = %path.display(), "web-config reloaded");
+        }
+        Err(error) => tracing::error!(
+            path = %path.display(),
+            %error,
+            "web-config reload failed; the previous TLS and basic-auth settings stay"
+        ),
     }
 }
 

@@ -269,6 +269,8 @@ pub struct MetricsSettings {
     pub address: Option<SocketAddr>,
     /// TLS and basic auth, read from `web_config` (open when there is none).
     pub security: Arc<WebSecurity>,
+    /// The web-config file, read again on SIGHUP (to rotate a password or certificate).
+    pub web_config: Option<PathBuf>,
 }
 
 /// The validated configuration the daemon runs on.
@@ -677,22 +679,27 @@ pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, ConfigError> {
     } else {
         None
     };
-    let security = match (&file.metrics.web_config, metrics_address) {
-        (Some(path), Some(_)) => {
-            let path = if path.is_relative() {
+    let web_config = file
+        .metrics
+        .web_config
+        .filter(|_| metrics_address.is_some())
+        .map(|path| {
+            if path.is_relative() {
                 base.join(path)
             } else {
-                path.clone()
-            };
-            WebSecurity::load(&path).map_err(|error| {
-                ConfigError::new("metrics.web_config", format!("{}: {error}", path.display()))
-            })?
-        }
-        _ => WebSecurity::open(),
+                path
+            }
+        });
+    let security = match &web_config {
+        Some(path) => WebSecurity::load(path).map_err(|error| {
+            ConfigError::new("metrics.web_config", format!("{}: {error}", path.display()))
+        })?,
+        None => WebSecurity::open(),
     };
     let metrics = MetricsSettings {
         address: metrics_address,
         security: Arc::new(security),
+        web_config,
     };
 
     Ok(Config {

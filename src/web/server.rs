@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -67,10 +68,14 @@ pub struct WebSettings {
     pub security: Arc<WebSecurity>,
 }
 
+/// The security settings in force; replaced whole when the web-config file is read again.
+type SharedSecurity = Arc<ArcSwap<WebSecurity>>;
+
 /// A running endpoint. Dropping it stops the thread.
 #[derive(Debug)]
 pub struct WebServer {
     address: SocketAddr,
+    security: SharedSecurity,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -79,7 +84,7 @@ pub struct WebServer {
 struct Context {
     sources: WebSources,
     exposition: Exposition,
-    security: Arc<WebSecurity>,
+    security: SharedSecurity,
     history: Mutex<History>,
     /// The plan's chutes, for the plan (name, version) they were listed for.
     plan_chutes: Mutex<(String, u32, Vec<ChuteNumber>)>,
@@ -95,6 +100,7 @@ impl WebServer {
             .enable_io()
             .enable_time()
             .build()?;
+        let security: SharedSecurity = Arc::new(ArcSwap::new(settings.security));
         let context = Arc::new(Context {
             exposition: Exposition::new(
                 sources.counters.clone(),
@@ -102,7 +108,7 @@ impl WebServer {
                 sources.ingress_workers,
             ),
             sources,
-            security: settings.security,
+            security: security.clone(),
             history: Mutex::new(History::default()),
             plan_chutes: Mutex::new((String::new(), 0, Vec::new())),
         });
@@ -119,6 +125,7 @@ impl WebServer {
             })?;
         Ok(WebServer {
             address,
+            security,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -127,6 +134,12 @@ impl WebServer {
     /// The address the endpoint is bound to.
     pub fn local_address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Puts new TLS and basic-auth settings in force for the next connections (a
+    /// web-config file read again); connections being served keep the old ones.
+    pub fn replace_security(&self, security: WebSecurity) {
+        self.security.store(Arc::new(security));
     }
 
     /// Stops the thread; connections being served are dropped.
@@ -204,12 +217,13 @@ async fn serve(
 /// Serves one connection: TLS first if configured, then one HTTP/1.1 request.
 async fn connection(stream: tokio::net::TcpStream, context: &Arc<Context>) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
-    match &context.security.tls {
-        None => http(stream, context).await,
+    let security = context.security.load_full();
+    match &security.tls {
+        None => http(stream, context, security.clone()).await,
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
             match acceptor.accept(stream).await {
-                Ok(stream) => http(stream, context).await,
+                Ok(stream) => http(stream, context, security.clone()).await,
                 Err(error) => {
                     bump(&context.sources.counters.web.tls_failed);
                     Err(error)
@@ -219,13 +233,13 @@ async fn connection(stream: tokio::net::TcpStream, context: &Arc<Context>) -> io
     }
 }
 
-async fn http<S>(io: S, context: &Arc<Context>) -> io::Result<()>
+async fn http<S>(io: S, context: &Arc<Context>, security: Arc<WebSecurity>) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let context = context.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let response = answer(&request, &context);
+        let response = answer(&request, &context, &security);
         async move { Ok::<_, Infallible>(response) }
     });
     hyper::server::conn::http1::Builder::new()
@@ -251,14 +265,18 @@ fn response(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response
     response
 }
 
-fn answer(request: &Request<Incoming>, context: &Context) -> Response<Full<Bytes>> {
+fn answer(
+    request: &Request<Incoming>,
+    context: &Context,
+    security: &WebSecurity,
+) -> Response<Full<Bytes>> {
     let counters = &context.sources.counters;
     bump(&counters.web.requests);
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    if !context.security.auth.allows(authorization) {
+    if !security.auth.allows(authorization) {
         bump(&counters.web.unauthorized);
         let mut refused = response(401, "text/plain; charset=utf-8", "unauthorized\n");
         refused.headers_mut().insert(
