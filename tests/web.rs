@@ -76,7 +76,7 @@ fn status_json(address: SocketAddr) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or_else(|error| panic!("{error}: {body}"))
 }
 
-fn chute<'a>(status: &'a serde_json::Value, number: u64) -> Option<&'a serde_json::Value> {
+fn chute(status: &serde_json::Value, number: u64) -> Option<&serde_json::Value> {
     status["chutes"]
         .as_array()?
         .iter()
