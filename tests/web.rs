@@ -262,6 +262,35 @@ fn the_operator_page_shows_a_chute_the_plc_made_full_and_live_rates_in_chromium(
     }
 }
 
+/// `sortd_web_refusals_total{cause}` in a classic-format scrape.
+fn refusals(scrape: &str, cause: &str) -> u64 {
+    let prefix = format!("sortd_web_refusals_total{{cause=\"{cause}\"}} ");
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix}in {scrape}"))
+}
+
+#[test]
+fn connections_beyond_the_limit_are_closed_and_silent_ones_time_out() {
+    let plc = TestPlc::start(vec![], vec![]);
+    let daemon = start_daemon(plc.address, &["protocol = \"binary\""], "");
+    let web = daemon.metrics_address();
+    let connections_max = sortd::web::server::CONNECTIONS_MAX;
+    let mut silent: Vec<TcpStream> = (0..=connections_max)
+        .map(|_| TcpStream::connect(web).expect("connects"))
+        .collect();
+    for stream in &mut silent {
+        assert!(common::closed_by_peer(stream), "a silent client is kept");
+    }
+    let (status, body) = http_exchange(web, b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(status, 200);
+    // Each silent client was either refused at the limit or dropped at the time limit.
+    let (limit, timeout) = (refusals(&body, "limit"), refusals(&body, "timeout"));
+    assert!(limit >= 1, "{body}");
+    assert_eq!(limit + timeout, connections_max as u64 + 1, "{body}");
+}
+
 // ---------------------------------------------------------------------------------------
 // TLS and basic auth.
 
@@ -394,16 +423,8 @@ fn over_tls_only_the_right_password_gets_in_and_refusals_are_counted() {
     assert!(!answer.starts_with(b"HTTP/1.1 200"));
 
     let (_, body) = https_get(web, &client, "/metrics", good);
-    let unauthorized = body
-        .lines()
-        .find(|line| line.starts_with("sortd_web_refusals_total{cause=\"unauthorized\"}"))
-        .expect("refusals counted");
-    assert!(unauthorized.ends_with(" 3"), "{unauthorized}");
-    let tls_failed = body
-        .lines()
-        .find(|line| line.starts_with("sortd_web_refusals_total{cause=\"tls\"}"))
-        .expect("TLS failures counted");
-    assert!(tls_failed.ends_with(" 1"), "{tls_failed}");
+    assert_eq!(refusals(&body, "unauthorized"), 3, "{body}");
+    assert_eq!(refusals(&body, "tls"), 1, "{body}");
 
     // Rotating the password: a new hash in the file and SIGHUP; no restart.
     let hash = bcrypt::hash("battery staple", 4).expect("hashed");
