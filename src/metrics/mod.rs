@@ -2,7 +2,7 @@
 //! format or OpenMetrics, as pure functions.
 //!
 //! [`exposition`] turns [`crate::stats::Counters`] and the current plan into text at scrape
-//! time (the pipeline records nothing extra for it); [`format`] picks the format an
+//! time (the pipeline records nothing extra for it); [`format`](mod@format) picks the format an
 //! `Accept` header asks for and makes the classic text. Serving it over HTTP is the web
 //! layer's job (`crate::web`).
 
