@@ -186,6 +186,10 @@ fn the_operator_page_shows_a_chute_the_plc_made_full_and_live_rates_in_chromium(
     let daemon = start_daemon(plc.address, &["protocol = \"binary\""], "");
     let web = daemon.metrics_address();
     plc.wait_connected();
+    // Load only once the full chute is known, so no parcel goes to 101 at all.
+    wait_until("the PLC's report of chute 101 full", || {
+        chute(&status_json(web), 101).is_some_and(|c| c["state"] == "full")
+    });
     let _load = Load::start(daemon.scanner_addresses[0]);
 
     // The snapshot first, over plain HTTP: the page shows what it says.
@@ -221,6 +225,10 @@ fn the_operator_page_shows_a_chute_the_plc_made_full_and_live_rates_in_chromium(
     };
     assert!(reason("sorted_alternate") > 0.0 && reason("no_read") > 0.0);
     assert_eq!(reason("sorted_primary"), 0.0, "chute 101 is full");
+    assert_eq!(
+        chute(&status, 101).map(|c| c["total"].clone()),
+        Some(0.into())
+    );
 
     let url = format!("http://{web}/");
     let dom = chromium(&url, &["--dump-dom"]);
