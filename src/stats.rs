@@ -199,8 +199,8 @@ pub const SCANNER_SLOTS_MAX: usize = 256;
 /// One scanner connection in the [`ScannerTable`].
 #[derive(Debug, Default)]
 pub struct ScannerSlot {
-    /// Bumped when a connection takes the slot and when it leaves it: odd while in use.
-    /// A reader that sees the same even-free value twice knows it read one connection.
+    /// Bumped when a connection takes the slot and again when it leaves: odd while in
+    /// use. Readers tell two connections that used the same slot apart by it.
     generation: AtomicU64,
     /// The scanner id the connection uses (from its HELLO, or its listener).
     scanner_id: AtomicU32,
