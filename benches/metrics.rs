@@ -7,7 +7,10 @@
 //! - `per_turn`: what each thread now does once per loop turn (publish the PLC link
 //!   figures; bump a liveness counter).
 //! - `scrape`: encoding the whole exposition with 300 chutes in use and a full latency
-//!   histogram, which runs on the metrics thread, never on the pipeline.
+//!   histogram, which runs on the metrics thread, never on the pipeline; in OpenMetrics
+//!   and in the classic text format made from it.
+//! - `scrape_http`: one whole scrape over loopback (connect, `GET /metrics`, read to the
+//!   end) against the real endpoint, the cost a scraper and the endpoint's thread pay.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sortd::decision::{ChuteNumber, Reason};
-use sortd::metrics::Exposition;
+use sortd::metrics::{Exposition, Format};
 use sortd::plan::{Plan, PlanHandle, compile_str};
 use sortd::plc::LinkStats;
 use sortd::stats::Counters;
@@ -95,7 +98,8 @@ fn per_turn(c: &mut Criterion) {
     group.finish();
 }
 
-fn scrape(c: &mut Criterion) {
+/// Counters and a plan as a busy daemon has them: 300 chutes, a full histogram.
+fn busy_sources() -> (Arc<Counters>, Arc<PlanHandle>) {
     let csv = "kind,key,chutes\nmeta,name,bench plan\nmeta,version,3\nprefix,33,101\n\
                default,no_read,998\ndefault,no_rule,999\ndefault,multi_read,997\n\
                default,late,996\n";
@@ -122,31 +126,99 @@ fn scrape(c: &mut Criterion) {
         *shared = Some(histogram);
     }
     counters.count_decode_error("bad_magic", 3);
+    (counters, plan)
+}
+
+fn scrape(c: &mut Criterion) {
+    let (counters, plan) = busy_sources();
+    let exposition = Exposition::new(counters, plan, 2);
+    let mut text = String::new();
+    exposition.render(&mut text).expect("renders");
+    let mut group = c.benchmark_group("scrape");
+    group.throughput(Throughput::Bytes(text.len() as u64));
+    group.bench_function("render_300_chutes", |b| {
+        b.iter(|| {
+            text.clear();
+            exposition.render(&mut text).expect("renders");
+            black_box(text.len())
+        })
+    });
     // As shipped: the 300 chutes in use also get their state set, 10 of them full.
-    let chute_states = std::sync::Arc::new(sortd::plc::ChuteStateTable::new());
+    let chute_states = Arc::new(sortd::plc::ChuteStateTable::new());
     for chute in 1..=10 {
         chute_states.set(chute, sortd::plc::ChuteState::Full);
     }
-    let with_states =
-        Exposition::with_chute_states(counters.clone(), plan.clone(), 2, chute_states);
-    let exposition = Exposition::new(counters, plan, 2);
-    let mut group = c.benchmark_group("scrape");
-    for (name, exposition) in [
-        ("render_300_chutes", &exposition),
-        ("render_300_chutes_with_states", &with_states),
+    let (counters, plan) = busy_sources();
+    let with_states = Exposition::with_chute_states(counters, plan, 2, chute_states);
+    group.bench_function("render_300_chutes_with_states", |b| {
+        b.iter(|| {
+            text.clear();
+            with_states.render(&mut text).expect("renders");
+            black_box(text.len())
+        })
+    });
+    let mut scratch = String::new();
+    group.bench_function("render_classic_300_chutes", |b| {
+        b.iter(|| {
+            text.clear();
+            exposition
+                .render_as(Format::Classic, &mut text, &mut scratch)
+                .expect("renders");
+            black_box(text.len())
+        })
+    });
+    group.finish();
+}
+
+/// One scrape over loopback: connect, send `request`, read the answer to its end.
+fn http_get(address: std::net::SocketAddr, request: &[u8], answer: &mut Vec<u8>) -> usize {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connects");
+    stream.write_all(request).expect("request sent");
+    answer.clear();
+    stream.read_to_end(answer).expect("answer read");
+    answer.len()
+}
+
+fn scrape_http(c: &mut Criterion) {
+    let (counters, plan) = busy_sources();
+    let server = sortd::web::WebServer::start(
+        sortd::web::WebSettings {
+            address: "127.0.0.1:0".parse().expect("address"),
+            security: Arc::new(sortd::web::WebSecurity::open()),
+        },
+        sortd::web::WebSources {
+            counters,
+            plan,
+            chute_states: Arc::new(sortd::plc::ChuteStateTable::new()),
+            ingress_workers: 2,
+            export: None,
+        },
+    )
+    .expect("endpoint starts");
+    let address = server.local_address();
+    let mut answer = Vec::new();
+    let mut group = c.benchmark_group("scrape_http");
+    for (name, request) in [
+        (
+            "get_metrics_openmetrics",
+            &b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text\r\n\r\n"[..],
+        ),
+        (
+            "get_metrics_classic",
+            &b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        ),
+        (
+            "get_status_json",
+            &b"GET /status.json HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        ),
     ] {
-        let mut text = String::new();
-        exposition.render(&mut text).expect("renders");
-        group.throughput(Throughput::Bytes(text.len() as u64));
         group.bench_function(name, |b| {
-            b.iter(|| {
-                text.clear();
-                exposition.render(&mut text).expect("renders");
-                black_box(text.len())
-            })
+            b.iter(|| black_box(http_get(address, request, &mut answer)))
         });
     }
     group.finish();
+    server.shutdown();
 }
 
 criterion_group! {
@@ -155,6 +227,6 @@ criterion_group! {
         .sample_size(30)
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = per_decision, per_turn, scrape
+    targets = per_decision, per_turn, scrape, scrape_http
 }
 criterion_main!(benches);

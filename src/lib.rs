@@ -7,8 +7,8 @@
 //!
 //! The sans-IO core (codecs, lookups, protocol state machines: [`wire`], [`plan`],
 //! [`plc`], [`pipeline`]) never touches a socket or a clock. The thin shells that do
-//! ([`net`], [`daemon`], [`metrics`]) drive it; the `sortd` binary adds the command line
-//! and signals. The tools that exercise it live beside it: the PLC simulator and the
+//! ([`net`], [`daemon`], [`web`]) drive it, and [`metrics`] formats the counters for
+//! [`web`]; the `sortd` binary adds the command line and signals. The tools that exercise it live beside it: the PLC simulator and the
 //! deterministic simulation of the core ([`sim`]) and the load generator ([`loadgen`]).
 
 #![warn(missing_docs, missing_debug_implementations)]
@@ -27,4 +27,5 @@ pub mod plc;
 pub mod sim;
 pub mod stats;
 pub mod util;
+pub mod web;
 pub mod wire;

@@ -6,8 +6,9 @@
 //! nothing.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::decision::{ChuteNumber, Reason};
 use crate::plc::LinkStats;
@@ -190,6 +191,161 @@ impl PlcGauges {
     }
 }
 
+/// Scanner connections the per-scanner table has room for; connections beyond it are
+/// served as usual and only missing from the table (counted in
+/// [`ScannerTable::untracked`]).
+pub const SCANNER_SLOTS_MAX: usize = 256;
+
+/// One scanner connection in the [`ScannerTable`].
+#[derive(Debug, Default)]
+pub struct ScannerSlot {
+    /// Bumped when a connection takes the slot and again when it leaves: odd while in
+    /// use. Readers tell two connections that used the same slot apart by it.
+    generation: AtomicU64,
+    /// The scanner id the connection uses (from its HELLO, or its listener).
+    scanner_id: AtomicU32,
+    /// Scans decoded on the connection so far.
+    scans: AtomicU64,
+    /// Bad input on the connection so far (decode errors and truncated frames).
+    bad_inputs: AtomicU64,
+    /// Peer address; written at open only.
+    peer: Mutex<Option<SocketAddr>>,
+}
+
+/// What a reader sees of one connected scanner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScannerReading {
+    /// Slot index.
+    pub slot: usize,
+    /// Tells connections that used the same slot apart.
+    pub generation: u64,
+    /// The scanner id.
+    pub scanner_id: u32,
+    /// The peer's address, if known.
+    pub peer: Option<SocketAddr>,
+    /// Scans decoded so far.
+    pub scans: u64,
+    /// Bad input counted so far.
+    pub bad_inputs: u64,
+}
+
+/// Per-connection scanner figures for the operator page: a fixed table of
+/// [`SCANNER_SLOTS_MAX`] slots, claimed at accept and freed at close. The ingress worker
+/// that owns a connection is the only writer of its slot.
+#[derive(Debug)]
+pub struct ScannerTable {
+    slots: Box<[ScannerSlot]>,
+    untracked: AtomicU64,
+}
+
+impl Default for ScannerTable {
+    fn default() -> Self {
+        ScannerTable {
+            slots: (0..SCANNER_SLOTS_MAX)
+                .map(|_| ScannerSlot::default())
+                .collect(),
+            untracked: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ScannerTable {
+    /// Claims a slot for a new connection from `peer`; `None` (counted) when all are taken.
+    pub fn open(&self, peer: SocketAddr) -> Option<usize> {
+        for (index, slot) in self.slots.iter().enumerate() {
+            let generation = slot.generation.load(Ordering::Acquire);
+            if generation % 2 == 1 {
+                continue;
+            }
+            if slot
+                .generation
+                .compare_exchange(
+                    generation,
+                    generation + 1,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                slot.scanner_id.store(0, Ordering::Relaxed);
+                slot.scans.store(0, Ordering::Relaxed);
+                slot.bad_inputs.store(0, Ordering::Relaxed);
+                if let Ok(mut stored) = slot.peer.lock() {
+                    *stored = Some(peer);
+                }
+                return Some(index);
+            }
+        }
+        Counters::add(&self.untracked, 1);
+        None
+    }
+
+    /// Publishes a connection's scanner id and scan count (stored, not added).
+    #[inline]
+    pub fn publish(&self, slot: Option<usize>, scanner_id: u32, scans: u64) {
+        if let Some(slot) = slot.and_then(|index| self.slots.get(index)) {
+            slot.scanner_id.store(scanner_id, Ordering::Relaxed);
+            slot.scans.store(scans, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts `count` bad inputs on a connection.
+    pub fn bad_input(&self, slot: Option<usize>, count: u64) {
+        if let Some(slot) = slot.and_then(|index| self.slots.get(index)) {
+            slot.bad_inputs.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+
+    /// Frees a connection's slot.
+    pub fn close(&self, slot: Option<usize>) {
+        if let Some(slot) = slot.and_then(|index| self.slots.get(index)) {
+            if let Ok(mut stored) = slot.peer.lock() {
+                *stored = None;
+            }
+            slot.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Connections that found the table full.
+    pub fn untracked(&self) -> u64 {
+        self.untracked.load(Ordering::Relaxed)
+    }
+
+    /// Every connection in the table now, in slot order.
+    pub fn readings(&self) -> Vec<ScannerReading> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(index, slot)| {
+                let generation = slot.generation.load(Ordering::Acquire);
+                (generation % 2 == 1).then(|| ScannerReading {
+                    slot: index,
+                    generation,
+                    scanner_id: slot.scanner_id.load(Ordering::Relaxed),
+                    peer: slot.peer.lock().ok().and_then(|peer| *peer),
+                    scans: slot.scans.load(Ordering::Relaxed),
+                    bad_inputs: slot.bad_inputs.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
+    }
+}
+
+/// What the web endpoint refused, by cause (it counts; the exposition shows them).
+#[derive(Debug, Default)]
+pub struct WebCounters {
+    /// Requests answered (any status).
+    pub requests: AtomicU64,
+    /// Requests without valid basic-auth credentials (401).
+    pub unauthorized: AtomicU64,
+    /// Connections closed at accept because the connection limit was reached.
+    pub refused_limit: AtomicU64,
+    /// TLS handshakes that failed.
+    pub tls_failed: AtomicU64,
+    /// Connections dropped at the per-connection time limit.
+    pub timed_out: AtomicU64,
+}
+
 /// Every counter the daemon keeps.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -235,6 +391,12 @@ pub struct Counters {
     pub plan_reloads_ok: AtomicU64,
     /// Plan reloads that failed and kept the previous plan.
     pub plan_reloads_failed: AtomicU64,
+    /// When the plan deciding now was loaded, in milliseconds since the Unix epoch.
+    pub plan_since_unix_ms: AtomicU64,
+    /// Connected scanners, one slot per connection.
+    pub scanners: ScannerTable,
+    /// The web endpoint's requests and refusals.
+    pub web: WebCounters,
 }
 
 impl Counters {
@@ -264,6 +426,14 @@ impl Counters {
         self.plc.store(stats, link_up, in_flight, queued_batches);
     }
 
+    /// Records that the plan deciding now was loaded at this moment (wall clock).
+    pub fn mark_plan_loaded(&self) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        self.plan_since_unix_ms.store(now_ms, Ordering::Relaxed);
+    }
+
     /// All decisions made, delivered or not.
     pub fn decided_total(&self) -> u64 {
         self.decided_sent.total() + self.decided_undelivered.total()
@@ -285,6 +455,42 @@ mod tests {
             vec![(0, 1), (7, 3), (300, 1), (65_535, 1)]
         );
         assert_eq!(by_chute.get(8), 0);
+    }
+
+    #[test]
+    fn scanner_slots_are_claimed_published_and_freed() {
+        let table = ScannerTable::default();
+        let peer: SocketAddr = "127.0.0.1:4000".parse().expect("address");
+        let first = table.open(peer);
+        let second = table.open(peer);
+        assert_eq!((first, second), (Some(0), Some(1)));
+        table.publish(first, 51, 20);
+        table.bad_input(first, 2);
+        table.publish(None, 1, 1);
+        let readings = table.readings();
+        assert_eq!(readings.len(), 2);
+        assert_eq!(
+            (
+                readings[0].scanner_id,
+                readings[0].scans,
+                readings[0].bad_inputs
+            ),
+            (51, 20, 2)
+        );
+        assert_eq!(readings[0].peer, Some(peer));
+        table.close(first);
+        assert_eq!(table.readings().len(), 1);
+        // The freed slot is reused, as a new connection with fresh counts.
+        let third = table.open(peer);
+        assert_eq!(third, Some(0));
+        let reused = table.readings()[0];
+        assert_eq!((reused.scans, reused.bad_inputs), (0, 0));
+        assert_ne!(reused.generation, readings[0].generation);
+        for _ in 2..SCANNER_SLOTS_MAX {
+            assert!(table.open(peer).is_some());
+        }
+        assert_eq!(table.open(peer), None);
+        assert_eq!(table.untracked(), 1);
     }
 
     #[test]

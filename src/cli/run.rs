@@ -4,7 +4,6 @@
 //! STOPPING and a STATUS line, and the watchdog is fed while every daemon thread turns.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -17,7 +16,7 @@ use sortd::daemon::systemd::{
     Liveness, LivenessWatch, Notifier, STATUS_INTERVAL, StatusFigures, status_text,
 };
 use sortd::daemon::{self, Daemon};
-use sortd::metrics::{Exposition, MetricsServer};
+use sortd::web::{WebServer, WebSettings, WebSources};
 
 use super::EXIT_USAGE;
 
@@ -56,9 +55,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
-    let metrics_address = config.metrics.address;
+    let metrics_settings = config.metrics.clone();
     let daemon = Daemon::start(config)?;
-    let metrics = metrics_address.and_then(|address| start_metrics(&daemon, address));
+    let metrics = metrics_settings.address.and_then(|address| {
+        start_web(
+            &daemon,
+            WebSettings {
+                address,
+                security: metrics_settings.security.clone(),
+            },
+        )
+    });
     let notifier = Notifier::from_environment();
     let mut status = StatusReporter::new(&daemon);
     notifier.ready(&status.line(&daemon, Instant::now()));
@@ -82,6 +89,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     notifier.reloading();
                     // Failures are logged and counted by the daemon; the old plan stays.
                     let _ = daemon.reload_plan();
+                    reload_web_config(metrics.as_ref(), metrics_settings.web_config.as_deref());
                     notifier.ready(&status.line(&daemon, Instant::now()));
                 }
                 _ => break 'serve,
@@ -193,24 +201,50 @@ fn check(path: &std::path::Path, config: &daemon::config::Config) -> ExitCode {
 /// How long the main loop sleeps between looks at signals, liveness and status.
 const MAIN_LOOP_SLEEP: Duration = Duration::from_millis(20);
 
-/// Starts the metrics endpoint. A failure is logged, not fatal: the sorter keeps sorting
-/// without metrics rather than stopping (or restart-looping) over a taken port.
-fn start_metrics(daemon: &Daemon, address: SocketAddr) -> Option<MetricsServer> {
-    let exposition = Exposition::with_chute_states(
-        daemon.counters.clone(),
-        daemon.plan.clone(),
-        daemon.ingress_workers(),
-        daemon.chute_states.clone(),
-    );
-    match MetricsServer::start(address, exposition) {
+/// Starts the web endpoint (metrics, operator page). A failure to bind is logged, not
+/// fatal: the sorter keeps sorting without metrics rather than stopping (or
+/// restart-looping) over a taken port. (A bad web-config file stopped the start earlier,
+/// with the configuration.)
+fn start_web(daemon: &Daemon, settings: WebSettings) -> Option<WebServer> {
+    let address = settings.address;
+    let tls = settings.security.tls.is_some();
+    let basic_auth = settings.security.auth.is_required();
+    let sources = WebSources {
+        counters: daemon.counters.clone(),
+        plan: daemon.plan.clone(),
+        chute_states: daemon.chute_states.clone(),
+        ingress_workers: daemon.ingress_workers(),
+        export: None,
+    };
+    match WebServer::start(settings, sources) {
         Ok(server) => {
-            tracing::info!(address = %server.local_address(), "metrics endpoint listening");
+            tracing::info!(address = %server.local_address(), tls, basic_auth, "metrics endpoint listening");
             Some(server)
         }
         Err(error) => {
             tracing::error!(%address, %error, "metrics endpoint not started; sorting continues without it");
             None
         }
+    }
+}
+
+/// Reads the web-config file again (SIGHUP) so that a new password or certificate takes
+/// effect without a restart; a file that no longer checks out is logged and the settings
+/// in force stay.
+fn reload_web_config(server: Option<&WebServer>, path: Option<&std::path::Path>) {
+    let (Some(server), Some(path)) = (server, path) else {
+        return;
+    };
+    match sortd::web::WebSecurity::load(path) {
+        Ok(security) => {
+            server.replace_security(security);
+            tracing::info!(path = %path.display(), "web-config reloaded");
+        }
+        Err(error) => tracing::error!(
+            path = %path.display(),
+            %error,
+            "web-config reload failed; the previous TLS and basic-auth settings stay"
+        ),
     }
 }
 

@@ -94,6 +94,7 @@ impl Daemon {
         );
         let plan = Arc::new(PlanHandle::new(plan));
         let counters = Arc::new(Counters::default());
+        counters.mark_plan_loaded();
         let chute_states = Arc::new(ChuteStateTable::new());
         let stop = Arc::new(AtomicBool::new(false));
 
@@ -230,6 +231,7 @@ impl Daemon {
         match self.plan_source.swap_into(&self.plan) {
             Ok(report) => {
                 Counters::add(&self.counters.plan_reloads_ok, 1);
+                self.counters.mark_plan_loaded();
                 tracing::info!(
                     old_plan = report.old_name,
                     old_version = report.old_version,

@@ -1,10 +1,11 @@
 //! The Prometheus exposition: reads the daemon's live counters at scrape time and encodes
-//! them in the OpenMetrics text format through `prometheus-client`.
+//! them in the OpenMetrics text format through `prometheus-client`, or in the classic
+//! Prometheus text format made from it ([`super::format`]).
 //!
 //! Nothing is recorded here: the threads keep counting in [`Counters`] as they always do
 //! (once per turn), and a scrape only loads those atomics, so an idle endpoint costs the
 //! pipeline nothing and a busy one costs it a few cache misses. This module serves no
-//! sockets; [`super::server`] does.
+//! sockets; `crate::web` does.
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::format::{Format, openmetrics_to_classic};
 use crate::decision::Reason;
 use crate::export::{ExportCounters, ExportErrorKind, ExportState};
 use crate::plan::PlanHandle;
@@ -39,9 +41,6 @@ const _: () = {
         index += 1;
     }
 };
-
-/// The OpenMetrics media type the endpoint answers with.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What a scrape reads: the counters, the current plan and how many ingress workers run.
 #[derive(Debug, Clone)]
@@ -92,6 +91,20 @@ impl Exposition {
     /// Encodes every metric as OpenMetrics text, ending with `# EOF`.
     pub fn render(&self, out: &mut String) -> fmt::Result {
         prometheus_client::encoding::text::encode(out, &self.registry)
+    }
+
+    /// Encodes every metric in `format`; `scratch` holds the OpenMetrics text on the way
+    /// to the classic format (kept by the caller so a scrape need not allocate).
+    pub fn render_as(&self, format: Format, out: &mut String, scratch: &mut String) -> fmt::Result {
+        match format {
+            Format::OpenMetrics => self.render(out),
+            Format::Classic => {
+                scratch.clear();
+                self.render(scratch)?;
+                openmetrics_to_classic(scratch, out);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -475,6 +488,30 @@ impl Collector for DaemonCollector {
                 ("failed", load(&c.plan_reloads_failed)),
             ]
             .map(|(result, count)| ([("result", result)], ConstCounter::new(count))),
+        )?;
+
+        let web = &c.web;
+        counter(
+            e,
+            "sortd_web_requests",
+            "HTTP requests the web endpoint answered (any status).",
+            None,
+            load(&web.requests),
+        )?;
+        family(
+            e,
+            "sortd_web_refusals",
+            "Web endpoint refusals by cause: unauthorized (401), connection limit, TLS \
+             handshake failure, per-connection time limit.",
+            None,
+            MetricType::Counter,
+            [
+                ("unauthorized", load(&web.unauthorized)),
+                ("limit", load(&web.refused_limit)),
+                ("tls", load(&web.tls_failed)),
+                ("timeout", load(&web.timed_out)),
+            ]
+            .map(|(cause, count)| ([("cause", cause)], ConstCounter::new(count))),
         )?;
 
         let turns = std::iter::once(("plc".to_string(), c.liveness.plc_turns())).chain(

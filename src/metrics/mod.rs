@@ -1,14 +1,13 @@
-//! The Prometheus endpoint: the daemon's counters as OpenMetrics text, served over a tiny
-//! read-only HTTP listener on its own thread.
+//! The Prometheus exposition: the daemon's counters as text, in the classic Prometheus
+//! format or OpenMetrics, as pure functions.
 //!
 //! [`exposition`] turns [`crate::stats::Counters`] and the current plan into text at scrape
-//! time (the pipeline records nothing extra for it); [`http`] is the request parser and
-//! response writer, pure functions; [`server`] is the one thread with the socket. Which
-//! address to bind and whether to serve at all is configuration (`[metrics]`).
+//! time (the pipeline records nothing extra for it); [`format`](mod@format) picks the format an
+//! `Accept` header asks for and makes the classic text. Serving it over HTTP is the web
+//! layer's job (`crate::web`).
 
 pub mod exposition;
-pub mod http;
-pub mod server;
+pub mod format;
 
 pub use exposition::Exposition;
-pub use server::MetricsServer;
+pub use format::Format;

@@ -62,6 +62,8 @@ struct Connection {
     session: ScannerSession,
     /// Whether the slot is in the ready queue.
     queued: bool,
+    /// Slot in the per-scanner table of the operator page.
+    stats_slot: Option<usize>,
 }
 
 /// Decisions waiting to be handed off, and the hand-off itself.
@@ -272,17 +274,27 @@ impl IngressWorker {
             counters: &self.shared.counters,
             warn_decode: &mut self.warn_decode,
             peer: connection.peer,
+            stats_slot: connection.stats_slot,
         };
         let Connection {
-            stream, session, ..
+            stream,
+            session,
+            stats_slot,
+            ..
         } = connection;
-        Some(session.serve(
+        let stats_slot = *stats_slot;
+        let served = session.serve(
             now,
             |spare| read_some(stream, spare),
             &mut decider,
             &mut self.sink,
             &mut observer,
-        ))
+        );
+        self.shared
+            .counters
+            .scanners
+            .publish(stats_slot, session.scanner_id(), session.scans());
+        Some(served)
     }
 
     /// Serves each ready connection once. Returns true when the hand-off blocked.
@@ -393,6 +405,7 @@ impl IngressWorker {
                 peer,
                 session,
                 queued: false,
+                stats_slot: self.shared.counters.scanners.open(peer),
             });
         }
         // Bytes may have arrived before registration; edge-triggered polling would not
@@ -416,8 +429,10 @@ impl IngressWorker {
             counters: &self.shared.counters,
             warn_decode: &mut self.warn_decode,
             peer: connection.peer,
+            stats_slot: connection.stats_slot,
         };
         connection.session.close(now, &mut observer);
+        self.shared.counters.scanners.close(connection.stats_slot);
         let _ = self.poll.registry().deregister(&mut connection.stream);
         self.shared
             .counters
@@ -478,6 +493,8 @@ struct ConnectionObserver<'a> {
     counters: &'a Counters,
     warn_decode: &'a mut RateLimit,
     peer: SocketAddr,
+    /// The connection's slot in the operator page's per-scanner table.
+    stats_slot: Option<usize>,
 }
 
 impl SessionObserver for ConnectionObserver<'_> {
@@ -502,6 +519,7 @@ impl SessionObserver for ConnectionObserver<'_> {
     fn on_skipped(&mut self, now: Instant, skipped: Skipped) {
         self.counts.bytes_skipped += skipped.bytes as u64;
         self.counters.count_decode_error(skipped.kind, 1);
+        self.counters.scanners.bad_input(self.stats_slot, 1);
         if let Some(error) = skipped.error {
             if let Some(held_back) = self.warn_decode.allow(now) {
                 tracing::warn!(peer = %self.peer, ?error, skip = skipped.bytes, held_back, "bad scanner input skipped");

@@ -9,3 +9,4 @@ mod faults;
 mod prometheus;
 mod service;
 mod tools;
+mod web;

@@ -518,14 +518,30 @@ fn the_metrics_endpoint_serves_openmetrics_that_agrees_with_the_traffic() {
     assert!(e.value("sortd_thread_loop_turns_total", &[("thread", "ingress-0")]) > 0.0);
     assert_eq!(e.types["sortd_decision_latency_seconds"], "histogram");
 
-    // Nothing but GET /metrics is served.
+    // Without an Accept header asking for OpenMetrics, the classic text format (0.0.4).
+    let (status, classic) = http_exchange(metrics, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(
+        !classic.contains("# EOF") && !classic.contains("# UNIT"),
+        "{classic}"
+    );
+    assert!(
+        classic.contains("# TYPE sortd_scanner_scans_total counter\n"),
+        "{classic}"
+    );
+    assert!(
+        classic.contains("# TYPE sortd_plan_info gauge\n"),
+        "{classic}"
+    );
+
+    // Read-only: GET of the endpoint's few paths only (the operator page is at /).
     let mut oversized = b"GET /metrics HTTP/1.1\r\nX-Filler: ".to_vec();
     oversized.extend(std::iter::repeat_n(b'a', 16 * 1024));
     oversized.extend_from_slice(b"\r\n\r\n");
     let refusals: [(&[u8], u16); 6] = [
         (b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
         (b"HEAD /metrics HTTP/1.1\r\n\r\n", 405),
-        (b"GET / HTTP/1.1\r\n\r\n", 404),
+        (b"GET /admin HTTP/1.1\r\n\r\n", 404),
         (b"GET /metrics/../admin HTTP/1.1\r\n\r\n", 404),
         (b"hello\r\n\r\n", 400),
         (&oversized, 431),

@@ -13,10 +13,12 @@ mod sections;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::net::cidr::AllowList;
 pub use crate::net::settings::{ConnectionLimits, Listener, PlcMode, PlcSettings};
+use crate::web::WebSecurity;
 pub use schema::{
     ConfigFile, ListenerSection, LogSection, METRICS_ADDRESS_DEFAULT, MetricsSection,
     PipelineSection, PlanSection, PlcSection, ScannersSection,
@@ -53,10 +55,14 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Validated metrics endpoint settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MetricsSettings {
     /// `None` when the endpoint is disabled.
     pub address: Option<SocketAddr>,
+    /// TLS and basic auth, read from `web_config` (open when there is none).
+    pub security: Arc<WebSecurity>,
+    /// The web-config file, read again on SIGHUP (to rotate a password or certificate).
+    pub web_config: Option<PathBuf>,
 }
 
 /// The validated configuration the daemon runs on.
@@ -157,7 +163,7 @@ pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, ConfigError> {
     let plc = sections::plc(&file.plc)?;
     let (pipeline, drain_grace) = sections::pipeline(&file.pipeline)?;
     let bad_input_warning_interval = sections::log(&file.log)?;
-    let metrics = sections::metrics(&file.metrics, &listeners, &plc)?;
+    let metrics = sections::metrics(&file.metrics, &listeners, &plc, base)?;
     let export = file
         .export
         .validate()

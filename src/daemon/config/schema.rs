@@ -195,8 +195,11 @@ impl Default for LogSection {
 pub struct MetricsSection {
     /// Whether to serve the Prometheus endpoint.
     pub enabled: bool,
-    /// Address and port of the endpoint (`GET /metrics`).
+    /// Address and port of the endpoint (`GET /metrics`, the operator page at `/`).
     pub address: String,
+    /// A web-config file (the Prometheus exporters' format) with TLS and basic-auth
+    /// settings; relative to the configuration file. None: plain HTTP, no password.
+    pub web_config: Option<PathBuf>,
 }
 
 /// The metrics endpoint's default address: loopback only, the port Prometheus' exporter
@@ -208,6 +211,7 @@ impl Default for MetricsSection {
         MetricsSection {
             enabled: true,
             address: METRICS_ADDRESS_DEFAULT.into(),
+            web_config: None,
         }
     }
 }

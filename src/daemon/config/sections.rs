@@ -9,10 +9,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::net::cidr::{AllowList, Cidr};
 use crate::net::settings::{ConnectionLimits, Listener, PlcMode, PlcSettings};
+use crate::web::WebSecurity;
 use crate::wire::{FRAME_BYTES_MAX, Framing, TextProfile, TextProfileSpec};
 
 use super::schema::{
@@ -288,14 +290,20 @@ pub(super) fn log(section: &LogSection) -> Result<Duration, ConfigError> {
     )?))
 }
 
-/// `[metrics]`: the endpoint's address, not shared with a scanner or PLC listener.
+/// `[metrics]`: the endpoint's address, not shared with a scanner or PLC listener, and
+/// its web-config file (TLS, basic auth), read now so a bad one stops the start.
 pub(super) fn metrics(
     section: &MetricsSection,
     listeners: &[Listener],
     plc: &PlcSettings,
+    base: &Path,
 ) -> Result<MetricsSettings, ConfigError> {
     if !section.enabled {
-        return Ok(MetricsSettings { address: None });
+        return Ok(MetricsSettings {
+            address: None,
+            security: Arc::new(WebSecurity::open()),
+            web_config: None,
+        });
     }
     let address = socket_address("metrics.address", &section.address)?;
     let taken = listeners.iter().any(|l| l.address == address)
@@ -306,8 +314,17 @@ pub(super) fn metrics(
             "is used by a scanner or PLC listener",
         ));
     }
+    let web_config = section.web_config.as_ref().map(|path| base.join(path));
+    let security = match &web_config {
+        Some(path) => WebSecurity::load(path).map_err(|error| {
+            ConfigError::new("metrics.web_config", format!("{}: {error}", path.display()))
+        })?,
+        None => WebSecurity::open(),
+    };
     Ok(MetricsSettings {
         address: Some(address),
+        security: Arc::new(security),
+        web_config,
     })
 }
 
