@@ -396,11 +396,15 @@ mod tests {
     #[test]
     fn a_second_actuation_is_allowed_only_by_a_plc_restart_between() {
         let mut checker = Checker::new();
-        checker.on_decided_at_ingress(&decision(), 1).expect("decided");
+        checker
+            .on_decided_at_ingress(&decision(), 1)
+            .expect("decided");
         checker.on_finalized(&decision(), Fate::Sent).expect("sent");
         checker.on_actuated(&sort()).expect("first actuation");
         checker.on_plc_restart();
-        checker.on_actuated(&sort()).expect("a forgetful PLC may act again");
+        checker
+            .on_actuated(&sort())
+            .expect("a forgetful PLC may act again");
         assert_eq!(checker.actuated_again_after_restart, 1);
         let again = checker.on_actuated(&sort()).expect_err("twice in one life");
         assert_eq!(again.promise, Promise::NoDoubleActuation);
