@@ -16,6 +16,7 @@
 
 pub mod daemon;
 pub mod decision;
+pub mod events;
 pub mod loadgen;
 pub mod metrics;
 pub mod net;
