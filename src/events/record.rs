@@ -43,6 +43,7 @@ pub const RECORD_BYTES_MAX: usize = DECISION_BYTES_MIN
 
 const _: () = assert!(DECISION_BYTES_MIN == 78);
 const _: () = assert!(OUTCOME_BYTES == 51);
+const _: () = assert!(RECORD_BYTES_MAX == 8669, "PROTOCOL.md states it");
 const _: () = assert!(RECORD_BYTES_MAX <= u16::MAX as usize, "length is a u16");
 const _: () = assert!(DESTINATION_BYTES_MAX <= u8::MAX as usize);
 const _: () = assert!(PLAN_NAME_BYTES_MAX <= u8::MAX as usize);
