@@ -171,7 +171,10 @@ fn tail(
         print_record(out, record, ids, json)
     })?;
     out.flush()?;
-    while follow {
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
         let printed = drain(&mut reader, |record, ids| {
             print_record(out, record, ids, json)
         })?;
@@ -182,7 +185,6 @@ fn tail(
             std::thread::sleep(FOLLOW_POLL);
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// A decision found by `find`, with the outcomes that confirm it.
