@@ -63,6 +63,8 @@ pub struct ConfigFile {
     pub log: LogSection,
     /// `[metrics]`
     pub metrics: MetricsSection,
+    /// `[events]`: the sort-event journal (`config_events.rs`).
+    pub events: super::config_events::EventsSection,
     /// `[text_profiles.NAME]`: custom scanner telegram layouts.
     pub text_profiles: BTreeMap<String, TextProfileSpec>,
 }
@@ -286,6 +288,8 @@ pub struct Config {
     pub drain_grace: Duration,
     /// The Prometheus endpoint.
     pub metrics: MetricsSettings,
+    /// The sort-event journal; `None` when `[events] enabled = false`.
+    pub events: Option<crate::events::journal::WriterConfig>,
 }
 
 /// A validated listener.
@@ -673,7 +677,16 @@ pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, ConfigError> {
         address: metrics_address,
     };
 
+    let bad_input_warning_interval = millis(within(
+        "log.bad_input_warning_interval_ms",
+        file.log.bad_input_warning_interval_ms,
+        1,
+        3_600_000,
+    )?);
+    let events = super::config_events::validate(&file.events, base, bad_input_warning_interval)?;
+
     Ok(Config {
+        events,
         drain_grace,
         metrics,
         plan_path,
@@ -683,11 +696,6 @@ pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, ConfigError> {
         plc,
         pipeline,
         log_filter: file.log.filter,
-        bad_input_warning_interval: millis(within(
-            "log.bad_input_warning_interval_ms",
-            file.log.bad_input_warning_interval_ms,
-            1,
-            3_600_000,
-        )?),
+        bad_input_warning_interval,
     })
 }

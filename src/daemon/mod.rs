@@ -5,6 +5,7 @@
 //! in the sans-IO layers. Configuration is validated (see [`config`]) before this runs.
 
 pub mod config;
+pub mod config_events;
 mod plan_source;
 pub mod systemd;
 
