@@ -465,35 +465,42 @@ pub fn encode(seq: u64, event: &Event<'_>, out: &mut Vec<u8>) -> Result<usize, R
     let len = encoded_len(event)?;
     let start = out.len();
     out.reserve(len);
-    // `len` fits a u16: checked against RECORD_BYTES_MAX at compile time.
-    out.extend_from_slice(&(len as u16).to_le_bytes());
     match event {
         Event::Decision(d) => {
-            out.push(RECORD_TYPE_DECISION);
-            out.push(d.flags);
-            out.extend_from_slice(&seq.to_le_bytes());
-            out.extend_from_slice(&d.parcel_id.to_le_bytes());
-            out.extend_from_slice(&d.scanner_id.to_le_bytes());
-            out.extend_from_slice(&d.received_us.to_le_bytes());
-            out.extend_from_slice(&d.decided_after_us.to_le_bytes());
-            out.extend_from_slice(&d.sent_after_us.to_le_bytes());
-            out.extend_from_slice(&d.plc_seq.to_le_bytes());
-            out.extend_from_slice(&d.plan_version.to_le_bytes());
-            out.extend_from_slice(&d.pre_advice_seq.to_le_bytes());
-            out.extend_from_slice(&d.weight_g.to_le_bytes());
-            out.extend_from_slice(&d.length_mm.to_le_bytes());
-            out.extend_from_slice(&d.width_mm.to_le_bytes());
-            out.extend_from_slice(&d.height_mm.to_le_bytes());
-            out.extend_from_slice(&d.chute.to_le_bytes());
             let plan_name = plan_name_kept(d.plan_name);
-            out.extend_from_slice(&[
-                d.action.code(),
-                d.reason.code(),
-                d.rule.code(),
-                d.barcodes.len() as u8,
-                d.destination.len() as u8,
-                plan_name.len() as u8,
-            ]);
+            // The fixed part is assembled on the stack and copied once.
+            let mut fixed = [0u8; DECISION_BYTES_MIN - RECORD_TRAILER_BYTES];
+            // `len` fits a u16: checked against RECORD_BYTES_MAX at compile time.
+            put(&mut fixed, 0, &(len as u16).to_le_bytes());
+            fixed[2] = RECORD_TYPE_DECISION;
+            fixed[3] = d.flags;
+            put(&mut fixed, 4, &seq.to_le_bytes());
+            put(&mut fixed, 12, &d.parcel_id.to_le_bytes());
+            put(&mut fixed, 20, &d.scanner_id.to_le_bytes());
+            put(&mut fixed, 24, &d.received_us.to_le_bytes());
+            put(&mut fixed, 32, &d.decided_after_us.to_le_bytes());
+            put(&mut fixed, 36, &d.sent_after_us.to_le_bytes());
+            put(&mut fixed, 40, &d.plc_seq.to_le_bytes());
+            put(&mut fixed, 44, &d.plan_version.to_le_bytes());
+            put(&mut fixed, 48, &d.pre_advice_seq.to_le_bytes());
+            put(&mut fixed, 56, &d.weight_g.to_le_bytes());
+            put(&mut fixed, 60, &d.length_mm.to_le_bytes());
+            put(&mut fixed, 62, &d.width_mm.to_le_bytes());
+            put(&mut fixed, 64, &d.height_mm.to_le_bytes());
+            put(&mut fixed, 66, &d.chute.to_le_bytes());
+            put(
+                &mut fixed,
+                68,
+                &[
+                    d.action.code(),
+                    d.reason.code(),
+                    d.rule.code(),
+                    d.barcodes.len() as u8,
+                    d.destination.len() as u8,
+                    plan_name.len() as u8,
+                ],
+            );
+            out.extend_from_slice(&fixed);
             for code in d.barcodes.iter() {
                 out.extend_from_slice(&(code.len() as u16).to_le_bytes());
                 out.extend_from_slice(code);
@@ -502,22 +509,32 @@ pub fn encode(seq: u64, event: &Event<'_>, out: &mut Vec<u8>) -> Result<usize, R
             out.extend_from_slice(plan_name.as_bytes());
         }
         Event::Outcome(o) => {
-            out.push(RECORD_TYPE_OUTCOME);
-            out.push(0);
-            out.extend_from_slice(&seq.to_le_bytes());
-            out.extend_from_slice(&o.parcel_id.to_le_bytes());
-            out.extend_from_slice(&o.scanner_id.to_le_bytes());
-            out.extend_from_slice(&o.confirmed_us.to_le_bytes());
-            out.extend_from_slice(&o.decision_seq.to_le_bytes());
-            out.extend_from_slice(&o.plc_seq.to_le_bytes());
-            out.extend_from_slice(&o.chute.to_le_bytes());
-            out.push(o.outcome.code());
+            let mut fixed = [0u8; OUTCOME_BYTES - RECORD_TRAILER_BYTES];
+            put(&mut fixed, 0, &(len as u16).to_le_bytes());
+            fixed[2] = RECORD_TYPE_OUTCOME;
+            put(&mut fixed, 4, &seq.to_le_bytes());
+            put(&mut fixed, 12, &o.parcel_id.to_le_bytes());
+            put(&mut fixed, 20, &o.scanner_id.to_le_bytes());
+            put(&mut fixed, 24, &o.confirmed_us.to_le_bytes());
+            put(&mut fixed, 32, &o.decision_seq.to_le_bytes());
+            put(&mut fixed, 40, &o.plc_seq.to_le_bytes());
+            put(&mut fixed, 44, &o.chute.to_le_bytes());
+            fixed[46] = o.outcome.code();
+            out.extend_from_slice(&fixed);
         }
     }
     let crc = crc32c::crc32c(out.get(start..).unwrap_or_default());
     out.extend_from_slice(&crc.to_le_bytes());
     debug_assert_eq!(out.len() - start, len);
     Ok(len)
+}
+
+/// Copies `bytes` into `fixed` at `at` (offsets are constants inside the array).
+#[inline(always)]
+fn put<const N: usize>(fixed: &mut [u8; N], at: usize, bytes: &[u8]) {
+    if let Some(slot) = fixed.get_mut(at..at + bytes.len()) {
+        slot.copy_from_slice(bytes);
+    }
 }
 
 /// The declared length and type at the front of `buf`, checked against the limits, or
