@@ -489,3 +489,40 @@ fn a_full_disk_loses_events_counted_and_sorting_goes_on() {
         writer.close();
     });
 }
+
+/// Polls `done` for up to ten seconds (the fsync thread runs on its own schedule).
+fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..1000 {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn the_fsync_thread_makes_written_events_durable_and_runs_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = JournalWriter::open(config(dir.path(), 1024)).unwrap();
+    write_events(&mut writer, 100, 4);
+    let stats = writer.stats();
+    // Group commit without closing: durable_seq catches up with what was written.
+    assert!(eventually(|| stats.durable_seq() == 100));
+    writer.close();
+    let before = list_segments(dir.path()).unwrap();
+    let acked = before[5].first_seq - 1;
+    ExportCursor::new(dir.path()).store(acked).unwrap();
+
+    // Reopened with a tiny byte budget: the fsync thread's first retention pass deletes
+    // the five exported segments and nothing the exporter still needs.
+    let mut small = config(dir.path(), 1024);
+    small.retention.bytes_max = 0;
+    let writer = JournalWriter::open(small).unwrap();
+    let stats = writer.stats();
+    assert!(eventually(|| stats.snapshot().segments_deleted == 5));
+    writer.close();
+    let after = list_segments(dir.path()).unwrap();
+    assert_eq!(after.len(), before.len() - 5);
+    assert_eq!(read_from(dir.path(), 0)[0].0, acked + 1);
+}
