@@ -526,3 +526,36 @@ fn the_fsync_thread_makes_written_events_durable_and_runs_retention() {
     assert_eq!(after.len(), before.len() - 5);
     assert_eq!(read_from(dir.path(), 0)[0].0, acked + 1);
 }
+
+#[test]
+fn a_sequence_break_inside_a_segment_ends_it_without_hanging_the_reader() {
+    use sortd::events::segment::SegmentHeader;
+    let dir = tempfile::tempdir().unwrap();
+    let write_segment = |first: u64, seqs: &[u64]| {
+        let mut bytes = Vec::new();
+        SegmentHeader {
+            first_seq: first,
+            hub_id: "hz1",
+            sorter_id: "xb-2",
+        }
+        .encode(&mut bytes)
+        .unwrap();
+        for &seq in seqs {
+            record::encode(seq, &outcome(seq), &mut bytes).unwrap();
+        }
+        fs::write(dir.path().join(segment_name(first)), bytes).unwrap();
+    };
+    // Valid records whose sequences jump: 1, 2, then 4.
+    write_segment(1, &[1, 2, 4, 5]);
+    assert_eq!(seqs(&read_from(dir.path(), 0)), vec![1, 2]);
+    let report = verify(dir.path()).unwrap();
+    assert!(!report.is_clean());
+    // With a newer segment, the reader steps over the break to it.
+    write_segment(6, &[6, 7]);
+    assert_eq!(seqs(&read_from(dir.path(), 0)), vec![1, 2, 6, 7]);
+    // The writer cuts the break from the last segment at open; sequences go on.
+    fs::remove_file(dir.path().join(segment_name(6))).unwrap();
+    let writer = JournalWriter::open(config(dir.path(), 1 << 20)).unwrap();
+    assert_eq!(writer.next_seq(), 3);
+    writer.close();
+}

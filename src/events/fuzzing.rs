@@ -132,7 +132,11 @@ type BuiltSegment = (Vec<u8>, usize, Vec<(u64, std::ops::Range<usize>)>);
 
 /// A segment built from `reader`: its bytes, header length, and each record's
 /// (sequence, byte range).
-fn build_segment(reader: &mut ByteReader<'_>, first_seq: u64) -> BuiltSegment {
+fn build_segment(
+    reader: &mut ByteReader<'_>,
+    first_seq: u64,
+    break_at: Option<usize>,
+) -> BuiltSegment {
     let mut bytes = Vec::new();
     let header = SegmentHeader {
         first_seq,
@@ -150,7 +154,9 @@ fn build_segment(reader: &mut ByteReader<'_>, first_seq: u64) -> BuiltSegment {
             break;
         }
         let event = event_from(reader);
-        let seq = first_seq + records.len() as u64;
+        // A sequence break (one number skipped) from `break_at` on, if asked for.
+        let skipped = u64::from(break_at.is_some_and(|at| index >= at));
+        let seq = first_seq + records.len() as u64 + skipped;
         let start = bytes.len();
         if let Err(error) = record::encode(seq, &event, &mut bytes) {
             panic!("fuzz event does not encode: {error}");
@@ -232,16 +238,22 @@ pub fn journal_read(data: &[u8]) {
         let raw = reader.slice(4096).to_vec();
         (raw, 0, Vec::new(), true)
     } else {
-        let (bytes, header_bytes, records) = build_segment(&mut reader, first_seq);
+        let break_at = (mode & 16 == 16).then(|| usize::from(reader.byte() % 24));
+        let (bytes, header_bytes, records) = build_segment(&mut reader, first_seq, break_at);
         (bytes, header_bytes, records, false)
     };
-    // Damage: a cut and up to three bit flips; `intact_end` is the first damaged byte.
-    let mut intact_end = bytes.len();
+    // Damage: a sequence break, a cut and up to three bit flips; `intact_end` is the
+    // first damaged byte.
+    let mut intact_end = records
+        .iter()
+        .enumerate()
+        .find(|(index, (seq, _))| *seq != first_seq + *index as u64)
+        .map_or(bytes.len(), |(_, (_, range))| range.start);
     if !raw {
         let cut = usize::from(reader.u16()) % (bytes.len() + 1);
         if mode & 2 == 2 {
             bytes.truncate(cut);
-            intact_end = cut;
+            intact_end = intact_end.min(cut);
         }
         for _ in 0..reader.byte() % 4 {
             if bytes.is_empty() {
@@ -265,8 +277,9 @@ pub fn journal_read(data: &[u8]) {
 
     // Optionally a second, valid segment after the damaged one.
     let second: Vec<(u64, Vec<u8>)> = if mode & 4 == 4 {
-        let second_first = first_seq + records.len() as u64 + u64::from(reader.byte() % 3);
-        let (second_bytes, _, second_records) = build_segment(&mut reader, second_first);
+        let after_first = records.last().map_or(first_seq, |(seq, _)| seq + 1);
+        let second_first = after_first + u64::from(reader.byte() % 3);
+        let (second_bytes, _, second_records) = build_segment(&mut reader, second_first, None);
         write(&dir.path().join(segment_name(second_first)), &second_bytes);
         second_records
             .into_iter()

@@ -131,7 +131,11 @@ impl JournalReader {
             match decode(rest) {
                 RecordDecoded::Complete { record, consumed } => {
                     if record.seq != current.next_seq {
+                        // A sequence break is damage: this segment ends here.
                         current.damaged = true;
+                        if !self.advance_if_newer()? {
+                            break;
+                        }
                         continue;
                     }
                     if record.seq >= self.want_seq {
