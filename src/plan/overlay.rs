@@ -1,0 +1,527 @@
+//! The pre-advice overlay: exact entries (tracking number -> chutes, destination code or
+//! removal) held in memory on top of a compiled plan, and the resolution that consults
+//! it before the plan's own exact table.
+//!
+//! An [`OverlaySnapshot`] is immutable: a large `base` layer with a split-block bloom
+//! filter plus a small `delta` layer that every update copies (at most
+//! [`DELTA_ENTRIES_MAX`] entries, then the two are merged into a new base). Readers hold
+//! a snapshot through the same kind of `arc-swap` handle the plan uses
+//! ([`super::preadvice::PreAdvice::view`]) and never lock. Both layers are keyed by the
+//! plan's own key hash ([`format::key_hash`]), so a lookup hashes a barcode once for the
+//! delta, the filter and the plan. Most barcodes are not pre-advised: their extra cost
+//! is the delta probe (cache-resident) and one 32-byte filter block.
+//!
+//! Resolution order (PLAN.md, "Pre-advice"): for each barcode, its pre-advice entry if
+//! there is one (a removal hides the plan's exact entry; a destination code resolves
+//! through the plan's prefixes, and one that matches no prefix contributes nothing),
+//! otherwise the plan's exact entry; then the plan's usual rule (agreement, longest
+//! prefix of the scanned code, defaults). This module does no IO and keeps no limits of
+//! its own beyond the ones its caller passes; logging and publishing are
+//! [`super::preadvice`]'s.
+
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+
+use super::format::{self, KEY_BYTES_MAX};
+use super::lookup::ExactAnswer;
+use super::open::Plan;
+use super::types::{Chutes, Resolution};
+
+/// Entries the delta layer may hold before it is merged into a new base layer. Small
+/// enough that copying it on every update is cheap and probing it stays in cache.
+pub const DELTA_ENTRIES_MAX: usize = 8192;
+
+/// Bloom filter bits per base entry (about 0.5 % false positives for a split-block filter).
+const BLOOM_BITS_PER_ENTRY: usize = 12;
+
+/// What a pre-advice entry says about a tracking number.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PreAdviceValue {
+    /// Sort to these chutes (primary first).
+    Chutes(Chutes),
+    /// Sort as if the destination code were this (1 to 128 bytes), through the plan's
+    /// prefixes.
+    Destination(Box<[u8]>),
+    /// Forget any pre-advice for this tracking number, and hide the plan's exact entry.
+    Remove,
+}
+
+/// One add or remove: a tracking number and what it now means.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PreAdviceEntry {
+    /// The tracking number (barcode), 1 to 128 bytes.
+    pub barcode: Box<[u8]>,
+    /// Chutes, destination code, or removal.
+    pub value: PreAdviceValue,
+}
+
+/// An overlay entry as a reader sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverlayValue<'a> {
+    /// Explicit chutes.
+    Chutes(Chutes),
+    /// A destination code to resolve through the plan's prefixes.
+    Destination(&'a [u8]),
+    /// A removal (tombstone).
+    Removed,
+}
+
+/// How a parcel was resolved with the overlay: the plan's [`Resolution`] plus what
+/// answered, for the sort event.
+#[derive(Clone, Copy, Debug)]
+pub struct OverlayResolution {
+    /// Outcome, chutes and plan rule, exactly as [`Plan::resolve`] gives them. A
+    /// pre-advice entry with explicit chutes answers `Exact` with `rule: None`; one with
+    /// a destination code answers `Exact` with the prefix rule that resolved it.
+    pub resolution: Resolution,
+    /// Version of the plan consulted.
+    pub plan_version: u32,
+    /// Sequence of the pre-advice batch whose entry decided the parcel; 0 = none.
+    pub preadvice_seq: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum StoredValue {
+    Chutes(Chutes),
+    Destination { start: usize, len: u8 },
+    Removed,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    hash: u64,
+    key_start: usize,
+    key_len: u8,
+    seq: u64,
+    value: StoredValue,
+}
+
+/// One layer: entries in arrival order (superseded ones stay in `slots` but leave the
+/// table), keys and destination codes in one byte arena.
+#[derive(Clone, Debug, Default)]
+struct Layer {
+    table: HashTable<u32>,
+    slots: Vec<Slot>,
+    bytes: Vec<u8>,
+    bloom: Option<Bloom>,
+}
+
+impl Layer {
+    fn key(&self, slot: &Slot) -> &[u8] {
+        self.bytes
+            .get(slot.key_start..slot.key_start + usize::from(slot.key_len))
+            .unwrap_or(&[])
+    }
+
+    fn value(&self, slot: &Slot) -> OverlayValue<'_> {
+        match slot.value {
+            StoredValue::Chutes(chutes) => OverlayValue::Chutes(chutes),
+            StoredValue::Destination { start, len } => OverlayValue::Destination(
+                self.bytes
+                    .get(start..start + usize::from(len))
+                    .unwrap_or(&[]),
+            ),
+            StoredValue::Removed => OverlayValue::Removed,
+        }
+    }
+
+    #[inline]
+    fn find(&self, key: &[u8], hash: u64) -> Option<&Slot> {
+        if let Some(bloom) = &self.bloom {
+            if !bloom.may_contain(hash) {
+                return None;
+            }
+        }
+        let slots = &self.slots;
+        let bytes = &self.bytes;
+        let index = self.table.find(hash, |&index| {
+            slots.get(index as usize).is_some_and(|slot| {
+                slot.hash == hash
+                    && bytes.get(slot.key_start..slot.key_start + usize::from(slot.key_len))
+                        == Some(key)
+            })
+        })?;
+        self.slots.get(*index as usize)
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Insert or replace. Returns true when the key was new to this layer.
+    fn upsert(&mut self, key: &[u8], hash: u64, value: OverlayValue<'_>, seq: u64) -> bool {
+        let key_start = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        let value = match value {
+            OverlayValue::Chutes(chutes) => StoredValue::Chutes(chutes),
+            OverlayValue::Destination(code) => {
+                let start = self.bytes.len();
+                self.bytes.extend_from_slice(code);
+                StoredValue::Destination {
+                    start,
+                    len: code.len() as u8,
+                }
+            }
+            OverlayValue::Removed => StoredValue::Removed,
+        };
+        let new_index = self.slots.len() as u32;
+        self.slots.push(Slot {
+            hash,
+            key_start,
+            key_len: key.len() as u8,
+            seq,
+            value,
+        });
+        let slots = &self.slots;
+        let bytes = &self.bytes;
+        let same_key = |index: &u32| {
+            slots.get(*index as usize).is_some_and(|slot| {
+                slot.hash == hash
+                    && bytes.get(slot.key_start..slot.key_start + usize::from(slot.key_len))
+                        == Some(key)
+            })
+        };
+        match self.table.find_mut(hash, same_key) {
+            Some(index) => {
+                *index = new_index;
+                false
+            }
+            None => {
+                let slots = &self.slots;
+                self.table.insert_unique(hash, new_index, |&index| {
+                    slots.get(index as usize).map_or(0, |slot| slot.hash)
+                });
+                true
+            }
+        }
+    }
+
+    /// Live entries (the ones the table points at), in arrival order.
+    fn live(&self) -> impl Iterator<Item = (&[u8], u64, OverlayValue<'_>, u64)> + '_ {
+        let mut indexes: Vec<u32> = self.table.iter().copied().collect();
+        indexes.sort_unstable();
+        indexes.into_iter().filter_map(move |index| {
+            let slot = self.slots.get(index as usize)?;
+            Some((self.key(slot), slot.hash, self.value(slot), slot.seq))
+        })
+    }
+}
+
+/// A split-block bloom filter (as in Parquet): 256-bit blocks, eight bits set per key,
+/// one in each 32-bit word, so a query reads one 32-byte block.
+#[derive(Clone, Debug)]
+struct Bloom {
+    blocks: Vec<[u32; 8]>,
+}
+
+const BLOOM_SALT: [u32; 8] = [
+    0x47b6_137b,
+    0x4497_4d91,
+    0x8824_ad5b,
+    0xa2b7_289d,
+    0x7054_95c7,
+    0x2df1_424b,
+    0x9efc_4947,
+    0x5c6b_fb31,
+];
+
+impl Bloom {
+    fn with_entries(entries: usize) -> Bloom {
+        let blocks = (entries * BLOOM_BITS_PER_ENTRY).div_ceil(256).max(1);
+        Bloom {
+            blocks: vec![[0; 8]; blocks],
+        }
+    }
+
+    #[inline]
+    fn block_index(&self, hash: u64) -> usize {
+        (((hash >> 32) * self.blocks.len() as u64) >> 32) as usize
+    }
+
+    fn insert(&mut self, hash: u64) {
+        let index = self.block_index(hash);
+        if let Some(block) = self.blocks.get_mut(index) {
+            let low = hash as u32;
+            for (word, salt) in block.iter_mut().zip(BLOOM_SALT) {
+                *word |= 1 << (low.wrapping_mul(salt) >> 27);
+            }
+        }
+    }
+
+    #[inline]
+    fn may_contain(&self, hash: u64) -> bool {
+        let Some(block) = self.blocks.get(self.block_index(hash)) else {
+            return true;
+        };
+        let low = hash as u32;
+        let mut all = true;
+        for (word, salt) in block.iter().zip(BLOOM_SALT) {
+            all &= word & (1 << (low.wrapping_mul(salt) >> 27)) != 0;
+        }
+        all
+    }
+}
+
+/// An immutable overlay: what every reader holding it sees. Cheap to clone (two `Arc`s).
+#[derive(Clone, Debug, Default)]
+pub struct OverlaySnapshot {
+    base: Arc<Layer>,
+    delta: Arc<Layer>,
+    /// Distinct keys across both layers (removals included).
+    entries: usize,
+    /// Highest batch sequence applied (0 = none).
+    seq_max: u64,
+}
+
+/// What [`OverlaySnapshot::with_batch`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchCounts {
+    /// Entries stored (new keys and replacements).
+    pub stored: u64,
+    /// New keys refused because the overlay held its maximum of entries.
+    pub refused_full: u64,
+}
+
+impl OverlaySnapshot {
+    /// An empty overlay.
+    pub fn empty() -> OverlaySnapshot {
+        OverlaySnapshot::default()
+    }
+
+    /// Distinct tracking numbers in the overlay, removals included.
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    /// True when the overlay holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// Highest batch sequence applied to this snapshot (0 = none).
+    pub fn seq_max(&self) -> u64 {
+        self.seq_max
+    }
+
+    /// The entry for `barcode` with its batch sequence, if any.
+    pub fn get(&self, barcode: &[u8]) -> Option<(OverlayValue<'_>, u64)> {
+        self.get_hashed(barcode, format::key_hash(barcode))
+    }
+
+    #[inline]
+    fn get_hashed(&self, barcode: &[u8], hash: u64) -> Option<(OverlayValue<'_>, u64)> {
+        if let Some(slot) = self.delta.find(barcode, hash) {
+            return Some((self.delta.value(slot), slot.seq));
+        }
+        let slot = self.base.find(barcode, hash)?;
+        Some((self.base.value(slot), slot.seq))
+    }
+
+    /// Every entry (key, value, batch sequence); delta entries replace base ones.
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], OverlayValue<'_>, u64)> + '_ {
+        let from_base = self.base.live().filter(|(key, hash, _, _)| {
+            self.delta.table.is_empty() || self.delta.find(key, *hash).is_none()
+        });
+        from_base
+            .chain(self.delta.live())
+            .map(|(key, _, value, seq)| (key, value, seq))
+    }
+
+    /// A new snapshot with `batch` applied at sequence `seq`: later entries for the same
+    /// tracking number replace earlier ones; new keys beyond `entries_max` are refused
+    /// and counted. Entries must be valid (checked by the parser or
+    /// [`validate_entry`]); invalid ones are skipped. Cost: a copy of the delta layer,
+    /// plus a merge into a new base (linear in the overlay) when the delta is full.
+    pub fn with_batch(
+        &self,
+        batch: &[PreAdviceEntry],
+        seq: u64,
+        entries_max: usize,
+    ) -> (OverlaySnapshot, BatchCounts) {
+        let mut delta = Layer::clone(&self.delta);
+        let mut entries = self.entries;
+        let mut counts = BatchCounts::default();
+        for entry in batch {
+            if validate_entry(entry).is_err() {
+                continue;
+            }
+            let hash = format::key_hash(&entry.barcode);
+            let known = delta.find(&entry.barcode, hash).is_some()
+                || self.base.find(&entry.barcode, hash).is_some();
+            if !known && entries >= entries_max {
+                counts.refused_full += 1;
+                continue;
+            }
+            let value = match &entry.value {
+                PreAdviceValue::Chutes(chutes) => OverlayValue::Chutes(*chutes),
+                PreAdviceValue::Destination(code) => OverlayValue::Destination(code),
+                PreAdviceValue::Remove => OverlayValue::Removed,
+            };
+            delta.upsert(&entry.barcode, hash, value, seq);
+            if !known {
+                entries += 1;
+            }
+            counts.stored += 1;
+        }
+        let mut next = OverlaySnapshot {
+            base: Arc::clone(&self.base),
+            delta: Arc::new(delta),
+            entries,
+            seq_max: self.seq_max.max(seq),
+        };
+        if next.delta.len() > DELTA_ENTRIES_MAX {
+            next = next.merged();
+        }
+        (next, counts)
+    }
+
+    /// The same entries in one base layer with a fresh filter and an empty delta.
+    pub fn merged(&self) -> OverlaySnapshot {
+        OverlaySnapshot::from_entries(self.entries(), self.seq_max)
+    }
+
+    /// Only the entries with a batch sequence above `seq` (what is left after a
+    /// compaction that folded everything through `seq` into the plan).
+    pub fn after(&self, seq: u64) -> OverlaySnapshot {
+        OverlaySnapshot::from_entries(
+            self.entries().filter(|(_, _, entry_seq)| *entry_seq > seq),
+            self.seq_max,
+        )
+    }
+
+    fn from_entries<'a>(
+        entries: impl Iterator<Item = (&'a [u8], OverlayValue<'a>, u64)>,
+        seq_max: u64,
+    ) -> OverlaySnapshot {
+        let mut base = Layer::default();
+        for (key, value, seq) in entries {
+            base.upsert(key, format::key_hash(key), value, seq);
+        }
+        let mut bloom = Bloom::with_entries(base.len());
+        for slot in &base.slots {
+            bloom.insert(slot.hash);
+        }
+        base.bloom = Some(bloom);
+        let count = base.len();
+        OverlaySnapshot {
+            base: Arc::new(base),
+            delta: Arc::new(Layer::default()),
+            entries: count,
+            seq_max,
+        }
+    }
+}
+
+/// Why an entry is not acceptable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryError {
+    /// The tracking number is empty or longer than 128 bytes.
+    BarcodeLength {
+        /// Its length in bytes.
+        bytes: usize,
+    },
+    /// The destination code is empty or longer than 128 bytes.
+    DestinationLength {
+        /// Its length in bytes.
+        bytes: usize,
+    },
+}
+
+impl std::fmt::Display for EntryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EntryError::BarcodeLength { bytes } => write!(
+                f,
+                "barcode is {bytes} bytes (expected 1 to {KEY_BYTES_MAX})"
+            ),
+            EntryError::DestinationLength { bytes } => write!(
+                f,
+                "destination is {bytes} bytes (expected 1 to {KEY_BYTES_MAX})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for EntryError {}
+
+/// Check an entry's lengths (chutes are valid by construction).
+pub fn validate_entry(entry: &PreAdviceEntry) -> Result<(), EntryError> {
+    let bytes = entry.barcode.len();
+    if bytes == 0 || bytes > KEY_BYTES_MAX {
+        return Err(EntryError::BarcodeLength { bytes });
+    }
+    if let PreAdviceValue::Destination(code) = &entry.value {
+        let bytes = code.len();
+        if bytes == 0 || bytes > KEY_BYTES_MAX {
+            return Err(EntryError::DestinationLength { bytes });
+        }
+    }
+    Ok(())
+}
+
+/// One barcode's exact answer through the overlay, then the plan.
+#[inline]
+fn exact_through(plan: &Plan, overlay: &OverlaySnapshot, barcode: &[u8]) -> Option<ExactAnswer> {
+    if barcode.len() > KEY_BYTES_MAX {
+        return None;
+    }
+    let hash = format::key_hash(barcode);
+    match overlay.get_hashed(barcode, hash) {
+        None => plan
+            .exact_hashed(barcode, hash)
+            .map(|(chutes, rule)| ExactAnswer {
+                chutes,
+                rule: Some(rule),
+                preadvice_seq: 0,
+            }),
+        Some((OverlayValue::Chutes(chutes), seq)) => Some(ExactAnswer {
+            chutes,
+            rule: None,
+            preadvice_seq: seq,
+        }),
+        Some((OverlayValue::Destination(code), seq)) => {
+            plan.longest_prefix(code).map(|(chutes, rule)| ExactAnswer {
+                chutes,
+                rule: Some(rule),
+                preadvice_seq: seq,
+            })
+        }
+        Some((OverlayValue::Removed, _)) => None,
+    }
+}
+
+/// Resolve a parcel with the pre-advice overlay over `plan` (the order is in the module
+/// docs and PLAN.md). Never allocates or panics. This is the hook for the decide path:
+/// call it where `Plan::resolve` is called today, with the snapshot loaded once per
+/// batch beside the plan ([`super::preadvice::PlanView`]).
+#[inline]
+pub fn resolve_with_overlay(
+    plan: &Plan,
+    overlay: &OverlaySnapshot,
+    barcodes: &[&[u8]],
+    destination: Option<&[u8]>,
+) -> OverlayResolution {
+    let (resolution, preadvice_seq) = if overlay.is_empty() {
+        (plan.resolve(barcodes, destination), 0)
+    } else {
+        plan.resolve_by(barcodes, destination, |barcode| {
+            exact_through(plan, overlay, barcode)
+        })
+    };
+    OverlayResolution {
+        resolution,
+        plan_version: plan.version(),
+        preadvice_seq,
+    }
+}
+
+/// The chutes an entry gives over `plan` when folded into it: `None` for a removal, and
+/// for a destination code that matches no prefix (such an entry contributes nothing).
+pub fn folded_chutes(plan: &Plan, value: OverlayValue<'_>) -> Option<Chutes> {
+    match value {
+        OverlayValue::Chutes(chutes) => Some(chutes),
+        OverlayValue::Destination(code) => plan.longest_prefix(code).map(|(chutes, _)| chutes),
+        OverlayValue::Removed => None,
+    }
+}
