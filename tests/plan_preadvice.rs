@@ -391,3 +391,113 @@ fn a_parsed_message_applies_its_good_lines() {
     assert_eq!(answer(&preadvice, "M1", None), (5, Outcome::Exact, 1));
     assert_eq!(answer(&preadvice, "YT3", None).1, Outcome::NoRule);
 }
+
+fn sortd(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sortd"))
+        .args(args)
+        .output()
+        .expect("run sortd")
+}
+
+fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn the_command_line_appends_lists_looks_up_and_compacts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plan_path = dir.path().join("plan.sortplan");
+    std::fs::write(&plan_path, compile_str("plan.csv", CSV).expect("compiles")).expect("writes");
+    let state = dir.path().join("preadvice");
+    let lines = dir.path().join("batch.jsonl");
+    std::fs::write(
+        &lines,
+        "{\"op\":\"add\",\"barcode\":\"NEW\",\"chutes\":[40,41]}\n{\"op\":\"add\",\"barcode\":\"X\"}\n{\"op\":\"remove\",\"barcode\":\"YT1\"}\n",
+    )
+    .expect("writes");
+    let (plan_arg, state_arg, lines_arg) = (
+        plan_path.to_str().expect("utf-8"),
+        state.to_str().expect("utf-8"),
+        lines.to_str().expect("utf-8"),
+    );
+    let output = sortd(&[
+        "plan",
+        "preadvice",
+        "append",
+        "--dir",
+        state_arg,
+        "--plan",
+        plan_arg,
+        lines_arg,
+    ]);
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(64), "{shown}");
+    assert!(
+        shown.contains("batch.jsonl:2: an add needs exactly one of"),
+        "{shown}"
+    );
+    assert!(shown.contains("seq 1: 2 stored, 0 refused"), "{shown}");
+
+    let output = sortd(&[
+        "plan",
+        "lookup",
+        plan_arg,
+        "--preadvice",
+        state_arg,
+        "--barcode",
+        "NEW",
+    ]);
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    assert!(
+        shown.contains("decision: exact -> chute 40 (chutes 40|41)"),
+        "{shown}"
+    );
+    assert!(shown.contains("pre-advice seq 1"), "{shown}");
+
+    let output = sortd(&[
+        "plan",
+        "preadvice",
+        "list",
+        "--dir",
+        state_arg,
+        "--plan",
+        plan_arg,
+    ]);
+    let shown = text(&output);
+    assert!(shown.contains("overlay 2 entries through seq 1"), "{shown}");
+    assert!(
+        shown.contains("1 {\"barcode\":\"YT1\",\"op\":\"remove\"}"),
+        "{shown}"
+    );
+
+    let output = sortd(&[
+        "plan",
+        "preadvice",
+        "compact",
+        "--dir",
+        state_arg,
+        "--plan",
+        plan_arg,
+    ]);
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    assert!(shown.contains("+preadvice(base v12 through 1)"), "{shown}");
+
+    let output = sortd(&[
+        "plan",
+        "lookup",
+        plan_arg,
+        "--preadvice",
+        state_arg,
+        "--barcode",
+        "YT1",
+    ]);
+    let shown = text(&output);
+    assert!(shown.contains("decision: no_rule -> chute 999"), "{shown}");
+    assert!(shown.contains("pre-advice seq 0"), "{shown}");
+}

@@ -12,6 +12,7 @@ mod demo;
 mod frames;
 mod loadgen;
 mod plan;
+mod plan_preadvice;
 mod plc_sim;
 mod run;
 mod simulate;

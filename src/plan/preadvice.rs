@@ -244,6 +244,97 @@ pub struct PreAdvice {
     writer: Mutex<Writer>,
 }
 
+/// What [`load`] rebuilt from a directory.
+struct Loaded {
+    view: PlanView,
+    recovery: Recovery,
+    last_seq: u64,
+    log_bytes: u64,
+    last_segment: Option<PathBuf>,
+}
+
+/// Rebuild the view from `dir` over `base`; with `cut_tail`, cut a damaged tail of the
+/// last segment off the file too.
+fn load(
+    dir: &Path,
+    base: Plan,
+    settings: PreAdviceSettings,
+    cut_tail: bool,
+) -> Result<Loaded, PreAdviceError> {
+    let mut recovery = Recovery::default();
+    let base_version = base.version();
+    let mut plan = base;
+    let mut folded_through = 0u64;
+    let compacted_path = dir.join(COMPACTED_FILE);
+    if compacted_path.exists() {
+        let compacted = Plan::open(&compacted_path).map_err(PreAdviceError::Plan)?;
+        compacted.verify().map_err(PreAdviceError::Plan)?;
+        match parse_compacted_name(compacted.name()) {
+            Some((_, version, seq)) if version == base_version => {
+                folded_through = seq;
+                recovery.compacted_through = Some(seq);
+                plan = compacted;
+            }
+            _ => recovery.compacted_ignored = true,
+        }
+    }
+    let mut overlay = OverlaySnapshot::empty();
+    let mut last_seq = folded_through;
+    let mut log_bytes = 0u64;
+    let found = if dir.exists() {
+        segments(dir)?
+    } else {
+        Vec::new()
+    };
+    let last_index = found.len().checked_sub(1);
+    for (index, (_, path)) in found.iter().enumerate() {
+        let (records, good_bytes, damage) = read_segment(path)?;
+        if let Some(error) = damage {
+            if Some(index) != last_index {
+                return Err(PreAdviceError::LogCorrupt {
+                    path: path.clone(),
+                    offset: good_bytes,
+                    error,
+                });
+            }
+            let length = fs::metadata(path).map_err(io_error("reading", path))?.len();
+            recovery.tail_cut_bytes = length - good_bytes;
+            if cut_tail {
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|file| {
+                        file.set_len(good_bytes)?;
+                        file.sync_all()
+                    })
+                    .map_err(io_error("cutting the torn tail of", path))?;
+            }
+        }
+        log_bytes += good_bytes;
+        for (seq, entries) in records {
+            if seq <= last_seq {
+                recovery.records_folded += 1;
+                continue;
+            }
+            let (next, counts) = overlay.with_batch(&entries, seq, settings.entries_max);
+            overlay = next;
+            recovery.refused_full += counts.refused_full;
+            recovery.records += 1;
+            last_seq = seq;
+        }
+    }
+    Ok(Loaded {
+        view: PlanView {
+            plan: Arc::new(plan),
+            overlay,
+        },
+        recovery,
+        last_seq,
+        log_bytes,
+        last_segment: found.last().map(|(_, path)| path.clone()),
+    })
+}
+
 /// The base name, version and folded sequence a compacted plan's name records.
 pub fn parse_compacted_name(name: &str) -> Option<(&str, u32, u64)> {
     let (base, rest) = name.rsplit_once(NAME_MARK)?;
@@ -336,84 +427,39 @@ impl PreAdvice {
         settings: PreAdviceSettings,
     ) -> Result<(PreAdvice, Recovery), PreAdviceError> {
         fs::create_dir_all(dir).map_err(io_error("creating", dir))?;
-        let mut recovery = Recovery::default();
         let base_version = base.version();
-        let mut plan = base;
-        let mut folded_through = 0u64;
-        let compacted_path = dir.join(COMPACTED_FILE);
-        if compacted_path.exists() {
-            let compacted = Plan::open(&compacted_path).map_err(PreAdviceError::Plan)?;
-            compacted.verify().map_err(PreAdviceError::Plan)?;
-            match parse_compacted_name(compacted.name()) {
-                Some((_, version, seq)) if version == base_version => {
-                    folded_through = seq;
-                    recovery.compacted_through = Some(seq);
-                    plan = compacted;
-                }
-                _ => recovery.compacted_ignored = true,
-            }
-        }
-        let mut overlay = OverlaySnapshot::empty();
-        let mut last_seq = folded_through;
-        let mut log_bytes = 0u64;
-        let found = segments(dir)?;
-        let last_index = found.len().checked_sub(1);
-        for (index, (_, path)) in found.iter().enumerate() {
-            let (records, good_bytes, damage) = read_segment(path)?;
-            if let Some(error) = damage {
-                if Some(index) != last_index {
-                    return Err(PreAdviceError::LogCorrupt {
-                        path: path.clone(),
-                        offset: good_bytes,
-                        error,
-                    });
-                }
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(io_error("opening", path))?;
-                let length = file.metadata().map_err(io_error("reading", path))?.len();
-                file.set_len(good_bytes)
-                    .and_then(|()| file.sync_all())
-                    .map_err(io_error("cutting the torn tail of", path))?;
-                recovery.tail_cut_bytes = length - good_bytes;
-            }
-            log_bytes += good_bytes;
-            for (seq, entries) in records {
-                if seq <= last_seq {
-                    recovery.records_folded += 1;
-                    continue;
-                }
-                let (next, counts) = overlay.with_batch(&entries, seq, settings.entries_max);
-                overlay = next;
-                recovery.refused_full += counts.refused_full;
-                recovery.records += 1;
-                last_seq = seq;
-            }
-        }
-        let segment_path = match found.last() {
-            Some((_, path)) => path.clone(),
-            None => dir.join(segment_name(last_seq + 1)),
-        };
+        let loaded = load(dir, base, settings, true)?;
+        let segment_path = loaded
+            .last_segment
+            .unwrap_or_else(|| dir.join(segment_name(loaded.last_seq + 1)));
         let segment = open_segment(&segment_path)?;
         sync_dir(dir)?;
         let preadvice = PreAdvice {
             dir: dir.to_path_buf(),
             settings,
-            view: ArcSwap::from_pointee(PlanView {
-                plan: Arc::new(plan),
-                overlay,
-            }),
+            view: ArcSwap::from_pointee(loaded.view),
             writer: Mutex::new(Writer {
                 segment,
                 segment_path,
-                last_seq,
-                log_bytes,
+                last_seq: loaded.last_seq,
+                log_bytes: loaded.log_bytes,
                 encoded: Vec::new(),
                 base_version,
             }),
         };
-        Ok((preadvice, recovery))
+        Ok((preadvice, loaded.recovery))
+    }
+
+    /// The view [`PreAdvice::open`] would publish, without changing anything on disk
+    /// (no torn tail is cut: a live node may be writing it). For tools that inspect a
+    /// node's directory.
+    pub fn read_view(
+        dir: &Path,
+        base: Plan,
+        settings: PreAdviceSettings,
+    ) -> Result<(PlanView, Recovery), PreAdviceError> {
+        let loaded = load(dir, base, settings, false)?;
+        Ok((loaded.view, loaded.recovery))
     }
 
     /// The current plan and overlay. Never blocks; load once per batch of parcels and
