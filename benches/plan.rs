@@ -151,6 +151,13 @@ fn resolve_with_preadvice(criterion: &mut Criterion, plan: &Plan, queries: &[[u8
     let (overlay, counts) = OverlaySnapshot::empty().with_batch(&entries, 1, preadvised as usize);
     assert_eq!(counts.stored, preadvised);
     drop(entries);
+    // The merge an update pays once per DELTA_ENTRIES_MAX entries (after publishing).
+    let started = std::time::Instant::now();
+    let overlay = overlay.merged();
+    eprintln!(
+        "overlay of {preadvised} entries merged in {} ms",
+        started.elapsed().as_millis()
+    );
     for query in queries {
         let base = plan.resolve(&[&query[..]], None);
         let through = resolve_with_overlay(plan, &overlay, &[&query[..]], None);

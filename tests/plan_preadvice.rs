@@ -124,6 +124,8 @@ fn resolution_order_table() {
         );
         assert_eq!(got.plan_version, 12);
     }
+    // Warming reads without changing anything.
+    let _ = sortd::plan::overlay::warm_with_overlay(&plan, &overlay, &[b"YT1"], Some(b"33"));
     // With an empty overlay the answer is the plan's, exactly.
     let empty = OverlaySnapshot::empty();
     let base = plan.resolve(&[b"YT2"], None);
@@ -188,7 +190,12 @@ fn many_batches_merge_the_delta_without_losing_entries() {
                 )
             })
             .collect();
-        overlay.with_batch(&entries, batch + 1, 1_000_000).0
+        let next = overlay.with_batch(&entries, batch + 1, 1_000_000).0;
+        if next.needs_merge() {
+            next.merged()
+        } else {
+            next
+        }
     });
     assert_eq!(overlay.len(), 20_000);
     let plan = plan();
@@ -500,4 +507,49 @@ fn the_command_line_appends_lists_looks_up_and_compacts() {
     let shown = text(&output);
     assert!(shown.contains("decision: no_rule -> chute 999"), "{shown}");
     assert!(shown.contains("pre-advice seq 0"), "{shown}");
+}
+
+#[test]
+fn replacing_one_key_over_and_over_keeps_the_delta_bounded() {
+    let mut overlay = OverlaySnapshot::empty();
+    let mut merges = 0;
+    for seq in 1..=20_000u64 {
+        let (next, _) = overlay.with_batch(&[add("SAME", &[(seq % 9 + 1) as u16])], seq, 10);
+        overlay = if next.needs_merge() {
+            merges += 1;
+            next.merged()
+        } else {
+            next
+        };
+    }
+    assert!(merges >= 2, "{merges}");
+    assert_eq!(overlay.len(), 1);
+    assert_eq!(overlay.get(b"SAME").map(|(_, seq)| seq), Some(20_000));
+}
+
+#[test]
+fn a_background_merge_keeps_batches_applied_meanwhile() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let preadvice = open(dir.path());
+    let batch: Vec<PreAdviceEntry> = (0..9_000u64)
+        .map(|index| add(&format!("B{index}"), &[(index % 50 + 1) as u16]))
+        .collect();
+    preadvice.apply(&batch, 1).expect("applies");
+    assert!(preadvice.merge_due());
+    assert!(preadvice.merge_delta());
+    assert!(!preadvice.merge_due());
+    assert_eq!(answer(&preadvice, "B8999", None), (50, Outcome::Exact, 1));
+
+    // Entries applied between the merge's snapshot and its store are rebased on top.
+    let from = preadvice.view().overlay.clone();
+    let (grown, _) = from.with_batch(&batch, 2, usize::MAX);
+    let merged = grown.merged();
+    let (later, _) = grown.with_batch(&[add("B1", &[77]), add("LATE", &[78])], 3, usize::MAX);
+    let rebased = later.rebase(&grown, &merged).expect("descends by applies");
+    assert_eq!(rebased.len(), 9_001);
+    assert_eq!(rebased.get(b"B1").map(|(_, seq)| seq), Some(3));
+    assert_eq!(rebased.get(b"B2").map(|(_, seq)| seq), Some(2));
+    assert_eq!(rebased.get(b"LATE").map(|(_, seq)| seq), Some(3));
+    // Not from the same base: refused.
+    assert!(merged.rebase(&from, &merged).is_none());
 }
