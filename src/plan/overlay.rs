@@ -37,8 +37,9 @@ pub const DELTA_ENTRIES_MAX: usize = 8192;
 /// background merge ([`OverlaySnapshot::must_merge`]): the backstop if nobody runs it.
 pub const DELTA_ENTRIES_HARD_MAX: usize = 8 * DELTA_ENTRIES_MAX;
 
-/// Bloom filter bits per base entry (about 0.5 % false positives for a split-block filter).
-const BLOOM_BITS_PER_ENTRY: usize = 12;
+/// Bloom filter bits per base entry (under 1 % false positives for a one-word blocked
+/// filter with four bits per key).
+const BLOOM_BITS_PER_ENTRY: usize = 16;
 
 /// What a pre-advice entry says about a tracking number.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -213,58 +214,107 @@ impl Layer {
     }
 }
 
-/// A split-block bloom filter (as in Parquet): 256-bit blocks, eight bits set per key,
-/// one in each 32-bit word, so a query reads one 32-byte block.
-#[derive(Clone, Debug)]
+/// A blocked bloom filter: one 64-bit word per query, four bits set per key within
+/// it (about 16 bits per entry, under 1 % false positives). A query is one load and a
+/// mask test: few instructions, so independent lookups still overlap their cache
+/// misses. The words live in an anonymous mapping advised to use huge pages (Linux),
+/// rounded up to whole 2 MiB pages: a filter of 1 M entries is then one TLB entry
+/// instead of hundreds, which matters on a virtual machine where every TLB miss is a
+/// two-level page walk. If the mapping fails the filter is a plain vector.
+#[derive(Debug)]
 struct Bloom {
-    blocks: Vec<[u32; 8]>,
+    words: BloomWords,
+    word_count: usize,
 }
 
-const BLOOM_SALT: [u32; 8] = [
-    0x47b6_137b,
-    0x4497_4d91,
-    0x8824_ad5b,
-    0xa2b7_289d,
-    0x7054_95c7,
-    0x2df1_424b,
-    0x9efc_4947,
-    0x5c6b_fb31,
-];
+#[derive(Debug)]
+enum BloomWords {
+    Mapped(memmap2::MmapMut),
+    Heap(Vec<u8>),
+}
+
+const HUGE_PAGE_BYTES: usize = 2 << 20;
+
+impl Clone for Bloom {
+    fn clone(&self) -> Bloom {
+        let mut copy = Bloom::with_words(self.word_count);
+        copy.bytes_mut().copy_from_slice(self.bytes());
+        copy
+    }
+}
 
 impl Bloom {
     fn with_entries(entries: usize) -> Bloom {
-        let blocks = (entries * BLOOM_BITS_PER_ENTRY).div_ceil(256).max(1);
+        let bits = entries.saturating_mul(BLOOM_BITS_PER_ENTRY);
+        Bloom::with_words(bits.div_ceil(64).max(1))
+    }
+
+    fn with_words(wanted: usize) -> Bloom {
+        let bytes = wanted * 8;
+        if bytes >= HUGE_PAGE_BYTES / 2 {
+            let rounded = bytes.div_ceil(HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES;
+            if let Ok(map) = memmap2::MmapMut::map_anon(rounded) {
+                #[cfg(target_os = "linux")]
+                let _ = map.advise(memmap2::Advice::HugePage);
+                return Bloom {
+                    words: BloomWords::Mapped(map),
+                    word_count: rounded / 8,
+                };
+            }
+        }
         Bloom {
-            blocks: vec![[0; 8]; blocks],
+            words: BloomWords::Heap(vec![0; bytes]),
+            word_count: wanted,
         }
     }
 
     #[inline]
-    fn block_index(&self, hash: u64) -> usize {
-        (((hash >> 32) * self.blocks.len() as u64) >> 32) as usize
+    fn bytes(&self) -> &[u8] {
+        match &self.words {
+            BloomWords::Mapped(map) => map,
+            BloomWords::Heap(bytes) => bytes,
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match &mut self.words {
+            BloomWords::Mapped(map) => map,
+            BloomWords::Heap(bytes) => bytes,
+        }
+    }
+
+    /// Byte offset of the key's word (from the high half of the hash; the plan's home
+    /// bucket uses the low half) and its four-bit mask (from the low half).
+    #[inline]
+    fn position(&self, hash: u64) -> (usize, u64) {
+        let offset = ((((hash >> 32) * self.word_count as u64) >> 32) as usize) * 8;
+        let low = hash as u32;
+        let mask = (1u64 << (low & 63))
+            | (1u64 << ((low >> 6) & 63))
+            | (1u64 << ((low >> 12) & 63))
+            | (1u64 << ((low >> 18) & 63));
+        (offset, mask)
+    }
+
+    #[inline]
+    fn word(&self, offset: usize) -> Option<u64> {
+        let bytes = self.bytes().get(offset..offset + 8)?;
+        Some(u64::from_le_bytes(bytes.try_into().ok()?))
     }
 
     fn insert(&mut self, hash: u64) {
-        let index = self.block_index(hash);
-        if let Some(block) = self.blocks.get_mut(index) {
-            let low = hash as u32;
-            for (word, salt) in block.iter_mut().zip(BLOOM_SALT) {
-                *word |= 1 << (low.wrapping_mul(salt) >> 27);
-            }
+        let (offset, mask) = self.position(hash);
+        if let Some(word) = self.bytes_mut().get_mut(offset..offset + 8) {
+            let mut value = [0u8; 8];
+            value.copy_from_slice(word);
+            word.copy_from_slice(&(u64::from_le_bytes(value) | mask).to_le_bytes());
         }
     }
 
     #[inline]
     fn may_contain(&self, hash: u64) -> bool {
-        let Some(block) = self.blocks.get(self.block_index(hash)) else {
-            return true;
-        };
-        let low = hash as u32;
-        let mut all = true;
-        for (word, salt) in block.iter().zip(BLOOM_SALT) {
-            all &= word & (1 << (low.wrapping_mul(salt) >> 27)) != 0;
-        }
-        all
+        let (offset, mask) = self.position(hash);
+        self.word(offset).is_none_or(|word| word & mask == mask)
     }
 }
 
@@ -316,8 +366,10 @@ impl OverlaySnapshot {
 
     #[inline]
     fn get_hashed(&self, barcode: &[u8], hash: u64) -> Option<(OverlayValue<'_>, u64)> {
-        if let Some(slot) = self.delta.find(barcode, hash) {
-            return Some((self.delta.value(slot), slot.seq));
+        if !self.delta.table.is_empty() {
+            if let Some(slot) = self.delta.find(barcode, hash) {
+                return Some((self.delta.value(slot), slot.seq));
+            }
         }
         let slot = self.base.find(barcode, hash)?;
         Some((self.base.value(slot), slot.seq))
@@ -578,9 +630,7 @@ pub fn warm_with_overlay(
     if let Some(bloom) = overlay.base.bloom.as_ref().filter(|_| !overlay.is_empty()) {
         for barcode in barcodes.iter().filter(|code| !code.is_empty()) {
             let hash = format::key_hash(barcode);
-            if let Some(block) = bloom.blocks.get(bloom.block_index(hash)) {
-                touched ^= u64::from(block[0]);
-            }
+            touched ^= bloom.word(bloom.position(hash).0).unwrap_or(0);
         }
     }
     touched
@@ -593,5 +643,28 @@ pub fn folded_chutes(plan: &Plan, value: OverlayValue<'_>) -> Option<Chutes> {
         OverlayValue::Chutes(chutes) => Some(chutes),
         OverlayValue::Destination(code) => plan.longest_prefix(code).map(|(chutes, _)| chutes),
         OverlayValue::Removed => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_has_no_false_negatives_and_few_false_positives() {
+        for entries in [1usize, 1000, 100_000] {
+            let mut bloom = Bloom::with_entries(entries);
+            let hash = |index: u64| format::key_hash(&index.to_le_bytes());
+            for index in 0..entries as u64 {
+                bloom.insert(hash(index));
+            }
+            let copy = bloom.clone();
+            assert!((0..entries as u64).all(|index| copy.may_contain(hash(index))));
+            let probes = 100_000u64;
+            let false_positives = (0..probes)
+                .filter(|index| bloom.may_contain(hash((index + 1) << 40)))
+                .count();
+            assert!(false_positives < 1500, "{entries}: {false_positives}");
+        }
     }
 }
