@@ -553,3 +553,32 @@ fn a_background_merge_keeps_batches_applied_meanwhile() {
     // Not from the same base: refused.
     assert!(merged.rebase(&from, &merged).is_none());
 }
+
+#[test]
+fn a_restart_replays_many_batches_within_the_bound() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = PreAdviceSettings {
+        entries_max: 25_000,
+        ..PreAdviceSettings::default()
+    };
+    {
+        let (preadvice, _) = PreAdvice::open(dir.path(), plan(), settings).expect("opens");
+        for batch in 0..30u64 {
+            let entries: Vec<PreAdviceEntry> = (0..1_000u64)
+                .map(|index| {
+                    add(
+                        &format!("R{}", batch * 1_000 + index),
+                        &[(batch + 1) as u16],
+                    )
+                })
+                .collect();
+            preadvice.apply(&entries, batch + 1).expect("applies");
+        }
+        assert_eq!(preadvice.view().overlay.len(), 25_000);
+    }
+    let (preadvice, recovery) = PreAdvice::open(dir.path(), plan(), settings).expect("reopens");
+    assert_eq!((recovery.records, recovery.refused_full), (30, 5_000));
+    assert_eq!(preadvice.view().overlay.len(), 25_000);
+    assert_eq!(answer(&preadvice, "R24999", None), (25, Outcome::Exact, 25));
+    assert_eq!(answer(&preadvice, "R25000", None).1, Outcome::NoRule);
+}

@@ -131,13 +131,7 @@ pub fn run(command: PreadviceCommand) -> anyhow::Result<ExitCode> {
             for (key, value, seq) in view.overlay.entries().take(limit) {
                 let entry = sortd::plan::PreAdviceEntry {
                     barcode: key.into(),
-                    value: match value {
-                        OverlayValue::Chutes(chutes) => sortd::plan::PreAdviceValue::Chutes(chutes),
-                        OverlayValue::Destination(code) => {
-                            sortd::plan::PreAdviceValue::Destination(code.into())
-                        }
-                        OverlayValue::Removed => sortd::plan::PreAdviceValue::Remove,
-                    },
+                    value: value.into(),
                 };
                 println!("{seq} {}", entry_to_json(&entry));
             }

@@ -87,6 +87,26 @@ pub struct OverlayResolution {
     pub preadvice_seq: u64,
 }
 
+impl<'a> From<&'a PreAdviceValue> for OverlayValue<'a> {
+    fn from(value: &'a PreAdviceValue) -> OverlayValue<'a> {
+        match value {
+            PreAdviceValue::Chutes(chutes) => OverlayValue::Chutes(*chutes),
+            PreAdviceValue::Destination(code) => OverlayValue::Destination(code),
+            PreAdviceValue::Remove => OverlayValue::Removed,
+        }
+    }
+}
+
+impl From<OverlayValue<'_>> for PreAdviceValue {
+    fn from(value: OverlayValue<'_>) -> PreAdviceValue {
+        match value {
+            OverlayValue::Chutes(chutes) => PreAdviceValue::Chutes(chutes),
+            OverlayValue::Destination(code) => PreAdviceValue::Destination(code.into()),
+            OverlayValue::Removed => PreAdviceValue::Remove,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum StoredValue {
     Chutes(Chutes),
@@ -411,11 +431,7 @@ impl OverlaySnapshot {
                 counts.refused_full += 1;
                 continue;
             }
-            let value = match &entry.value {
-                PreAdviceValue::Chutes(chutes) => OverlayValue::Chutes(*chutes),
-                PreAdviceValue::Destination(code) => OverlayValue::Destination(code),
-                PreAdviceValue::Remove => OverlayValue::Removed,
-            };
+            let value = OverlayValue::from(&entry.value);
             delta.upsert(&entry.barcode, hash, value, seq);
             if !known {
                 entries += 1;
@@ -511,6 +527,58 @@ impl OverlaySnapshot {
             entries: count,
             seq_max,
         }
+    }
+}
+
+/// Builds a snapshot from many batches in one pass (the log replay at start): one
+/// mutable layer, merged once by [`OverlayReplay::finish`], so replay is linear in the
+/// log rather than a copy per batch.
+#[derive(Debug)]
+pub struct OverlayReplay {
+    layer: Layer,
+    entries_max: usize,
+    seq_max: u64,
+    /// New keys refused because the overlay was full.
+    pub refused_full: u64,
+}
+
+impl OverlayReplay {
+    /// An empty replay bounded like [`OverlaySnapshot::with_batch`].
+    pub fn new(entries_max: usize) -> OverlayReplay {
+        OverlayReplay {
+            layer: Layer::default(),
+            entries_max,
+            seq_max: 0,
+            refused_full: 0,
+        }
+    }
+
+    /// Apply one batch at `seq` (same rules as [`OverlaySnapshot::with_batch`]).
+    pub fn add_batch(&mut self, batch: &[PreAdviceEntry], seq: u64) {
+        for entry in batch {
+            if validate_entry(entry).is_err() {
+                continue;
+            }
+            let hash = format::key_hash(&entry.barcode);
+            let known = self.layer.find(&entry.barcode, hash).is_some();
+            if !known && self.layer.len() >= self.entries_max {
+                self.refused_full += 1;
+                continue;
+            }
+            let value = OverlayValue::from(&entry.value);
+            self.layer.upsert(&entry.barcode, hash, value, seq);
+        }
+        self.seq_max = self.seq_max.max(seq);
+    }
+
+    /// The snapshot: one base layer with its filter.
+    pub fn finish(self) -> OverlaySnapshot {
+        OverlaySnapshot::from_entries(
+            self.layer
+                .live()
+                .map(|(key, _, value, seq)| (key, value, seq)),
+            self.seq_max,
+        )
     }
 }
 

@@ -31,8 +31,8 @@ use super::error::{CompileErrors, PlanError};
 use super::format::NAME_BYTES_MAX;
 use super::open::Plan;
 use super::overlay::{
-    BatchCounts, EntryError, OverlayResolution, OverlaySnapshot, PreAdviceEntry, folded_chutes,
-    resolve_with_overlay, validate_entry, warm_with_overlay,
+    BatchCounts, EntryError, OverlayReplay, OverlayResolution, OverlaySnapshot, PreAdviceEntry,
+    folded_chutes, resolve_with_overlay, validate_entry, warm_with_overlay,
 };
 use super::preadvice_log::{BATCH_ENTRIES_MAX, RecordError, decode_record, encode_record};
 use super::types::{DefaultKind, RuleKind};
@@ -288,7 +288,7 @@ fn load(
             _ => recovery.compacted_ignored = true,
         }
     }
-    let mut overlay = OverlaySnapshot::empty();
+    let mut replay = OverlayReplay::new(settings.entries_max);
     let mut last_seq = folded_through;
     let mut log_bytes = 0u64;
     let found = if dir.exists() {
@@ -326,21 +326,16 @@ fn load(
                 recovery.records_folded += 1;
                 continue;
             }
-            let (next, counts) = overlay.with_batch(&entries, seq, settings.entries_max);
-            overlay = if next.needs_merge() {
-                next.merged()
-            } else {
-                next
-            };
-            recovery.refused_full += counts.refused_full;
+            replay.add_batch(&entries, seq);
             recovery.records += 1;
             last_seq = seq;
         }
     }
+    recovery.refused_full = replay.refused_full;
     Ok(Loaded {
         view: PlanView {
             plan: Arc::new(plan),
-            overlay,
+            overlay: replay.finish(),
         },
         recovery,
         last_seq,
