@@ -7,6 +7,7 @@
 //! - [`egress::EgressCore`]: the PLC side (finalizer with duplicate window and deadline,
 //!   the PLC [`crate::plc::HostLink`], chute states), reporting every parcel's fate and
 //!   every confirmation to an [`egress::EgressObserver`].
+//! - [`idle::IdlePolicy`]: whether a loop with nothing to do spins or parks.
 //!
 //! Two drivers run this code: the mio shells in [`crate::net`] (sockets, poll, wakers,
 //! threads) and the deterministic simulator in [`crate::sim::deterministic`] (a virtual
@@ -15,5 +16,6 @@
 //! [`crate::pipeline`] and [`crate::plc`].
 
 pub mod egress;
+pub mod idle;
 pub mod input;
 pub mod session;

@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
 
+use crate::core::idle::IdlePolicy;
 use crate::net::egress::{self, Egress, EgressShared};
 use crate::net::ingress::{self, IngressShared, IngressWorker};
 use crate::pipeline::finalize::Finalizer;
@@ -25,6 +26,7 @@ use crate::plc::{ChuteStateTable, HostLink};
 use crate::stats::Counters;
 
 pub use config::Config;
+use config::PipelineSettings;
 pub use plan_source::PlanSource;
 
 /// Why the daemon could not start or stopped with an error.
@@ -156,7 +158,7 @@ impl Daemon {
                 chute_states: chute_states.clone(),
                 counters: counters.clone(),
                 stop: stop.clone(),
-                spin_before_park: pipeline.spin_before_park,
+                idle: idle_policy(&pipeline),
                 drain_grace: config.drain_grace,
             },
         )
@@ -309,4 +311,24 @@ impl Daemon {
     pub fn has_stopped_thread(&self) -> bool {
         self.threads.iter().any(|(_, handle)| handle.is_finished())
     }
+}
+
+/// The idle policy for this machine: the configured mode against the cores this process
+/// may use and the threads that run under load (the workers, the PLC thread and the
+/// metrics thread).
+fn idle_policy(pipeline: &PipelineSettings) -> IdlePolicy {
+    let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    let policy = IdlePolicy::resolve(
+        pipeline.idle,
+        pipeline.spin_before_park,
+        cores,
+        pipeline.workers + 2,
+    );
+    tracing::info!(
+        mode = pipeline.idle.name(),
+        cores,
+        spin_us = policy.spin_for().map(|spin| spin.as_micros() as u64),
+        "idle policy"
+    );
+    policy
 }

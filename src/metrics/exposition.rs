@@ -27,11 +27,12 @@ use crate::plc::{ChuteState, ChuteStateTable};
 use crate::stats::Counters;
 
 /// Upper bounds of the decision-latency histogram's buckets, in microseconds (the
-/// exposition converts them to seconds). The bar is p99.9 under 1 ms; the deadline
-/// defaults to 500 ms.
-pub const LATENCY_BUCKET_BOUNDS_US: [u64; 14] = [
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000,
+/// exposition converts them to seconds). Fine below 1 ms, so that a p99 of 150 us (the
+/// stretch goal) and a p99.9 under 1 ms (the bar) can be read off them; coarse above, up
+/// to the deadline (500 ms by default) and 1 s.
+pub const LATENCY_BUCKET_BOUNDS_US: [u64; 19] = [
+    25, 50, 75, 100, 150, 200, 300, 500, 750, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000,
+    250_000, 500_000, 1_000_000,
 ];
 
 const _: () = {
@@ -626,7 +627,13 @@ mod tests {
         let latency = LatencyHistogram::from_hdr(Some(&histogram));
         assert_eq!(latency.count, 10);
         let counts: Vec<u64> = latency.buckets.iter().map(|(_, count)| *count).collect();
-        assert_eq!(counts, vec![3, 2, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4]);
+        // Bounds 25, 50, 75, 100, 150, 200, 300, 500, 750 us, 1 ms, ... 1 s, +Inf.
+        let mut expected = vec![0; LATENCY_BUCKET_BOUNDS_US.len() + 1];
+        expected[1] = 3; // 40 us: the 50 us bucket
+        expected[3] = 2; // 100 us: its own bound
+        expected[8] = 1; // 700 us: the 750 us bucket
+        expected[LATENCY_BUCKET_BOUNDS_US.len()] = 4; // 2 s: +Inf
+        assert_eq!(counts, expected);
         assert_eq!(latency.buckets.last().map(|b| b.0), Some(f64::INFINITY));
         // The sum is within hdrhistogram's precision (3 significant digits).
         let exact_seconds = (40.0 * 3.0 + 200.0 + 700.0 + 8_000_000.0) / 1e6;

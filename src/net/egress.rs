@@ -20,6 +20,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::core::egress::{EgressCore, EgressObserver, Fate, LinkAction};
+use crate::core::idle::{IdlePolicy, IdleStep};
 use crate::decision::{ChuteNumber, Reason};
 use crate::pipeline::decide::Decision;
 use crate::pipeline::finalize::Finalizer;
@@ -50,8 +51,8 @@ pub struct EgressShared {
     pub counters: Arc<Counters>,
     /// Set when the daemon stops; the thread drains the queue and the window first.
     pub stop: Arc<AtomicBool>,
-    /// How long to spin for work before parking.
-    pub spin_before_park: Duration,
+    /// Whether an idle turn spins or parks.
+    pub idle: IdlePolicy,
     /// How long a stop may wait for the PLC to acknowledge what was sent.
     pub drain_grace: Duration,
 }
@@ -160,25 +161,7 @@ impl Egress {
                 }
             }
 
-            let timeout = if moved > 0 {
-                idle_since = None;
-                Some(Duration::ZERO)
-            } else {
-                let since = *idle_since.get_or_insert(now);
-                if now.saturating_duration_since(since) < self.shared.spin_before_park {
-                    std::hint::spin_loop();
-                    Some(Duration::ZERO)
-                } else if self.queue.park() {
-                    let until_timer = self
-                        .core
-                        .link()
-                        .poll_timeout()
-                        .map_or(PARK_MAX, |at| at.saturating_duration_since(now));
-                    Some(until_timer.min(PARK_MAX))
-                } else {
-                    Some(Duration::ZERO)
-                }
-            };
+            let timeout = self.wait_timeout(moved, now, &mut idle_since);
             let polled = self.poll.poll(&mut events, timeout);
             self.queue.unpark();
             if let Err(error) = polled {
@@ -198,6 +181,36 @@ impl Egress {
                 self.observer.publish_latency();
                 self.last_latency_publish = now;
             }
+        }
+    }
+
+    /// How long this turn's poll may sleep: zero after work or while the idle policy
+    /// spins; otherwise park until the link's next timer (at most [`PARK_MAX`]).
+    fn wait_timeout(
+        &self,
+        moved: usize,
+        now: Instant,
+        idle_since: &mut Option<Instant>,
+    ) -> Option<Duration> {
+        if moved > 0 {
+            *idle_since = None;
+            return Some(Duration::ZERO);
+        }
+        let since = *idle_since.get_or_insert(now);
+        match self.shared.idle.step(now.saturating_duration_since(since)) {
+            IdleStep::Spin => {
+                std::hint::spin_loop();
+                Some(Duration::ZERO)
+            }
+            IdleStep::Park if self.queue.park() => {
+                let until_timer = self
+                    .core
+                    .link()
+                    .poll_timeout()
+                    .map_or(PARK_MAX, |at| at.saturating_duration_since(now));
+                Some(until_timer.min(PARK_MAX))
+            }
+            IdleStep::Park => Some(Duration::ZERO),
         }
     }
 

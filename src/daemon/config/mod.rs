@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::core::idle::IdleMode;
 use crate::net::cidr::AllowList;
 pub use crate::net::settings::{ConnectionLimits, Listener, PlcMode, PlcSettings};
 use crate::web::WebSecurity;
@@ -122,6 +123,8 @@ pub struct PipelineSettings {
     pub duplicate_window: Duration,
     /// Duplicate window memory bound.
     pub duplicate_entries_max: usize,
+    /// How an idle thread waits.
+    pub idle: IdleMode,
     /// Spin time before parking.
     pub spin_before_park: Duration,
 }

@@ -151,7 +151,9 @@ pub struct PipelineSection {
     pub duplicate_window_ms: u64,
     /// Parcels the duplicate window remembers, at most.
     pub duplicate_entries_max: usize,
-    /// How long an idle thread spins before it parks.
+    /// How an idle thread waits: `adaptive`, `park`, `spin` or `busy_poll`.
+    pub idle: String,
+    /// How long an idle thread spins before it parks (modes `adaptive` and `spin`).
     pub spin_before_park_us: u64,
     /// On stop, how long to wait for the PLC to acknowledge what was already sent.
     pub drain_grace_ms: u64,
@@ -166,6 +168,7 @@ impl Default for PipelineSection {
             deadline_ms: 500,
             duplicate_window_ms: 10_000,
             duplicate_entries_max: 1_000_000,
+            idle: "adaptive".to_string(),
             spin_before_park_us: 50,
             drain_grace_ms: 5_000,
         }

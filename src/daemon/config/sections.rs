@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::core::idle::IdleMode;
 use crate::net::cidr::{AllowList, Cidr};
 use crate::net::settings::{ConnectionLimits, Listener, PlcMode, PlcSettings};
 use crate::web::WebSecurity;
@@ -254,6 +255,15 @@ pub(super) fn pipeline(
             1,
             100_000_000,
         )?,
+        idle: IdleMode::from_name(&section.idle).ok_or_else(|| {
+            ConfigError::new(
+                "pipeline.idle",
+                format!(
+                    "unknown idle mode {:?}: expected adaptive, park, spin or busy_poll",
+                    section.idle
+                ),
+            )
+        })?,
         spin_before_park: Duration::from_micros(within(
             "pipeline.spin_before_park_us",
             section.spin_before_park_us,
@@ -352,5 +362,23 @@ mod tests {
         }
         let settings = plc(&PlcSection::default()).expect("defaults are valid");
         assert_eq!(settings.window_max, 4096);
+    }
+
+    #[test]
+    fn idle_mode_defaults_to_adaptive_and_an_unknown_one_names_the_key() {
+        let (settings, _) = pipeline(&PipelineSection::default()).expect("defaults are valid");
+        assert_eq!(settings.idle, IdleMode::Adaptive);
+        let section = PipelineSection {
+            idle: "busy_poll".into(),
+            ..PipelineSection::default()
+        };
+        let (settings, _) = pipeline(&section).expect("busy_poll is a mode");
+        assert_eq!(settings.idle, IdleMode::BusyPoll);
+        let section = PipelineSection {
+            idle: "turbo".into(),
+            ..PipelineSection::default()
+        };
+        let error = pipeline(&section).expect_err("turbo is not a mode");
+        assert_eq!(error.key, "pipeline.idle");
     }
 }

@@ -1,0 +1,151 @@
+//! How a loop with nothing to do waits: the idle policy, as a pure decision (idle time
+//! in, spin or park out). The shells ask it once per empty turn; it does no waiting
+//! itself and reads no clock.
+//!
+//! Spinning before parking saves the wake-up cost (a few microseconds) when work comes
+//! back soon, but only when the spinning thread has a core of its own: on a box where the
+//! daemon's threads already fill the cores, every spin turn is taken from the scanner
+//! side, the PLC or the daemon's other threads. So [`IdleMode::Adaptive`] spins only when
+//! the machine has more cores than the daemon has busy threads; [`IdleMode::BusyPoll`]
+//! never parks (a dedicated, isolated core); [`IdleMode::Park`] never spins;
+//! [`IdleMode::Spin`] always spins first (the behaviour before adaptive waiting).
+
+use std::time::Duration;
+
+/// The configured waiting mode (`pipeline.idle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleMode {
+    /// Spin `spin_before_park` only when a core is spare, else park at once.
+    Adaptive,
+    /// Park at once.
+    Park,
+    /// Spin `spin_before_park`, then park, whatever the cores.
+    Spin,
+    /// Never park: poll without sleeping. Only for a dedicated core.
+    BusyPoll,
+}
+
+impl IdleMode {
+    /// The mode named in the configuration, if the name is one.
+    pub fn from_name(name: &str) -> Option<IdleMode> {
+        match name {
+            "adaptive" => Some(IdleMode::Adaptive),
+            "park" => Some(IdleMode::Park),
+            "spin" => Some(IdleMode::Spin),
+            "busy_poll" => Some(IdleMode::BusyPoll),
+            _ => None,
+        }
+    }
+
+    /// The configuration name of the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            IdleMode::Adaptive => "adaptive",
+            IdleMode::Park => "park",
+            IdleMode::Spin => "spin",
+            IdleMode::BusyPoll => "busy_poll",
+        }
+    }
+}
+
+/// What an idle loop does this turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleStep {
+    /// Poll without sleeping and come back.
+    Spin,
+    /// Sleep until an event, a wake or a timer.
+    Park,
+}
+
+/// The resolved policy: the mode applied to this machine's cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdlePolicy {
+    /// `None`: spin forever (busy-poll). `Some(d)`: spin `d`, then park.
+    spin_for: Option<Duration>,
+}
+
+impl IdlePolicy {
+    /// Resolves `mode` for a machine with `cores_available` cores and a daemon that
+    /// keeps `threads_busy` threads running under load (workers, the PLC thread, the
+    /// metrics thread). Adaptive spins only when `cores_available > threads_busy`.
+    pub fn resolve(
+        mode: IdleMode,
+        spin_before_park: Duration,
+        cores_available: usize,
+        threads_busy: usize,
+    ) -> IdlePolicy {
+        let spin_for = match mode {
+            IdleMode::Adaptive if cores_available > threads_busy => Some(spin_before_park),
+            IdleMode::Adaptive | IdleMode::Park => Some(Duration::ZERO),
+            IdleMode::Spin => Some(spin_before_park),
+            IdleMode::BusyPoll => None,
+        };
+        IdlePolicy { spin_for }
+    }
+
+    /// A policy that parks at once (tests, tools).
+    pub fn park() -> IdlePolicy {
+        IdlePolicy {
+            spin_for: Some(Duration::ZERO),
+        }
+    }
+
+    /// How long the resolved policy spins before parking; `None` for busy-poll.
+    pub fn spin_for(self) -> Option<Duration> {
+        self.spin_for
+    }
+
+    /// What to do after `idle_for` without work.
+    pub fn step(self, idle_for: Duration) -> IdleStep {
+        match self.spin_for {
+            None => IdleStep::Spin,
+            Some(limit) if idle_for < limit => IdleStep::Spin,
+            Some(_) => IdleStep::Park,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPIN: Duration = Duration::from_micros(50);
+
+    #[test]
+    fn adaptive_spins_only_with_a_spare_core() {
+        // 2 cores, 1 worker + PLC thread + metrics thread: no core to spare.
+        let shared = IdlePolicy::resolve(IdleMode::Adaptive, SPIN, 2, 3);
+        assert_eq!(shared.step(Duration::ZERO), IdleStep::Park);
+        let roomy = IdlePolicy::resolve(IdleMode::Adaptive, SPIN, 8, 3);
+        assert_eq!(roomy.step(Duration::from_micros(10)), IdleStep::Spin);
+        assert_eq!(roomy.step(SPIN), IdleStep::Park);
+        // Equal counts: still no spare core.
+        let full = IdlePolicy::resolve(IdleMode::Adaptive, SPIN, 3, 3);
+        assert_eq!(full.spin_for(), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn the_explicit_modes_ignore_the_cores() {
+        let park = IdlePolicy::resolve(IdleMode::Park, SPIN, 64, 3);
+        assert_eq!(park.step(Duration::ZERO), IdleStep::Park);
+        let spin = IdlePolicy::resolve(IdleMode::Spin, SPIN, 1, 3);
+        assert_eq!(spin.step(Duration::from_micros(49)), IdleStep::Spin);
+        assert_eq!(spin.step(SPIN), IdleStep::Park);
+        let busy = IdlePolicy::resolve(IdleMode::BusyPoll, SPIN, 1, 3);
+        assert_eq!(busy.step(Duration::from_secs(3600)), IdleStep::Spin);
+        assert_eq!(busy.spin_for(), None);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for mode in [
+            IdleMode::Adaptive,
+            IdleMode::Park,
+            IdleMode::Spin,
+            IdleMode::BusyPoll,
+        ] {
+            assert_eq!(IdleMode::from_name(mode.name()), Some(mode));
+        }
+        assert_eq!(IdleMode::from_name("fast"), None);
+    }
+}
