@@ -27,6 +27,7 @@ fn decision(parcel_id: u64, at: Instant) -> Decision {
         chute: 12,
         reason: Reason::SortedPrimary,
         plan_version: 1,
+        preadvice_seq: 0,
         late_chute: 996,
         received_at: at,
     }

@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use crate::pipeline::decide::{Decision, decide};
-use crate::plan::{DefaultKind, Plan};
+use crate::plan::{DefaultKind, PlanView};
 use crate::plc::ChuteStateTable;
 use crate::wire::{DecodeError, Decoded, Frame, Framing, ScanFrame};
 
@@ -105,8 +105,8 @@ pub trait SessionObserver {
 /// What the plan and the chute states say, and the worker's synthetic parcel ids.
 #[derive(Debug)]
 pub struct Decider<'a> {
-    /// The plan of this turn.
-    pub plan: &'a Plan,
+    /// The plan and pre-advice overlay of this turn.
+    pub plan: &'a PlanView,
     /// Chute availability reported by the PLC.
     pub chute_states: &'a ChuteStateTable,
     /// The last synthetic parcel id handed out (for frames that carry none).
@@ -430,9 +430,9 @@ impl Scanner<'_> {
                 } else {
                     scan.parcel_id
                 };
-                let plan = decider.plan;
-                let (chute, reason) = decide(
-                    plan,
+                let view = decider.plan;
+                let decided = decide(
+                    view,
                     decider.chute_states,
                     scan.barcodes.as_slice(),
                     scan.destination,
@@ -440,10 +440,11 @@ impl Scanner<'_> {
                 let decision = Decision {
                     parcel_id,
                     scanner_id,
-                    chute,
-                    reason,
-                    plan_version: plan.version(),
-                    late_chute: plan.default_chute(DefaultKind::Late),
+                    chute: decided.chute,
+                    reason: decided.reason,
+                    plan_version: view.plan.version(),
+                    preadvice_seq: decided.preadvice_seq,
+                    late_chute: view.plan.default_chute(DefaultKind::Late),
                     received_at: now,
                 };
                 observer.on_scan(scan, &decision);

@@ -6,6 +6,7 @@
 
 pub mod config;
 mod plan_source;
+pub mod preadvice;
 pub mod systemd;
 
 use std::fmt;
@@ -13,6 +14,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use mio::{Poll, Waker};
 
@@ -94,7 +96,16 @@ impl Daemon {
             path = %config.plan_path.display(),
             "sort plan loaded"
         );
-        let plan = Arc::new(PlanHandle::new(plan));
+        let (plan, maintained) = match &config.preadvice {
+            Some(settings) => {
+                let opened = preadvice::open(settings, plan)?;
+                let handle = PlanHandle::with_preadvice(Arc::clone(&opened));
+                let interval = Duration::from_millis(settings.maintenance_interval_ms);
+                (handle, Some((opened, interval)))
+            }
+            None => (PlanHandle::new(plan), None),
+        };
+        let plan = Arc::new(plan);
         let counters = Arc::new(Counters::default());
         counters.mark_plan_loaded();
         let chute_states = Arc::new(ChuteStateTable::new());
@@ -208,6 +219,13 @@ impl Daemon {
         for worker in workers {
             let name = format!("sortd-ingress-{}", threads.len() - 1);
             threads.push(spawn(name, Box::new(move || worker.run()))?);
+        }
+        if let Some((opened, interval)) = maintained {
+            let stop = Arc::clone(&stop);
+            threads.push(spawn(
+                "sortd-preadvice".into(),
+                Box::new(move || preadvice::maintain(&opened, &stop, interval)),
+            )?);
         }
         Ok(Daemon {
             counters,

@@ -25,7 +25,7 @@ use crate::core::session::{
 };
 use crate::pipeline::decide::Decision;
 use crate::pipeline::queue::{Batch, BatchSender};
-use crate::plan::{Plan, PlanHandle};
+use crate::plan::{PlanHandle, PlanView};
 use crate::plc::ChuteStateTable;
 use crate::stats::Counters;
 use crate::util::rate_limit::RateLimit;
@@ -235,7 +235,7 @@ impl IngressWorker {
             if let Some(Some(connection)) = self.connections.get_mut(slot) {
                 connection.session.handle_eof(Ending::Stopping);
             }
-            let plan = self.shared.plan.load();
+            let plan = self.shared.plan.view();
             while self.serve_slot(slot, now, &plan) == Some(Served::Blocked) {
                 while !self.sink.flush() {
                     std::thread::sleep(BLOCKED_RETRY);
@@ -262,7 +262,7 @@ impl IngressWorker {
     }
 
     /// Gives the connection in `slot` one turn of its session; `None` when it is empty.
-    fn serve_slot(&mut self, slot: usize, now: Instant, plan: &Plan) -> Option<Served> {
+    fn serve_slot(&mut self, slot: usize, now: Instant, plan: &PlanView) -> Option<Served> {
         let connection = self.connections.get_mut(slot)?.as_mut()?;
         let mut decider = Decider {
             plan,
@@ -302,7 +302,7 @@ impl IngressWorker {
         if self.ready.is_empty() {
             return false;
         }
-        let plan = self.shared.plan.load();
+        let plan = self.shared.plan.view();
         let turns = self.ready.len();
         for _ in 0..turns {
             let Some(slot) = self.ready.pop_front() else {

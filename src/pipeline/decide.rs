@@ -1,5 +1,5 @@
-//! Turning a decoded scan into a decision: resolve against the plan, then steer around
-//! chutes the PLC reported full or disabled.
+//! Turning a decoded scan into a decision: resolve against the plan and its pre-advice
+//! overlay, then steer around chutes the PLC reported full or disabled.
 //!
 //! Pure and allocation-free; it neither reads the clock nor touches a socket. Deadlines
 //! and duplicates are judged later, where the decision leaves for the PLC.
@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use crate::decision::{ChuteNumber, Reason};
-use crate::plan::{DefaultKind, Outcome, Plan};
+use crate::plan::{DefaultKind, Outcome, PlanView, Resolution};
 use crate::plc::{ChuteState, ChuteStateTable};
 
 /// One parcel's decision as it travels from an ingress worker to the PLC thread.
@@ -23,23 +23,52 @@ pub struct Decision {
     pub reason: Reason,
     /// The version of the plan that decided it.
     pub plan_version: u32,
+    /// The sequence of the pre-advice batch whose entry decided it; 0 = none.
+    pub preadvice_seq: u64,
     /// That plan's chute for late parcels, used if the decision misses its deadline.
     pub late_chute: ChuteNumber,
     /// When sortd received the frame.
     pub received_at: Instant,
 }
 
-/// Resolves a parcel and picks the first usable chute in plan order.
+/// What [`decide`] chose for one parcel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decided {
+    /// Where it goes.
+    pub chute: ChuteNumber,
+    /// Why.
+    pub reason: Reason,
+    /// The pre-advice batch whose entry resolved it; 0 = the plan alone.
+    pub preadvice_seq: u64,
+}
+
+/// Resolves a parcel through `view` (plan plus pre-advice overlay) and picks the first
+/// usable chute in plan order.
 ///
 /// Sorted parcels whose primary and alternates are all full or disabled go to the plan's
 /// `no_rule` exception chute with reason `chute_unavailable`.
+#[inline]
 pub fn decide(
-    plan: &Plan,
+    view: &PlanView,
     chute_states: &ChuteStateTable,
     barcodes: &[&[u8]],
     destination: Option<&[u8]>,
+) -> Decided {
+    let resolved = view.resolve(barcodes, destination);
+    let (chute, reason) = steer(view, chute_states, resolved.resolution);
+    Decided {
+        chute,
+        reason,
+        preadvice_seq: resolved.preadvice_seq,
+    }
+}
+
+fn steer(
+    view: &PlanView,
+    chute_states: &ChuteStateTable,
+    resolution: Resolution,
 ) -> (ChuteNumber, Reason) {
-    let resolution = plan.resolve(barcodes, destination);
+    let plan = &view.plan;
     match resolution.outcome {
         Outcome::Exact | Outcome::Prefix => {
             for (index, chute) in resolution.chutes.as_slice().iter().enumerate() {

@@ -71,6 +71,7 @@ mod tests {
             chute: 12,
             reason: Reason::SortedPrimary,
             plan_version: 3,
+            preadvice_seq: 0,
             late_chute: 996,
             received_at,
         }

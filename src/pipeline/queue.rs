@@ -201,6 +201,7 @@ mod tests {
             chute: 5,
             reason: Reason::SortedPrimary,
             plan_version: 1,
+            preadvice_seq: 0,
             late_chute: 996,
             received_at: Instant::now(),
         }

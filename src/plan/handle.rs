@@ -1,9 +1,13 @@
-//! The shared plan handle: readers load the current plan without blocking; a swap opens
-//! and fully verifies the new plan before publishing it.
+//! The shared plan handle: readers load the current plan (and the pre-advice overlay
+//! over it) without blocking; a swap opens and fully verifies the new plan before
+//! publishing it.
 //!
-//! Built on `arc-swap`: [`PlanHandle::load`] is a few atomic operations, a swap replaces
+//! Built on `arc-swap`: [`PlanHandle::view`] is a few atomic operations, a swap replaces
 //! the pointer, and an old plan (with its mapping) is dropped when its last reader lets
-//! go. This module does no scheduling: when to swap (between waves) is the daemon's call.
+//! go. With pre-advice on, the handle publishes through the node's [`PreAdvice`] (its
+//! view carries the overlay, and a swap goes through [`PreAdvice::swap_plan`]); with it
+//! off, the view's overlay is always empty. This module does no scheduling: when to swap
+//! (between waves) is the daemon's call.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,11 +16,21 @@ use arc_swap::{ArcSwap, Guard};
 
 use super::error::PlanError;
 use super::open::Plan;
+use super::overlay::OverlaySnapshot;
+use super::preadvice::{PlanView, PreAdvice};
 
 /// The plan every reader sees; replaced atomically by [`PlanHandle::swap_from_path`].
 #[derive(Debug)]
 pub struct PlanHandle {
-    current: ArcSwap<Plan>,
+    source: Source,
+}
+
+#[derive(Debug)]
+enum Source {
+    /// Pre-advice off: the plan with an empty overlay.
+    Plain(ArcSwap<PlanView>),
+    /// Pre-advice on: the node's pre-advice publishes plan and overlay together.
+    PreAdvice(Arc<PreAdvice>),
 }
 
 /// What a successful swap replaced.
@@ -33,16 +47,45 @@ pub struct SwapReport {
 }
 
 impl PlanHandle {
-    /// A handle publishing `plan`.
+    /// A handle publishing `plan` without pre-advice.
     pub fn new(plan: Plan) -> PlanHandle {
         PlanHandle {
-            current: ArcSwap::from_pointee(plan),
+            source: Source::Plain(ArcSwap::from_pointee(PlanView {
+                plan: Arc::new(plan),
+                overlay: OverlaySnapshot::empty(),
+            })),
         }
     }
 
-    /// The current plan. Call once per batch; never blocks; keep the guard short-lived.
-    pub fn load(&self) -> Guard<Arc<Plan>> {
-        self.current.load()
+    /// A handle publishing what `preadvice` publishes (its plan and overlay).
+    pub fn with_preadvice(preadvice: Arc<PreAdvice>) -> PlanHandle {
+        PlanHandle {
+            source: Source::PreAdvice(preadvice),
+        }
+    }
+
+    /// The node's pre-advice, when it is on.
+    pub fn preadvice(&self) -> Option<&Arc<PreAdvice>> {
+        match &self.source {
+            Source::Plain(_) => None,
+            Source::PreAdvice(preadvice) => Some(preadvice),
+        }
+    }
+
+    /// The current plan and overlay. Load once per batch; never blocks; keep the guard
+    /// short-lived. This is what the decide path reads.
+    #[inline]
+    pub fn view(&self) -> Guard<Arc<PlanView>> {
+        match &self.source {
+            Source::Plain(view) => view.load(),
+            Source::PreAdvice(preadvice) => preadvice.view(),
+        }
+    }
+
+    /// The current plan alone (for reports, metrics and tools; the hot path uses
+    /// [`PlanHandle::view`]).
+    pub fn load(&self) -> Arc<Plan> {
+        Arc::clone(&self.view().plan)
     }
 
     /// Open and fully verify the plan at `path`, then publish it. On any error the old
@@ -53,11 +96,18 @@ impl PlanHandle {
         Ok(self.swap(plan))
     }
 
-    /// Publish an already verified plan.
+    /// Publish an already verified plan (under the current overlay, with pre-advice on).
     pub fn swap(&self, plan: Plan) -> SwapReport {
+        let old = self.load();
         let new_name = plan.name().to_string();
         let new_version = plan.version();
-        let old = self.current.swap(Arc::new(plan));
+        match &self.source {
+            Source::Plain(view) => view.store(Arc::new(PlanView {
+                plan: Arc::new(plan),
+                overlay: OverlaySnapshot::empty(),
+            })),
+            Source::PreAdvice(preadvice) => preadvice.swap_plan(plan),
+        }
         SwapReport {
             old_name: old.name().to_string(),
             old_version: old.version(),

@@ -582,3 +582,36 @@ fn a_restart_replays_many_batches_within_the_bound() {
     assert_eq!(answer(&preadvice, "R24999", None), (25, Outcome::Exact, 25));
     assert_eq!(answer(&preadvice, "R25000", None).1, Outcome::NoRule);
 }
+
+#[test]
+fn the_plan_handle_decides_through_the_overlay_and_a_swap_keeps_it() {
+    use sortd::decision::Reason;
+    use sortd::pipeline::decide::decide;
+    use sortd::plan::PlanHandle;
+    use sortd::plc::ChuteStateTable;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (preadvice, _) =
+        PreAdvice::open(dir.path(), plan(), PreAdviceSettings::default()).expect("opens");
+    let handle = PlanHandle::with_preadvice(Arc::new(preadvice));
+    let states = ChuteStateTable::new();
+    let decided = |barcode: &str| {
+        let view = handle.view();
+        let decided = decide(&view, &states, &[barcode.as_bytes()], None);
+        (decided.chute, decided.reason, decided.preadvice_seq)
+    };
+    assert_eq!(decided("YT9"), (999, Reason::NoRule, 0));
+    let preadvice = handle.preadvice().expect("pre-advice on");
+    preadvice.apply(&[add("YT9", &[42])], 5).expect("applies");
+    assert_eq!(decided("YT9"), (42, Reason::SortedPrimary, 5));
+    assert_eq!(decided("YT1"), (7, Reason::SortedPrimary, 0));
+    let report = handle.swap(plan());
+    assert_eq!(report.new_version, 12);
+    assert_eq!(decided("YT9"), (42, Reason::SortedPrimary, 5));
+
+    let plain = PlanHandle::new(plan());
+    assert!(plain.preadvice().is_none());
+    let view = plain.view();
+    let decided = decide(&view, &states, &[b"YT1".as_slice()], None);
+    assert_eq!((decided.chute, decided.preadvice_seq), (7, 0));
+}

@@ -8,6 +8,7 @@
 //! validation passed.
 
 pub mod events;
+pub mod preadvice;
 mod schema;
 mod sections;
 
@@ -94,6 +95,8 @@ pub struct Config {
     pub events: Option<crate::events::journal::WriterConfig>,
     /// The NATS export; `None` when disabled.
     pub export: Option<crate::export::ExportSettings>,
+    /// The pre-advice overlay; `None` when `[preadvice] enabled = false`.
+    pub preadvice: Option<preadvice::PreAdviceConfig>,
 }
 
 impl Config {
@@ -177,9 +180,11 @@ pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, ConfigError> {
         .map(|settings| settings.relative_to(base));
 
     let events = events::validate(&file.events, base, bad_input_warning_interval)?;
+    let preadvice = preadvice::validate(&file.preadvice, base)?;
 
     Ok(Config {
         events,
+        preadvice,
         drain_grace,
         metrics,
         export,

@@ -32,6 +32,8 @@ pub struct ConfigFile {
     pub export: crate::export::ExportSection,
     /// `[events]`: the sort-event journal (`events.rs`).
     pub events: super::events::EventsSection,
+    /// `[preadvice]`: the pre-advice overlay (`preadvice.rs`).
+    pub preadvice: super::preadvice::PreAdviceSection,
     /// `[text_profiles.NAME]`: custom scanner telegram layouts.
     pub text_profiles: BTreeMap<String, TextProfileSpec>,
 }

@@ -377,6 +377,7 @@ mod tests {
             chute: 3,
             reason: Reason::SortedPrimary,
             plan_version: 1,
+            preadvice_seq: 0,
             late_chute: 9,
             received_at: Instant::now(),
         }

@@ -22,7 +22,7 @@ use crate::decision::ChuteNumber;
 use crate::pipeline::decide::Decision;
 use crate::pipeline::finalize::Finalizer;
 use crate::pipeline::queue::{Batch, BatchReceiver, BatchSender, Wake, batch_queue};
-use crate::plan::{Plan, PlanHandle};
+use crate::plan::{Plan, PlanHandle, PlanView};
 use crate::plc::{
     ChuteState, ChuteStateTable, HostLink, LinkConfig, LinkDownReason, LinkState, SortCommand,
     SortConfirm,
@@ -746,7 +746,7 @@ impl<'f> World<'f> {
             self.counts.blocked_turns += 1;
             return Ok(());
         }
-        let plan: Arc<Plan> = Arc::clone(&self.plan.load());
+        let plan: Arc<PlanView> = self.plan.view().clone();
         self.blocked = false;
         let count = self.slots.len();
         for offset in 0..count {
@@ -779,7 +779,7 @@ impl<'f> World<'f> {
     }
 
     /// One turn of scanner `index`'s session, reading from its simulated socket.
-    fn serve(&mut self, index: usize, plan: &Plan) -> Result<Option<Served>, Violation> {
+    fn serve(&mut self, index: usize, plan: &PlanView) -> Result<Option<Served>, Violation> {
         let Some(slot) = self.slots.get_mut(index) else {
             return Ok(None);
         };
