@@ -93,10 +93,10 @@ fn lost_ack_is_retransmitted_and_the_plc_delivers_once() {
     let mut pair = Pair::established();
     submit_all(&mut pair, 0..3);
     let mut to_plc = Vec::new();
-    pair.host.poll_transmit(&mut to_plc);
+    pair.host.poll_transmit(pair.now, &mut to_plc);
     pair.plc.handle_input(pair.now, &to_plc);
     let mut ack = Vec::new();
-    pair.plc.poll_transmit(&mut ack);
+    pair.plc.poll_transmit(pair.now, &mut ack);
     assert!(!ack.is_empty(), "the PLC acknowledged");
     drop(ack); // lost on the way
     pair.run_for(ms(199));
@@ -114,7 +114,7 @@ fn reconnect_resends_only_what_the_plc_lacks() {
     let mut pair = Pair::established();
     submit_all(&mut pair, 0..10);
     let mut to_plc = Vec::new();
-    pair.host.poll_transmit(&mut to_plc);
+    pair.host.poll_transmit(pair.now, &mut to_plc);
     // Only the first six SORTs reach the PLC, then the connection breaks before the
     // PLC's ACK gets back.
     pair.plc.handle_input(pair.now, &to_plc[..6 * 40]);
@@ -194,7 +194,7 @@ fn resync_times_out_when_the_plc_never_says_hello() {
     pair.collect_host_only();
     pair.host.handle_connected(pair.now);
     let mut hello = Vec::new();
-    pair.host.poll_transmit(&mut hello);
+    pair.host.poll_transmit(pair.now, &mut hello);
     assert_eq!(hello.len(), 40);
     assert_eq!(pair.host.poll_timeout(), Some(pair.now + ms(5000)));
     pair.now += ms(5000);
@@ -322,7 +322,7 @@ fn confirmations_are_resent_until_the_host_acks_them() {
     let mut pair = Pair::established();
     pair.plc.confirm(5, 7, 9, Outcome::Missed).expect("room");
     let mut lost = Vec::new();
-    pair.plc.poll_transmit(&mut lost);
+    pair.plc.poll_transmit(pair.now, &mut lost);
     assert_eq!(lost.len(), 40);
     pair.run_for(ms(200));
     assert_eq!(pair.plc.stats().retransmitted, 1);
@@ -524,4 +524,74 @@ fn input_pauses_when_events_are_not_polled_and_resumes_after() {
     }
     assert_eq!(statuses, 100);
     assert_eq!(host.stats().delivered, 100);
+}
+
+#[test]
+fn a_sort_sent_after_an_idle_gap_is_not_resent_before_its_ack_timeout() {
+    // Issue 15, defect 1: the timer ran from the host's last input (the previous ACK),
+    // so after an idle gap longer than ack_timeout_ms a lone SORT was resent at once.
+    // Heartbeats are slowed so that no other timer is due in the gaps.
+    let slow = |config: LinkConfig| LinkConfig {
+        heartbeat_interval_ms: 10_000,
+        ..config
+    };
+    let mut pair = Pair::new(slow(host_config()), slow(plc_config()));
+    pair.drive();
+    for gap_ms in [250, 700, 999] {
+        submit_all(&mut pair, 0..1);
+        pair.drive();
+        assert_eq!(pair.host.unacked(), 0);
+        // Idle: the driver calls nothing until a timer is due (heartbeats every 1 s).
+        pair.now += ms(gap_ms);
+        submit_all(&mut pair, 1..2);
+        let mut to_plc = Vec::new();
+        pair.host.poll_transmit(pair.now, &mut to_plc);
+        assert_eq!(to_plc.len(), 40, "one SORT");
+        let timer = pair.host.poll_timeout().expect("a timer runs");
+        assert!(timer > pair.now, "gap {gap_ms} ms: a timer already due");
+        // Before the ACK is back, the driver runs whatever timer is due a moment later.
+        pair.host
+            .handle_timeout(pair.now + Duration::from_micros(50));
+        let mut again = Vec::new();
+        pair.host
+            .poll_transmit(pair.now + Duration::from_micros(50), &mut again);
+        assert!(again.is_empty(), "gap {gap_ms} ms: resent at once");
+        pair.plc.handle_input(pair.now, &to_plc);
+        pair.drive();
+        assert_eq!(pair.host.unacked(), 0);
+        assert_eq!(pair.host.stats().retransmitted, 0, "gap {gap_ms} ms");
+        pair.run_for(ms(1));
+    }
+    assert_eq!(pair.plc.stats().duplicates, 0);
+}
+
+#[test]
+fn the_retransmit_timer_is_ack_timeout_after_the_send_or_the_last_advancing_ack() {
+    let mut pair = Pair::established();
+    pair.now += ms(300);
+    submit_all(&mut pair, 0..2);
+    let sent_at = pair.now;
+    let mut to_plc = Vec::new();
+    pair.host.poll_transmit(sent_at, &mut to_plc);
+    assert_eq!(pair.host.poll_timeout(), Some(sent_at + ms(200)));
+    // The PLC acknowledges the first only, 50 ms later: the timer restarts there.
+    pair.now += ms(50);
+    pair.plc.handle_input(pair.now, &to_plc[..40]);
+    let mut ack = Vec::new();
+    pair.plc.poll_transmit(pair.now, &mut ack);
+    pair.host.handle_input(pair.now, &ack);
+    assert_eq!(pair.host.unacked(), 1);
+    assert_eq!(pair.host.poll_timeout(), Some(pair.now + ms(200)));
+    // Nothing more: at that moment exactly the one unacknowledged SORT goes again.
+    pair.now += ms(199);
+    pair.host.handle_timeout(pair.now);
+    let mut nothing = Vec::new();
+    pair.host.poll_transmit(pair.now, &mut nothing);
+    assert!(nothing.is_empty());
+    pair.now += ms(1);
+    pair.host.handle_timeout(pair.now);
+    let mut resent = Vec::new();
+    pair.host.poll_transmit(pair.now, &mut resent);
+    assert_eq!(resent, to_plc[40..].to_vec());
+    assert_eq!(pair.host.stats().retransmitted, 1);
 }

@@ -427,13 +427,13 @@ fn measure_cost() {
             });
         }
         to_plc.clear();
-        host.poll_transmit(&mut to_plc);
+        host.poll_transmit(now, &mut to_plc);
         plc.handle_input(now, &to_plc);
         while let Some(event) = plc.poll_event() {
             black_box(event);
         }
         to_host.clear();
-        plc.poll_transmit(&mut to_host);
+        plc.poll_transmit(now, &mut to_host);
         host.handle_input(now, &to_host);
         while let Some(event) = host.poll_event() {
             black_box(event);

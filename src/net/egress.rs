@@ -342,7 +342,7 @@ impl Egress {
         // The link hands out new telegrams only once the earlier ones are on the wire,
         // so a retransmission never queues behind a stale copy.
         if self.socket.outbound_pending() == 0 {
-            self.link.poll_transmit(self.socket.outbound());
+            self.link.poll_transmit(now, self.socket.outbound());
         }
         if !self.socket.flush() {
             self.drop_connection(now, true);

@@ -90,7 +90,7 @@ fn drive_host(now: Instant, data: &[u8]) {
         while link.poll_event().is_some() {}
         time += Duration::from_millis(u64::from(chunk.first().copied().unwrap_or(0)));
         link.handle_timeout(time);
-        link.poll_transmit(&mut out);
+        link.poll_transmit(time, &mut out);
         check_output(&out);
         out.clear();
         assert!(link.window_free() <= 16);
@@ -110,7 +110,7 @@ fn drive_peer(now: Instant, data: &[u8]) {
         while peer.poll_event().is_some() {}
         time += Duration::from_millis(u64::from(chunk.last().copied().unwrap_or(0)));
         peer.handle_timeout(time);
-        peer.poll_transmit(&mut out);
+        peer.poll_transmit(time, &mut out);
         check_output(&out);
         out.clear();
     }

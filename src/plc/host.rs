@@ -257,10 +257,12 @@ impl HostLink {
     }
 
     /// Append every telegram ready to send (HELLO, ACK, HEARTBEAT, SORTs) to `out`.
-    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+    /// `now` is when the bytes go out: the retransmission timer of a SORT sent now
+    /// runs from it.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) {
         let phase = self.phase();
         self.session
-            .transmit(phase, out, |seq, sort| Telegram::Sort { seq, sort });
+            .transmit(now, phase, out, |seq, sort| Telegram::Sort { seq, sort });
     }
 
     /// The next event, if any.

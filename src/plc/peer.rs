@@ -205,11 +205,11 @@ impl PlcPeer {
         self.session.poll_timeout(self.phase())
     }
 
-    /// Append every telegram ready to send to `out`.
-    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+    /// Append every telegram ready to send to `out`; `now` is when they go out.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) {
         let phase = self.phase();
         self.session
-            .transmit(phase, out, |seq, report| match report {
+            .transmit(now, phase, out, |seq, report| match report {
                 Report::Confirm(confirm) => Telegram::SortConfirm { seq, confirm },
                 Report::Status { chute, state } => Telegram::ChuteStatus { seq, chute, state },
             });

@@ -373,7 +373,7 @@ impl PlcSim {
         self.apply_chute_events(now);
         if !stalled && self.socket.is_open() {
             if self.socket.outbound_pending() == 0 {
-                self.peer.poll_transmit(self.socket.outbound());
+                self.peer.poll_transmit(now, self.socket.outbound());
             }
             if !self.socket.flush() {
                 self.lose_connection(now);

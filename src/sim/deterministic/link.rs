@@ -277,7 +277,7 @@ impl Plc {
         }
         if transport.connected {
             if self.out.is_empty() {
-                self.peer.poll_transmit(&mut self.out);
+                self.peer.poll_transmit(now, &mut self.out);
             }
             let Transport {
                 to_host,

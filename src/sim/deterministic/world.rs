@@ -905,7 +905,7 @@ impl<'f> World<'f> {
             return;
         }
         if self.outbound.is_empty() {
-            self.host.poll_transmit(&mut self.outbound);
+            self.host.poll_transmit(self.now, &mut self.outbound);
         }
         let Transport {
             to_plc,
