@@ -5,7 +5,7 @@ mod plc_common;
 
 use std::time::Duration;
 
-use plc_common::{Pair, host_config, plc_config, sort};
+use plc_common::{HOUR, Pair, host_config, plc_config, sort};
 use sortd::plc::{
     ChuteState, ChuteStateTable, HostEvent, HostLink, LinkConfig, LinkDownReason, LinkState,
     Outcome, PeerEvent, PeerState, PlcPeer, SortConfirm, Telegram, WindowFull,
@@ -15,10 +15,15 @@ fn ms(value: u64) -> Duration {
     Duration::from_millis(value)
 }
 
-/// Submit parcels `ids` and return their sequence numbers.
+/// Submit parcels `ids` and return the sequence numbers of those numbered at once (all
+/// of them while the link is up; none while it is down, when they are held).
 fn submit_all(pair: &mut Pair, ids: std::ops::Range<u64>) -> Vec<u32> {
-    ids.map(|id| pair.host.submit(sort(id)).expect("window has room"))
-        .collect()
+    ids.filter_map(|id| {
+        pair.host
+            .submit(sort(id), pair.now + HOUR)
+            .expect("window has room")
+    })
+    .collect()
 }
 
 /// SORTs the host reported acknowledged, summed over its events.
@@ -69,7 +74,10 @@ fn cumulative_ack_frees_the_window_and_full_window_is_backpressure() {
     let mut pair = Pair::new(host, plc);
     pair.drive();
     submit_all(&mut pair, 0..8);
-    assert_eq!(pair.host.submit(sort(8)), Err(WindowFull { window_max: 8 }));
+    assert_eq!(
+        pair.host.submit(sort(8), pair.now + HOUR),
+        Err(WindowFull { window_max: 8 })
+    );
     assert_eq!(pair.host.window_free(), 0);
     assert_eq!(pair.host.stats().window_full, 1);
     pair.drive();
@@ -133,13 +141,18 @@ fn reconnect_resends_only_what_the_plc_lacks() {
         })
     );
     assert_eq!(pair.host.unacked(), 10);
-    // Submissions while down are accepted and sent after the resync.
-    submit_all(&mut pair, 10..12);
+    // Submissions while down are held, numbered after the resync, and sent.
+    assert!(submit_all(&mut pair, 10..12).is_empty());
+    assert_eq!(pair.host.held(), 2);
     pair.run_for(ms(200));
     assert_eq!(pair.host.state(), LinkState::Established);
     assert!(pair.host_events.contains(&HostEvent::LinkUp {
         peer_session_changed: false,
-        resending: 6
+        resending: 4
+    }));
+    assert!(pair.host_events.contains(&HostEvent::HeldReleased {
+        sort: sort(11),
+        seq: 12
     }));
     assert_eq!(pair.delivered_seqs(), (7..=12).collect::<Vec<u32>>());
     // Seqs 7..=10 went out before, 11 and 12 are new.
@@ -424,7 +437,10 @@ fn window_full_while_down_then_everything_goes_out_on_connect() {
     pair.reachable = false;
     pair.drive();
     submit_all(&mut pair, 0..4);
-    assert_eq!(pair.host.submit(sort(4)), Err(WindowFull { window_max: 4 }));
+    assert_eq!(
+        pair.host.submit(sort(4), pair.now + HOUR),
+        Err(WindowFull { window_max: 4 })
+    );
     pair.reachable = true;
     pair.run_for(ms(200));
     assert_eq!(pair.delivered_seqs(), vec![1, 2, 3, 4]);
@@ -594,4 +610,115 @@ fn the_retransmit_timer_is_ack_timeout_after_the_send_or_the_last_advancing_ack(
     pair.host.poll_transmit(pair.now, &mut resent);
     assert_eq!(resent, to_plc[40..].to_vec());
     assert_eq!(pair.host.stats().retransmitted, 1);
+}
+
+fn expired(pair: &Pair) -> Vec<u64> {
+    pair.host_events
+        .iter()
+        .filter_map(|event| match event {
+            HostEvent::HeldExpired { sort } => Some(sort.parcel_id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn sorts_decided_while_down_are_held_until_the_resync_or_their_deadline() {
+    // Issue 15, defect 2: parcels decided during a short drop are held, not lost; those
+    // whose deadline passes are reported, and never take a sequence number.
+    let config = LinkConfig {
+        window_max: 6,
+        ..host_config()
+    };
+    let mut pair = Pair::new(config, plc_config());
+    pair.drive();
+    submit_all(&mut pair, 0..2);
+    let mut lost = Vec::new();
+    pair.host.poll_transmit(pair.now, &mut lost); // seqs 1 and 2, never arrive
+    pair.reachable = false;
+    pair.disconnect();
+    let down_at = pair.now;
+    let deadlines_ms = [(10, 100), (11, 5_000), (12, 50), (13, 5_000)];
+    for (parcel, deadline_ms) in deadlines_ms {
+        let deadline = down_at + ms(deadline_ms);
+        assert_eq!(pair.host.submit(sort(parcel), deadline), Ok(None));
+    }
+    // Two numbered and four held fill the window of six.
+    assert_eq!(pair.host.window_free(), 0);
+    assert_eq!(
+        pair.host.submit(sort(14), down_at + HOUR),
+        Err(WindowFull { window_max: 6 })
+    );
+    pair.run_until(down_at + ms(49));
+    assert!(expired(&pair).is_empty());
+    pair.run_until(down_at + ms(50));
+    assert_eq!(expired(&pair), vec![12]);
+    pair.run_until(down_at + ms(100));
+    assert_eq!(expired(&pair), vec![12, 10]);
+    assert_eq!(pair.host.held(), 2);
+    assert_eq!(pair.host.window_free(), 2);
+    assert_eq!(pair.host.stats().held_expired, 2);
+    // The PLC comes back: the two numbered go again, then the two held get 3 and 4.
+    pair.reachable = true;
+    pair.run_for(ms(5_000));
+    assert_eq!(pair.host.state(), LinkState::Established);
+    let released: Vec<(u64, u32)> = pair
+        .host_events
+        .iter()
+        .filter_map(|event| match event {
+            HostEvent::HeldReleased { sort, seq } => Some((sort.parcel_id, *seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(released, vec![(11, 3), (13, 4)]);
+    let delivered: Vec<(u32, u64)> = pair
+        .delivered
+        .iter()
+        .map(|(seq, sort)| (*seq, sort.parcel_id))
+        .collect();
+    assert_eq!(delivered, vec![(1, 0), (2, 1), (3, 11), (4, 13)]);
+    assert_eq!(pair.host.unacked(), 0);
+    assert_eq!(pair.host.held(), 0);
+    assert_eq!(pair.plc.stats().out_of_order, 0);
+}
+
+#[test]
+fn a_held_sort_whose_deadline_passes_during_the_resync_is_not_numbered() {
+    let mut pair = Pair::default_pair();
+    pair.reachable = false;
+    pair.drive();
+    assert_eq!(pair.host.submit(sort(1), pair.now + ms(300)), Ok(None));
+    assert_eq!(pair.host.submit(sort(2), pair.now + HOUR), Ok(None));
+    // The transport comes up at 299 ms, the PLC's HELLO only at 301 ms.
+    pair.now += ms(299);
+    pair.collect_host_only();
+    pair.host.handle_connected(pair.now);
+    pair.plc.handle_connected(pair.now);
+    let mut hello = Vec::new();
+    pair.host.poll_transmit(pair.now, &mut hello);
+    pair.plc.handle_input(pair.now, &hello);
+    let mut plc_hello = Vec::new();
+    pair.plc.poll_transmit(pair.now, &mut plc_hello);
+    pair.now += ms(2);
+    pair.host.handle_input(pair.now, &plc_hello);
+    pair.connected = true;
+    pair.drive();
+    assert_eq!(expired(&pair), vec![1]);
+    assert_eq!(pair.delivered_seqs(), vec![1]);
+    assert_eq!(pair.delivered[0].1, sort(2));
+}
+
+#[test]
+fn abandoning_expires_every_held_sort() {
+    let mut pair = Pair::default_pair();
+    pair.reachable = false;
+    pair.drive();
+    for parcel in 0..3 {
+        assert_eq!(pair.host.submit(sort(parcel), pair.now + HOUR), Ok(None));
+    }
+    pair.host.abandon_held();
+    pair.collect_host_only();
+    assert_eq!(expired(&pair), vec![0, 1, 2]);
+    assert_eq!(pair.host.held(), 0);
+    assert_eq!(pair.host.window_free(), 4096);
 }

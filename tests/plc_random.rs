@@ -8,7 +8,7 @@ mod plc_common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use plc_common::{Faults, Pair, host_config, plc_config, sort};
+use plc_common::{Faults, HOUR, Pair, host_config, plc_config, sort};
 use sortd::plc::{AckPolicy, HostEvent, LinkConfig, Outcome};
 
 /// Seeds run by default; `PLC_RANDOM_SEEDS=5000 cargo test --release --test plc_random`
@@ -98,7 +98,11 @@ fn run_seed(seed: u64) -> Outcomes {
     for _ in 0..STEPS {
         // Submit a few; on WindowFull the caller keeps the parcel and tries later.
         for _ in 0..rng.u32(0..4) {
-            if pair.host.submit(sort(next_parcel)).is_err() {
+            if pair
+                .host
+                .submit(sort(next_parcel), pair.now + HOUR)
+                .is_err()
+            {
                 break;
             }
             next_parcel += 1;

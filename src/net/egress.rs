@@ -5,7 +5,9 @@
 //!
 //! While the link is up and its window is full, this thread stops taking batches, so the
 //! queue fills and ingress stops reading: backpressure instead of loss. While the link is
-//! down, decisions are still made and counted as undelivered; nothing blocks the scanners.
+//! down, decisions are still made and the link holds them until it is back or their
+//! deadline passes (then counted undelivered as `late`); once the window is full, further
+//! ones are counted undelivered at once: nothing blocks the scanners.
 //! Protocol rules live in [`crate::plc`]; this file only moves bytes and events.
 
 use std::io;
@@ -143,6 +145,8 @@ impl Egress {
                 if self.queue.is_finished() && self.current.is_none() {
                     let acked = self.link.window_free() == self.shared.plc.window_max;
                     if acked || !self.link_is_up() || now >= deadline {
+                        self.link.abandon_held();
+                        self.drive_link(now);
                         self.publish_latency();
                         return Ok(());
                     }
@@ -222,7 +226,7 @@ impl Egress {
                     if let Some(count) = sent.get_mut(slot) {
                         *count += 1;
                     }
-                } else if link_up {
+                } else {
                     let command = SortCommand {
                         parcel_id: decision.parcel_id,
                         scanner_id: decision.scanner_id,
@@ -231,24 +235,27 @@ impl Egress {
                         plan_version: decision.plan_version,
                         decided_at_us,
                     };
-                    // Room was checked above, so the window takes it. Were it ever
-                    // refused, the decision (already in the duplicate window) is counted
-                    // undelivered rather than retried into a false duplicate.
-                    if self.link.submit(command).is_err() {
-                        if let Some(count) = undelivered.get_mut(slot) {
-                            *count += 1;
+                    // While the link is down the link holds it until the resync or its
+                    // deadline (counted then, from the link's events); with no room left
+                    // it is undelivered. While up, room was checked above.
+                    let deadline = decision.received_at + self.finalizer.deadline();
+                    match self.link.submit(command, deadline) {
+                        Ok(Some(_)) => {
+                            self.shared
+                                .counters
+                                .sorts_by_chute
+                                .count_one(decision.chute);
+                            if let Some(count) = sent.get_mut(slot) {
+                                *count += 1;
+                            }
                         }
-                    } else {
-                        self.shared
-                            .counters
-                            .sorts_by_chute
-                            .count_one(decision.chute);
-                        if let Some(count) = sent.get_mut(slot) {
-                            *count += 1;
+                        Ok(None) => {}
+                        Err(_) => {
+                            if let Some(count) = undelivered.get_mut(slot) {
+                                *count += 1;
+                            }
                         }
                     }
-                } else if let Some(count) = undelivered.get_mut(slot) {
-                    *count += 1;
                 }
                 let latency = now.saturating_duration_since(decision.received_at);
                 let _ = self.latency_us.record((latency.as_micros() as u64).max(1));
@@ -312,6 +319,16 @@ impl Egress {
                 HostEvent::ChuteStatusChanged { chute, state } => {
                     tracing::info!(chute, ?state, "chute status");
                     self.shared.chute_states.set(chute, state);
+                }
+                HostEvent::HeldReleased { sort, .. } => {
+                    self.shared.counters.sorts_by_chute.count_one(sort.chute);
+                    self.shared.counters.decided_sent.add(sort.reason, 1);
+                }
+                HostEvent::HeldExpired { .. } => {
+                    self.shared
+                        .counters
+                        .decided_undelivered
+                        .add(Reason::Late, 1);
                 }
                 HostEvent::SortConfirmed { confirm, .. } => {
                     if let Some(count) =

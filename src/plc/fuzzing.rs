@@ -74,14 +74,17 @@ fn drive_host(now: Instant, data: &[u8]) {
     link.handle_input(now, &hello(Role::Plc, 7));
     assert_eq!(link.state(), LinkState::Established);
     for sort_index in 0..4u64 {
-        let _ = link.submit(super::SortCommand {
-            parcel_id: sort_index,
-            scanner_id: 1,
-            chute: 1,
-            reason: crate::decision::Reason::SortedPrimary,
-            plan_version: 1,
-            decided_at_us: 0,
-        });
+        let _ = link.submit(
+            super::SortCommand {
+                parcel_id: sort_index,
+                scanner_id: 1,
+                chute: 1,
+                reason: crate::decision::Reason::SortedPrimary,
+                plan_version: 1,
+                decided_at_us: 0,
+            },
+            now + Duration::from_secs(3600),
+        );
     }
     let mut out = Vec::new();
     let mut time = now;

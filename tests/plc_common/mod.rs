@@ -98,6 +98,9 @@ pub struct Pair {
     pub plc_wrote: Vec<u8>,
 }
 
+/// A deadline that never passes in these tests.
+pub const HOUR: Duration = Duration::from_secs(3600);
+
 pub fn host_config() -> LinkConfig {
     LinkConfig {
         session: 0x0500_0001,

@@ -833,11 +833,17 @@ impl<'f> World<'f> {
                         plan_version: decision.plan_version,
                         decided_at_us: self.checker.at_ms * 1000,
                     };
-                    if self.host.submit(command).is_err() {
+                    if self
+                        .host
+                        .submit(command, decision.received_at + self.settings.deadline)
+                        .is_err()
+                    {
                         break;
                     }
                     if self.bug == Some(PlantedBug::DoubleSubmit) {
-                        let _ = self.host.submit(command);
+                        let _ = self
+                            .host
+                            .submit(command, decision.received_at + self.settings.deadline);
                     }
                     self.checker.on_finalized(&decision, Fate::Sent)?;
                 } else {
@@ -883,6 +889,8 @@ impl<'f> World<'f> {
                     self.checker.trace(64, &[u64::from(plc_seq)])
                 }
                 HostEvent::SortsAcked { count, .. } => self.checker.trace(65, &[u64::from(count)]),
+                // This model submits only while the link is up, so nothing is held.
+                HostEvent::HeldReleased { .. } | HostEvent::HeldExpired { .. } => {}
             }
         }
     }
