@@ -722,3 +722,102 @@ fn abandoning_expires_every_held_sort() {
     assert_eq!(pair.host.held(), 0);
     assert_eq!(pair.host.window_free(), 4096);
 }
+
+/// Chute states the host learned, from its events, in order.
+fn chute_reports(pair: &Pair) -> Vec<(u16, ChuteState)> {
+    pair.host_events
+        .iter()
+        .filter_map(|event| match event {
+            HostEvent::ChuteStatusChanged { chute, state } => Some((*chute, *state)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_restarted_host_learns_every_chute_that_is_not_available() {
+    // Issue 15, defect 3: a chute marked full before sortd restarted was forgotten.
+    let mut pair = Pair::established();
+    for (chute, state) in [
+        (12, ChuteState::Full),
+        (7, ChuteState::Disabled),
+        (30, ChuteState::Full),
+        (30, ChuteState::Available),
+        (5, ChuteState::Full),
+    ] {
+        pair.plc.set_chute_state(chute, state).expect("room");
+    }
+    pair.drive();
+    assert_eq!(chute_reports(&pair).len(), 5);
+    // The same host reconnecting needs nothing again.
+    pair.disconnect();
+    pair.host_events.clear();
+    pair.run_for(ms(500));
+    assert_eq!(pair.host.state(), LinkState::Established);
+    assert!(chute_reports(&pair).is_empty());
+    // sortd restarts: the PLC announces the three chutes that are not available.
+    pair.disconnect();
+    pair.host = HostLink::new(
+        LinkConfig {
+            session: 0x0500_0002,
+            ..host_config()
+        },
+        pair.now,
+    );
+    pair.host_events.clear();
+    pair.drive();
+    assert_eq!(
+        chute_reports(&pair),
+        vec![
+            (5, ChuteState::Full),
+            (7, ChuteState::Disabled),
+            (12, ChuteState::Full)
+        ]
+    );
+    let table = ChuteStateTable::new();
+    for (chute, state) in chute_reports(&pair) {
+        table.set(chute, state);
+    }
+    assert!(!table.is_available(12));
+    assert!(table.is_available(30));
+    assert_eq!(pair.plc.chutes_unavailable().count(), 3);
+}
+
+#[test]
+fn announcements_wait_for_window_room_and_skip_chutes_available_again() {
+    let plc = LinkConfig {
+        window_max: 2,
+        ..plc_config()
+    };
+    let mut pair = Pair::new(host_config(), plc);
+    pair.drive();
+    for (chute, state) in [
+        (1, ChuteState::Full),
+        (2, ChuteState::Full),
+        (3, ChuteState::Full),
+        (4, ChuteState::Disabled),
+        (2, ChuteState::Available),
+    ] {
+        pair.plc.set_chute_state(chute, state).expect("room");
+        pair.drive();
+    }
+    pair.disconnect();
+    pair.host = HostLink::new(
+        LinkConfig {
+            session: 0x0500_0002,
+            ..host_config()
+        },
+        pair.now,
+    );
+    pair.host_events.clear();
+    pair.run_for(ms(100));
+    // Three announcements through a window of two.
+    assert_eq!(
+        chute_reports(&pair),
+        vec![
+            (1, ChuteState::Full),
+            (3, ChuteState::Full),
+            (4, ChuteState::Disabled)
+        ]
+    );
+}

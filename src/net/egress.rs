@@ -306,12 +306,18 @@ impl Egress {
                 HostEvent::LinkUp {
                     peer_session_changed,
                     resending,
-                } => tracing::info!(
-                    plc = %self.shared.plc.address,
-                    peer_session_changed,
-                    resending,
-                    "PLC link up"
-                ),
+                } => {
+                    tracing::info!(
+                        plc = %self.shared.plc.address,
+                        peer_session_changed,
+                        resending,
+                        "PLC link up"
+                    );
+                    if peer_session_changed {
+                        // A PLC new to us announces every chute not available next.
+                        self.shared.chute_states.set_all_available();
+                    }
+                }
                 HostEvent::LinkDown { why } => {
                     tracing::warn!(plc = %self.shared.plc.address, why = why.as_str(), "PLC link down");
                     self.drop_connection(now, false);
