@@ -651,6 +651,7 @@ impl Turn<'_> {
                 let (chute, reason) = decide(
                     self.plan,
                     &self.shared.chute_states,
+                    scan.flags,
                     scan.barcodes.as_slice(),
                     scan.destination,
                 );

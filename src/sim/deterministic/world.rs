@@ -685,6 +685,7 @@ impl<'f> World<'f> {
                             let (chute, reason) = decide(
                                 plan,
                                 &self.chute_states,
+                                scan.flags,
                                 scan.barcodes.as_slice(),
                                 scan.destination,
                             );
