@@ -97,7 +97,13 @@ default,late,996
         let code: &[u8] = b"YT0000000000001";
         let partial = ScanFlags::PARTIAL_READ;
         let multi = ScanFlags::MULTI_READ;
-        let cases: &[(ScanFlags, &[&[u8]], Option<&[u8]>, (ChuteNumber, Reason))] = &[
+        type Case<'a> = (
+            ScanFlags,
+            &'a [&'a [u8]],
+            Option<&'a [u8]>,
+            (ChuteNumber, Reason),
+        );
+        let cases: &[Case] = &[
             (ScanFlags::EMPTY, &[code], None, (7, Reason::SortedPrimary)),
             (partial, &[code], None, (7, Reason::SortedPrimary)),
             (multi, &[code], None, (997, Reason::MultiRead)),
