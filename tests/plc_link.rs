@@ -821,3 +821,55 @@ fn announcements_wait_for_window_room_and_skip_chutes_available_again() {
         ]
     );
 }
+
+#[test]
+fn at_a_thousand_parcels_a_second_every_sort_leaves_at_once_and_nothing_is_resent() {
+    // Issue 15, latency: nothing in the link may hold a SORT back for a timer, and a
+    // healthy line shows no retransmissions. Driven as the daemon drives the link:
+    // timers only when due, bytes out right after each submit, the ACK 300 µs later.
+    let mut pair = Pair::established();
+    let mut rng = fastrand::Rng::with_seed(15);
+    let (mut late_sends, mut heartbeats_sent) = (0, 0);
+    for parcel in 0..10_000u64 {
+        // About 1,000 per second, with bursts and gaps up to 1.5 s now and then.
+        let gap_us = match rng.u32(0..1000) {
+            0 => rng.u64(250_000..1_500_000),
+            1..=100 => 0,
+            _ => rng.u64(500..1_500),
+        };
+        pair.now += Duration::from_micros(gap_us);
+        if pair.host.poll_timeout().is_some_and(|at| at <= pair.now) {
+            pair.host.handle_timeout(pair.now);
+        }
+        pair.host
+            .submit(sort(parcel), pair.now + HOUR)
+            .expect("room")
+            .expect("the link is up");
+        let mut out = Vec::new();
+        pair.host.poll_transmit(pair.now, &mut out);
+        let sorts_out = out
+            .chunks(40)
+            .filter(|telegram| matches!(Telegram::decode(telegram), Ok(Telegram::Sort { .. })))
+            .count();
+        if sorts_out != 1 {
+            late_sends += 1;
+        }
+        heartbeats_sent += out.len() / 40 - sorts_out;
+        pair.now += Duration::from_micros(300);
+        pair.plc.handle_input(pair.now, &out);
+        if pair.plc.poll_timeout().is_some_and(|at| at <= pair.now) {
+            pair.plc.handle_timeout(pair.now);
+        }
+        while pair.plc.poll_event().is_some() {}
+        let mut back = Vec::new();
+        pair.plc.poll_transmit(pair.now, &mut back);
+        pair.host.handle_input(pair.now, &back);
+        while pair.host.poll_event().is_some() {}
+    }
+    assert_eq!(late_sends, 0);
+    assert_eq!(pair.host.stats().retransmitted, 0);
+    assert_eq!(pair.plc.stats().duplicates, 0);
+    assert_eq!(pair.host.unacked(), 0);
+    // Heartbeats: about one a second, never a burst.
+    assert!(heartbeats_sent as u128 <= pair.elapsed_ms() / 1000 + 1);
+}
