@@ -873,3 +873,21 @@ fn at_a_thousand_parcels_a_second_every_sort_leaves_at_once_and_nothing_is_resen
     // Heartbeats: about one a second, never a burst.
     assert!(heartbeats_sent as u128 <= pair.elapsed_ms() / 1000 + 1);
 }
+
+#[test]
+fn a_first_hello_says_it_never_heard_from_the_other_side() {
+    // PROTOCOL.md: ack_session 0 means "never heard from you"; acked_through_seq is
+    // then meaningless and sortd sends 0xFFFFFFFF.
+    let mut pair = Pair::default_pair();
+    pair.collect_host_only();
+    pair.host.handle_connected(pair.now);
+    let mut hello = Vec::new();
+    pair.host.poll_transmit(pair.now, &mut hello);
+    match Telegram::decode(&hello) {
+        Ok(Telegram::Hello(hello)) => {
+            assert_eq!((hello.ack_session, hello.acked_through_seq), (0, u32::MAX));
+            assert_eq!((hello.window_first_seq, hello.next_seq), (1, 1));
+        }
+        other => panic!("not a HELLO: {other:?}"),
+    }
+}
