@@ -228,6 +228,7 @@ mod tests {
         // More sent while the first waits: the timer keeps running from the first send.
         window.push(1).ok();
         window.push(2).ok();
+        assert_eq!(window.len(), 3);
         assert_eq!(window.transmit(start + ms(550), |_, _, _| {}), 2);
         assert_eq!(window.retransmit_at(), Some(start + ms(700)));
         // A transmit with nothing new leaves it alone too.
