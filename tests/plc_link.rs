@@ -645,6 +645,7 @@ fn sorts_decided_while_down_are_held_until_the_resync_or_their_deadline() {
     }
     // Two numbered and four held fill the window of six.
     assert_eq!(pair.host.window_free(), 0);
+    assert_eq!((pair.host.held(), pair.host.stats().held), (4, 4));
     assert_eq!(
         pair.host.submit(sort(14), down_at + HOUR),
         Err(WindowFull { window_max: 6 })
