@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
+use sortd::daemon::plan_source::PlanSource;
 use sortd::plan::{self, DefaultKind, Plan, RuleKind, generate};
 
 /// The `plan` subcommands.
@@ -27,12 +28,12 @@ pub enum PlanCommand {
     },
     /// Check a compiled plan thoroughly (checksum, every record, every key).
     Verify {
-        /// The compiled plan.
+        /// The plan: a compiled file, or a CSV (compiled first, as `run` does).
         file: PathBuf,
     },
     /// Resolve a parcel and explain which rule decided it.
     Lookup {
-        /// The compiled plan.
+        /// The plan: a compiled file, or a CSV (compiled first, as `run` does).
         file: PathBuf,
         /// A barcode read from the parcel (repeat for several).
         #[arg(long = "barcode")]
@@ -44,12 +45,12 @@ pub enum PlanCommand {
         #[arg(long)]
         preadvice: Option<PathBuf>,
     },
-    /// Print sizes and table shape of a compiled plan.
+    /// Print sizes and table shape of a plan.
     Stats {
-        /// The compiled plan.
+        /// The plan: a compiled file, or a CSV (compiled first, as `run` does).
         file: PathBuf,
     },
-    /// Compare two compiled plans: keys added, removed, and with changed chutes.
+    /// Compare two plans (compiled or CSV): keys added, removed, and with changed chutes.
     Diff {
         /// The old plan.
         old: PathBuf,
@@ -153,7 +154,12 @@ pub fn run(command: PlanCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Opens a compiled plan, or compiles a `.csv` one first exactly as `sortd run` does.
 fn open(path: &std::path::Path) -> anyhow::Result<Plan> {
+    let source = PlanSource::new(path.to_path_buf());
+    if source.is_csv() {
+        return source.open().map_err(anyhow::Error::msg);
+    }
     Plan::open(path).with_context(|| format!("{}: cannot open plan", path.display()))
 }
 

@@ -82,6 +82,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         total.actuated
     );
     println!(
+        "  held while the PLC link was down {} (of which expired unsent {})",
+        total.held, total.held_expired
+    );
+    println!(
         "  text scanners {} | PLC restarts {} | actuated again after a PLC restart {}",
         total.text_scanners, total.plc_restarts, total.actuated_again_after_restart
     );
@@ -106,6 +110,8 @@ fn add(total: &mut SeedReport, report: &SeedReport) {
     total.sent += report.sent;
     total.duplicates += report.duplicates;
     total.undelivered += report.undelivered;
+    total.held += report.held;
+    total.held_expired += report.held_expired;
     total.late += report.late;
     total.actuated += report.actuated;
     total.actuated_again_after_restart += report.actuated_again_after_restart;

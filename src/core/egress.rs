@@ -2,17 +2,23 @@
 //!
 //! Sans-IO: [`EgressCore::pump`] takes decision batches from the hand-off queue, applies
 //! the duplicate window and the deadline ([`Finalizer`]) and submits each SORT to the
-//! PLC [`HostLink`], or counts it undelivered while the link is down;
+//! PLC [`HostLink`]. While the link is down (or resynchronising) the link holds a SORT
+//! unnumbered until the PLC's HELLO or the parcel's deadline, whichever comes first, and
+//! this core keeps the decision until then; once held and unacknowledged SORTs fill the
+//! window, further decisions are undelivered at once.
 //! [`EgressCore::poll_action`] applies what the link reports (chute states into the
-//! shared table, confirmations) and tells the driver when to dial or drop the
-//! transport. Every parcel's fate and every confirmation goes to an [`EgressObserver`]
-//! (the daemon's counters and latency histogram, the simulator's checker, later the
-//! sort-event journal). The socket, the clock and the thread are the driver's.
+//! shared table, confirmations, held SORTs released or expired) and tells the driver
+//! when to dial or drop the transport. Every parcel's fate (exactly one per finalized
+//! decision, a held one's when the link settles it) and every confirmation goes to an
+//! [`EgressObserver`] (the daemon's counters and latency histogram, the simulator's
+//! checker, later the sort-event journal). The socket, the clock and the thread are the
+//! driver's.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::decision::ChuteNumber;
+use crate::decision::{ChuteNumber, Reason};
 use crate::pipeline::decide::Decision;
 use crate::pipeline::finalize::Finalizer;
 use crate::pipeline::queue::{Batch, BatchReceiver};
@@ -24,22 +30,28 @@ use crate::plc::{
 /// Where a finalized decision went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
-    /// Submitted to the PLC link with this sequence number.
+    /// Submitted to the PLC link with this sequence number (for a decision held while
+    /// the link was down: numbered when the link came back).
     Sent {
         /// The link's sequence number of the SORT.
         plc_seq: u32,
     },
     /// Marked duplicate: not sent.
     Duplicate,
-    /// The link was down, or refused it: not sent, not retried (it is already in the
-    /// duplicate window, so a retry would go out as a false duplicate).
+    /// Not sent, not retried (it is already in the duplicate window, so a retry would go
+    /// out as a false duplicate): the link's window was full, or the link held it while
+    /// down and its deadline passed first (then the decision is reported with reason
+    /// `late` and the plan's late chute).
     Undelivered,
 }
 
 /// Told what the egress core did. Every method but `on_decision` has a do-nothing
 /// default.
 pub trait EgressObserver {
-    /// A decision was finalized at `now` (its final chute and reason) and met `fate`.
+    /// A decision met `fate` at `now`, with its final chute and reason: exactly once per
+    /// decision taken from the queue. Usually at finalization; for a decision the link
+    /// held while down, when the link released it (`Sent`) or its deadline passed
+    /// (`Undelivered`, reason `late`).
     fn on_decision(&mut self, now: Instant, decision: &Decision, fate: Fate);
     /// The PLC reported what happened to a parcel.
     fn on_confirm(&mut self, _confirm: &SortConfirm, _plc_seq: u32) {}
@@ -70,6 +82,10 @@ pub struct EgressCore {
     chute_states: Arc<ChuteStateTable>,
     /// A batch being worked through, and the index of its next decision.
     current: Option<(Batch, usize)>,
+    /// Finalized decisions whose SORT the link holds unnumbered (the link is down), in
+    /// submission order; their fate is reported when the link releases or expires them.
+    /// At most the link's window.
+    held: VecDeque<Decision>,
 }
 
 impl EgressCore {
@@ -80,6 +96,7 @@ impl EgressCore {
         chute_states: Arc<ChuteStateTable>,
     ) -> EgressCore {
         EgressCore {
+            held: VecDeque::with_capacity(link.window_free()),
             link,
             finalizer,
             chute_states,
@@ -109,9 +126,22 @@ impl EgressCore {
             .map_or(0, |(batch, index)| batch.len().saturating_sub(*index))
     }
 
+    /// Decisions finalized whose SORT the link holds while it is down: their fate is
+    /// not reported yet.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The driver stops for good: every held SORT expires now. Their fates (undelivered,
+    /// `late`) reach the observer through the next [`EgressCore::poll_action`].
+    pub fn abandon_held(&mut self) {
+        self.link.abandon_held();
+    }
+
     /// Moves decisions from `queue` into the link at `now`; `decided_at_us` stamps the
     /// SORTs (wall-clock microseconds). Stops while the link is up and its window is
-    /// full (backpressure). Returns how many decisions it finalized.
+    /// full (backpressure). Returns how many decisions it finalized (held ones
+    /// included: their fate is reported later, by [`EgressCore::poll_action`]).
     pub fn pump(
         &mut self,
         now: Instant,
@@ -137,17 +167,21 @@ impl EgressCore {
                     break;
                 }
                 let decision = self.finalizer.finalize(decision, now);
-                let fate = if decision.reason == crate::decision::Reason::Duplicate {
-                    Fate::Duplicate
-                } else if link_up {
-                    match self.submit_sort(&decision, decided_at_us) {
-                        Ok(plc_seq) => Fate::Sent { plc_seq },
-                        Err(_) => Fate::Undelivered,
-                    }
+                let fate = if decision.reason == Reason::Duplicate {
+                    Some(Fate::Duplicate)
                 } else {
-                    Fate::Undelivered
+                    match self.submit_sort(&decision, decided_at_us) {
+                        Ok(Some(plc_seq)) => Some(Fate::Sent { plc_seq }),
+                        Ok(None) => {
+                            self.held.push_back(decision);
+                            None
+                        }
+                        Err(_) => Some(Fate::Undelivered),
+                    }
                 };
-                observer.on_decision(now, &decision, fate);
+                if let Some(fate) = fate {
+                    observer.on_decision(now, &decision, fate);
+                }
                 index += 1;
                 moved += 1;
             }
@@ -160,17 +194,40 @@ impl EgressCore {
         moved
     }
 
-    /// The one place a SORT enters the PLC link. Room was checked by the caller, so the
-    /// window takes it; a refusal is counted undelivered by the caller, never retried.
-    fn submit_sort(&mut self, decision: &Decision, decided_at_us: u64) -> Result<u32, WindowFull> {
-        self.link.submit(SortCommand {
-            parcel_id: decision.parcel_id,
-            scanner_id: decision.scanner_id,
-            chute: decision.chute,
-            reason: decision.reason,
-            plan_version: decision.plan_version,
-            decided_at_us,
-        })
+    /// The one place a SORT enters the PLC link, worth sending until the parcel's
+    /// deadline. While the link is up, room was checked by the caller, so the window
+    /// takes it (`Some(seq)`); while it is down the link holds it (`None`) or, with no
+    /// room left, refuses it: undelivered, never retried.
+    fn submit_sort(
+        &mut self,
+        decision: &Decision,
+        decided_at_us: u64,
+    ) -> Result<Option<u32>, WindowFull> {
+        let deadline = decision.received_at + self.finalizer.deadline();
+        self.link.submit(
+            SortCommand {
+                parcel_id: decision.parcel_id,
+                scanner_id: decision.scanner_id,
+                chute: decision.chute,
+                reason: decision.reason,
+                plan_version: decision.plan_version,
+                decided_at_us,
+            },
+            deadline,
+        )
+    }
+
+    /// Takes the held decision whose SORT the link released or expired. The link keeps
+    /// held SORTs in submission order and the finalizer lets a parcel through only once,
+    /// so the first match is the one.
+    fn take_held(&mut self, sort: &SortCommand) -> Option<Decision> {
+        let index = self.held.iter().position(|decision| {
+            decision.parcel_id == sort.parcel_id
+                && decision.scanner_id == sort.scanner_id
+                && decision.chute == sort.chute
+                && decision.reason == sort.reason
+        })?;
+        self.held.remove(index)
     }
 
     /// Runs the link's timers when one is due at `now`.
@@ -180,16 +237,44 @@ impl EgressCore {
         }
     }
 
-    /// Applies the link's events (chute states, confirmations) and returns the next
-    /// thing the driver must do to the transport, if any. Call until `None`.
-    pub fn poll_action(&mut self, observer: &mut impl EgressObserver) -> Option<LinkAction> {
+    /// Applies the link's events at `now` (chute states, confirmations, held SORTs
+    /// released or expired) and returns the next thing the driver must do to the
+    /// transport, if any. Call until `None`.
+    pub fn poll_action(
+        &mut self,
+        now: Instant,
+        observer: &mut impl EgressObserver,
+    ) -> Option<LinkAction> {
         while let Some(event) = self.link.poll_event() {
             match event {
                 HostEvent::ConnectNow => return Some(LinkAction::Connect),
                 HostEvent::LinkUp {
                     peer_session_changed,
                     resending,
-                } => observer.on_link_up(peer_session_changed, resending),
+                } => {
+                    if peer_session_changed {
+                        // A PLC new to this session (first contact, or it restarted)
+                        // announces every chute not available right after its HELLO;
+                        // what we knew before may be stale.
+                        self.chute_states.set_all_available();
+                    }
+                    observer.on_link_up(peer_session_changed, resending);
+                }
+                HostEvent::HeldReleased { sort, seq } => {
+                    if let Some(decision) = self.take_held(&sort) {
+                        observer.on_decision(now, &decision, Fate::Sent { plc_seq: seq });
+                    }
+                }
+                HostEvent::HeldExpired { sort } => {
+                    if let Some(decision) = self.take_held(&sort) {
+                        let late = Decision {
+                            chute: decision.late_chute,
+                            reason: Reason::Late,
+                            ..decision
+                        };
+                        observer.on_decision(now, &late, Fate::Undelivered);
+                    }
+                }
                 HostEvent::LinkDown { why } => {
                     observer.on_link_down(why);
                     return Some(LinkAction::Disconnect);
@@ -205,5 +290,156 @@ impl EgressCore {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::queue::{Wake, batch_queue};
+    use crate::plc::{LinkConfig, PeerConfig, PlcPeer};
+    use std::time::Duration;
+
+    struct NoWake;
+    impl Wake for NoWake {
+        fn wake(&self) {}
+    }
+
+    /// Records every fate, and fails the test on a second fate for one parcel.
+    #[derive(Default)]
+    struct Fates {
+        seen: Vec<(u64, Reason, ChuteNumber, Fate)>,
+    }
+
+    impl EgressObserver for Fates {
+        fn on_decision(&mut self, _now: Instant, decision: &Decision, fate: Fate) {
+            assert!(
+                self.seen.iter().all(|seen| seen.0 != decision.parcel_id),
+                "parcel {} got a second fate",
+                decision.parcel_id
+            );
+            self.seen
+                .push((decision.parcel_id, decision.reason, decision.chute, fate));
+        }
+    }
+
+    fn decision(parcel_id: u64, received_at: Instant) -> Decision {
+        Decision {
+            parcel_id,
+            scanner_id: 1,
+            chute: 7,
+            reason: Reason::SortedPrimary,
+            plan_version: 1,
+            preadvice_seq: 0,
+            late_chute: 996,
+            received_at,
+        }
+    }
+
+    /// Connects the host to a fresh PLC and lets the HELLOs (and whatever the PLC
+    /// queues after its HELLO) cross once each way.
+    fn handshake(core: &mut EgressCore, plc: &mut PlcPeer, now: Instant) {
+        core.link_mut().handle_connected(now);
+        plc.handle_connected(now);
+        let mut to_plc = Vec::new();
+        core.link_mut().poll_transmit(now, &mut to_plc);
+        plc.handle_input(now, &to_plc);
+        let mut to_host = Vec::new();
+        plc.poll_transmit(now, &mut to_host);
+        core.link_mut().handle_input(now, &to_host);
+    }
+
+    #[test]
+    fn decisions_held_while_the_link_is_down_get_one_fate_each_when_it_settles() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let (sender, receiver) = batch_queue(4, 8, Arc::new(NoWake));
+        let link = HostLink::new(
+            LinkConfig {
+                window_max: 4,
+                ..LinkConfig::default()
+            },
+            start,
+        );
+        let chutes = Arc::new(ChuteStateTable::new());
+        let finalizer = Finalizer::new(ms(500), ms(0), 64);
+        let mut core = EgressCore::new(link, finalizer, Arc::clone(&chutes));
+        let mut fates = Fates::default();
+        // Link down: parcels 1 and 2 at start (deadline +500 ms), 3 and 4 at +300 ms
+        // (deadline +800 ms), 5 finds the window (4) full of held SORTs.
+        let mut batch = sender.empty_batch();
+        batch.push(decision(1, start));
+        batch.push(decision(2, start));
+        sender.try_send(batch).ok();
+        assert_eq!(core.pump(start, 0, &receiver, &mut fates), 2);
+        let later = start + ms(300);
+        let mut batch = sender.empty_batch();
+        for parcel_id in 3..=5 {
+            batch.push(decision(parcel_id, later));
+        }
+        sender.try_send(batch).ok();
+        assert_eq!(core.pump(later, 0, &receiver, &mut fates), 3);
+        assert_eq!(core.held(), 4);
+        assert_eq!(
+            fates.seen,
+            vec![(5, Reason::SortedPrimary, 7, Fate::Undelivered)]
+        );
+        // +600 ms: 1 and 2 passed their chute unsent: undelivered, late, late chute.
+        let expiry = start + ms(600);
+        core.handle_timeout(expiry);
+        while core.poll_action(expiry, &mut fates).is_some() {}
+        assert_eq!(core.held(), 2);
+        assert_eq!(
+            fates.seen[1..],
+            [
+                (1, Reason::Late, 996, Fate::Undelivered),
+                (2, Reason::Late, 996, Fate::Undelivered)
+            ]
+        );
+        // The PLC says HELLO: 3 and 4 are numbered and sent, in order.
+        let mut plc = PlcPeer::new(PeerConfig::default(), start);
+        let up = start + ms(700);
+        handshake(&mut core, &mut plc, up);
+        while core.poll_action(up, &mut fates).is_some() {}
+        assert_eq!(core.held(), 0);
+        let sent: Vec<_> = fates.seen[3..]
+            .iter()
+            .map(|seen| (seen.0, seen.3))
+            .collect();
+        assert_eq!(
+            sent,
+            vec![
+                (3, Fate::Sent { plc_seq: 1 }),
+                (4, Fate::Sent { plc_seq: 2 })
+            ]
+        );
+        assert_eq!(fates.seen.len(), 5, "one fate per parcel");
+    }
+
+    #[test]
+    fn a_plc_new_to_the_session_resets_chute_states_then_announces_its_own() {
+        let start = Instant::now();
+        let (_sender, receiver) = batch_queue(1, 1, Arc::new(NoWake));
+        let chutes = Arc::new(ChuteStateTable::new());
+        // What an earlier PLC said: chutes 5 and 6 full.
+        chutes.set(5, ChuteState::Full);
+        chutes.set(6, ChuteState::Full);
+        let link = HostLink::new(LinkConfig::default(), start);
+        let finalizer = Finalizer::new(Duration::from_secs(1), Duration::ZERO, 8);
+        let mut core = EgressCore::new(link, finalizer, Arc::clone(&chutes));
+        // The PLC now knows chute 6 disabled, nothing else.
+        let mut plc = PlcPeer::new(PeerConfig::default(), start);
+        plc.set_chute_state(6, ChuteState::Disabled).ok();
+        let mut fates = Fates::default();
+        handshake(&mut core, &mut plc, start);
+        while core.poll_action(start, &mut fates).is_some() {}
+        assert_eq!(core.pump(start, 0, &receiver, &mut fates), 0);
+        assert_eq!(
+            chutes.get(5),
+            ChuteState::Available,
+            "stale state forgotten"
+        );
+        assert_eq!(chutes.get(6), ChuteState::Disabled, "announced after HELLO");
+        assert_eq!(chutes.unavailable_count(), 1);
     }
 }

@@ -434,6 +434,7 @@ impl Scanner<'_> {
                 let decided = decide(
                     view,
                     decider.chute_states,
+                    scan.flags,
                     scan.barcodes.as_slice(),
                     scan.destination,
                 );

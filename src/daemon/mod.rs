@@ -5,7 +5,7 @@
 //! in the sans-IO layers. Configuration is validated (see [`config`]) before this runs.
 
 pub mod config;
-mod plan_source;
+pub mod plan_source;
 pub mod preadvice;
 pub mod systemd;
 

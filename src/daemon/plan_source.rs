@@ -33,7 +33,8 @@ impl PlanSource {
         }
     }
 
-    fn is_csv(&self) -> bool {
+    /// Whether the path names a plan CSV (compiled before use).
+    pub fn is_csv(&self) -> bool {
         self.path
             .extension()
             .is_some_and(|extension| extension.eq_ignore_ascii_case("csv"))

@@ -7,7 +7,9 @@
 //!
 //! While the link is up and its window is full, this thread stops taking batches, so the
 //! queue fills and ingress stops reading: backpressure instead of loss. While the link is
-//! down, decisions are still made and counted as undelivered; nothing blocks the scanners.
+//! down, decisions are still made and the link holds them until it is back or their
+//! deadline passes (then counted undelivered as `late`); once the window is full, further
+//! ones are counted undelivered at once: nothing blocks the scanners.
 //! Protocol rules live in [`crate::plc`]; this file only moves bytes and events.
 
 use std::io;
@@ -155,6 +157,10 @@ impl Egress {
                 if self.queue.is_finished() && self.core.pending() == 0 {
                     let acked = self.core.link().window_free() == self.shared.plc.window_max;
                     if acked || !self.core.is_link_up() || now >= deadline {
+                        // Held SORTs will never go out now: each counts undelivered.
+                        self.core.abandon_held();
+                        self.drive_link(now);
+                        self.observer.publish_decisions();
                         self.observer.publish_latency();
                         return Ok(());
                     }
@@ -218,7 +224,7 @@ impl Egress {
     /// transport.
     fn drive_link(&mut self, now: Instant) {
         self.core.handle_timeout(now);
-        while let Some(action) = self.core.poll_action(&mut self.observer) {
+        while let Some(action) = self.core.poll_action(now, &mut self.observer) {
             match action {
                 LinkAction::Connect => self.dial(now),
                 LinkAction::Disconnect => self.drop_connection(now, false),
@@ -235,7 +241,9 @@ impl Egress {
         // The link hands out new telegrams only once the earlier ones are on the wire,
         // so a retransmission never queues behind a stale copy.
         if self.socket.outbound_pending() == 0 {
-            self.core.link_mut().poll_transmit(self.socket.outbound());
+            self.core
+                .link_mut()
+                .poll_transmit(now, self.socket.outbound());
         }
         if !self.socket.flush() {
             self.drop_connection(now, true);

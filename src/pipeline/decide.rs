@@ -1,5 +1,8 @@
 //! Turning a decoded scan into a decision: resolve against the plan and its pre-advice
-//! overlay, then steer around chutes the PLC reported full or disabled.
+//! overlay, then steer around chutes the PLC reported full or disabled. A scanner that
+//! flags a multi-read (it saw codes it could not reconcile) sends the parcel to the
+//! multi-read chute whatever it read: the code it reports may belong to the parcel next
+//! to it.
 //!
 //! Pure and allocation-free; it neither reads the clock nor touches a socket. Deadlines
 //! and duplicates are judged later, where the decision leaves for the PLC.
@@ -9,6 +12,7 @@ use std::time::Instant;
 use crate::decision::{ChuteNumber, Reason};
 use crate::plan::{DefaultKind, Outcome, PlanView, Resolution};
 use crate::plc::{ChuteState, ChuteStateTable};
+use crate::wire::ScanFlags;
 
 /// One parcel's decision as it travels from an ingress worker to the PLC thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,14 +50,24 @@ pub struct Decided {
 /// usable chute in plan order.
 ///
 /// Sorted parcels whose primary and alternates are all full or disabled go to the plan's
-/// `no_rule` exception chute with reason `chute_unavailable`.
+/// `no_rule` exception chute with reason `chute_unavailable`. A scan with the scanner's
+/// multi-read flag goes to the plan's `multi_read` chute with reason `multi_read`, as a
+/// multi-read sortd finds itself does.
 #[inline]
 pub fn decide(
     view: &PlanView,
     chute_states: &ChuteStateTable,
+    flags: ScanFlags,
     barcodes: &[&[u8]],
     destination: Option<&[u8]>,
 ) -> Decided {
+    if flags.contains(ScanFlags::MULTI_READ) {
+        return Decided {
+            chute: view.plan.default_chute(DefaultKind::MultiRead),
+            reason: Reason::MultiRead,
+            preadvice_seq: 0,
+        };
+    }
     let resolved = view.resolve(barcodes, destination);
     let (chute, reason) = steer(view, chute_states, resolved.resolution);
     Decided {
@@ -89,5 +103,62 @@ fn steer(
         Outcome::NoRead => (resolution.chutes.primary(), Reason::NoRead),
         Outcome::NoRule => (resolution.chutes.primary(), Reason::NoRule),
         Outcome::MultiRead => (resolution.chutes.primary(), Reason::MultiRead),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Plan, PlanHandle, compile_str};
+
+    const CSV: &str = "kind,key,chutes
+prefix,3301,12|13
+exact,YT0000000000001,7
+default,no_read,998
+default,no_rule,999
+default,multi_read,997
+default,late,996
+";
+
+    #[test]
+    fn the_scanners_multi_read_flag_goes_to_the_multi_read_chute() {
+        let plan = PlanHandle::new(
+            Plan::from_bytes(compile_str("plan.csv", CSV).expect("compiles")).expect("opens"),
+        );
+        let view = plan.view();
+        let chutes = ChuteStateTable::new();
+        let code: &[u8] = b"YT0000000000001";
+        let partial = ScanFlags::PARTIAL_READ;
+        let multi = ScanFlags::MULTI_READ;
+        type Case<'a> = (
+            ScanFlags,
+            &'a [&'a [u8]],
+            Option<&'a [u8]>,
+            (ChuteNumber, Reason),
+        );
+        let cases: &[Case] = &[
+            (ScanFlags::EMPTY, &[code], None, (7, Reason::SortedPrimary)),
+            (partial, &[code], None, (7, Reason::SortedPrimary)),
+            (multi, &[code], None, (997, Reason::MultiRead)),
+            (multi, &[], None, (997, Reason::MultiRead)),
+            (multi, &[], Some(b"330105"), (997, Reason::MultiRead)),
+            (ScanFlags::EMPTY, &[], None, (998, Reason::NoRead)),
+            (
+                ScanFlags::EMPTY,
+                &[],
+                Some(b"330105"),
+                (12, Reason::SortedPrimary),
+            ),
+        ];
+        for (flags, barcodes, destination, expected) in cases {
+            assert_eq!(
+                {
+                    let decided = decide(&view, &chutes, *flags, barcodes, *destination);
+                    (decided.chute, decided.reason)
+                },
+                *expected,
+                "{flags:?} {barcodes:?} {destination:?}"
+            );
+        }
     }
 }

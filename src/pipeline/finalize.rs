@@ -37,6 +37,11 @@ impl Finalizer {
             }))
     }
 
+    /// How long after receipt a decision may still leave for its chute.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// Parcels the duplicate window remembers now (bounded by its `entries_max`).
     pub fn remembered(&self) -> usize {
         self.duplicates.len()

@@ -80,6 +80,14 @@ impl ChuteStateTable {
         })
     }
 
+    /// Forget every state: all chutes available (a PLC that restarted announces the
+    /// ones that are not).
+    pub fn set_all_available(&self) {
+        for state in self.states.iter() {
+            state.store(ChuteState::Available.code(), Ordering::Relaxed);
+        }
+    }
+
     /// How many chutes are not available (a full scan; for metrics, not the hot path).
     pub fn unavailable_count(&self) -> usize {
         self.states
@@ -109,6 +117,8 @@ mod tests {
         assert_eq!(table.set(999, ChuteState::Available), ChuteState::Disabled);
         assert!(table.is_available(999));
         assert!(!table.is_available(1));
+        table.set_all_available();
+        assert_eq!(table.unavailable_count(), 0);
     }
 
     #[test]

@@ -74,14 +74,17 @@ fn drive_host(now: Instant, data: &[u8]) {
     link.handle_input(now, &hello(Role::Plc, 7));
     assert_eq!(link.state(), LinkState::Established);
     for sort_index in 0..4u64 {
-        let _ = link.submit(super::SortCommand {
-            parcel_id: sort_index,
-            scanner_id: 1,
-            chute: 1,
-            reason: crate::decision::Reason::SortedPrimary,
-            plan_version: 1,
-            decided_at_us: 0,
-        });
+        let _ = link.submit(
+            super::SortCommand {
+                parcel_id: sort_index,
+                scanner_id: 1,
+                chute: 1,
+                reason: crate::decision::Reason::SortedPrimary,
+                plan_version: 1,
+                decided_at_us: 0,
+            },
+            now + Duration::from_secs(3600),
+        );
     }
     let mut out = Vec::new();
     let mut time = now;
@@ -90,7 +93,7 @@ fn drive_host(now: Instant, data: &[u8]) {
         while link.poll_event().is_some() {}
         time += Duration::from_millis(u64::from(chunk.first().copied().unwrap_or(0)));
         link.handle_timeout(time);
-        link.poll_transmit(&mut out);
+        link.poll_transmit(time, &mut out);
         check_output(&out);
         out.clear();
         assert!(link.window_free() <= 16);
@@ -110,7 +113,7 @@ fn drive_peer(now: Instant, data: &[u8]) {
         while peer.poll_event().is_some() {}
         time += Duration::from_millis(u64::from(chunk.last().copied().unwrap_or(0)));
         peer.handle_timeout(time);
-        peer.poll_transmit(&mut out);
+        peer.poll_transmit(time, &mut out);
         check_output(&out);
         out.clear();
     }

@@ -1,7 +1,9 @@
 //! sortd's end of the PLC link as a sans-IO state machine: numbers SORTs, keeps them in
 //! a bounded window until the PLC acknowledges them, resends on timeout and after every
 //! reconnect (only what the PLC's HELLO says it lacks), heartbeats, declares the link
-//! down, and asks its driver to redial with capped exponential backoff.
+//! down, and asks its driver to redial with capped exponential backoff. SORTs submitted
+//! while the link is down are held unnumbered until the resync, and dropped (with an
+//! event) if their parcel's deadline passes first, so no sequence number is wasted.
 //!
 //! The driver (the daemon's event loop, or a test) owns the socket and the clock: it
 //! feeds bytes and `now` in, writes what `poll_transmit` appends, arms a timer from
@@ -84,7 +86,8 @@ pub enum HostEvent {
         /// The PLC's session differs from the one last seen (first connect, or the PLC
         /// restarted and forgot its state).
         peer_session_changed: bool,
-        /// SORTs still unacknowledged after the PLC's HELLO, about to be (re)sent.
+        /// SORTs still unacknowledged after the PLC's HELLO, about to be (re)sent. SORTs
+        /// held while the link was down follow, as `HeldReleased` events.
         resending: u32,
     },
     /// The link is down; close the transport if it is still open. SORTs stay queued.
@@ -107,6 +110,20 @@ pub enum HostEvent {
         /// The PLC's sequence number of the report.
         plc_seq: u32,
     },
+    /// A SORT held while the link was down is numbered now that the link is up (after
+    /// the resync) and goes out with the next `poll_transmit`.
+    HeldReleased {
+        /// The command.
+        sort: SortCommand,
+        /// Its sequence number.
+        seq: u32,
+    },
+    /// A SORT held while the link was down reached its deadline first: it was never
+    /// numbered nor sent, and never will be. The parcel is late.
+    HeldExpired {
+        /// The command.
+        sort: SortCommand,
+    },
     /// The PLC reported a chute's new state (exactly once per PLC sequence).
     ChuteStatusChanged {
         /// The chute.
@@ -116,6 +133,14 @@ pub enum HostEvent {
     },
 }
 
+/// A SORT submitted while the link was down: not numbered until the link is up, so one
+/// that expires leaves no gap in the sequence.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    sort: SortCommand,
+    deadline: Instant,
+}
+
 /// sortd's end of the PLC link.
 #[derive(Debug)]
 pub struct HostLink {
@@ -123,6 +148,10 @@ pub struct HostLink {
     state: LinkState,
     backoff: Backoff,
     events: VecDeque<HostEvent>,
+    /// SORTs submitted while the link was down; with the window, at most `window_max`.
+    held: VecDeque<Held>,
+    /// The earliest deadline in `held`.
+    held_expiry_at: Option<Instant>,
 }
 
 impl HostLink {
@@ -139,27 +168,58 @@ impl HostLink {
             ),
             events: VecDeque::with_capacity(config.events_max),
             state: LinkState::AwaitingTransport,
+            held: VecDeque::with_capacity(config.window_max),
+            held_expiry_at: None,
             session,
         };
         link.request_connect();
         link
     }
 
-    /// Queue a SORT; returns its sequence number. Accepted while the link is down too,
-    /// up to the window. `WindowFull` is backpressure: keep the command, stop pulling
-    /// work, and retry when `window_free` is non-zero.
-    pub fn submit(&mut self, sort: SortCommand) -> Result<u32, WindowFull> {
-        let result = self.session.window.push(sort);
-        match result {
-            Ok(_) => self.session.stats.submitted += 1,
-            Err(_) => self.session.stats.window_full += 1,
+    /// Queue a SORT that is worth sending until `deadline` (when the parcel passes its
+    /// chute). While the link is up it is numbered at once: `Ok(Some(seq))`. While the
+    /// link is down (or resynchronising) it is held unnumbered, `Ok(None)`, and
+    /// numbered after the resync ([`HostEvent::HeldReleased`]), or dropped unsent if
+    /// `deadline` comes first ([`HostEvent::HeldExpired`]); the deadline does not
+    /// apply once numbered. Held and numbered SORTs together fill at most the window.
+    /// `WindowFull` is backpressure: keep the command, stop pulling work, and retry
+    /// when `window_free` is non-zero (or, while the link is down, give the parcel up).
+    pub fn submit(
+        &mut self,
+        sort: SortCommand,
+        deadline: Instant,
+    ) -> Result<Option<u32>, WindowFull> {
+        if self.window_free() == 0 {
+            self.session.stats.window_full += 1;
+            return Err(WindowFull {
+                window_max: self.session.config.window_max,
+            });
         }
-        result
+        if self.state == LinkState::Established {
+            return self.number(sort).map(Some);
+        }
+        self.held.push_back(Held { sort, deadline });
+        self.session.stats.held += 1;
+        self.held_expiry_at = Some(self.held_expiry_at.map_or(deadline, |at| at.min(deadline)));
+        Ok(None)
     }
 
-    /// Room in the window, in SORTs.
+    /// Room for more SORTs (numbered or held), in SORTs.
     pub fn window_free(&self) -> usize {
-        self.session.window.free()
+        self.session.window.free().saturating_sub(self.held.len())
+    }
+
+    /// SORTs held unnumbered while the link is down.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The driver stops for good: every held SORT expires now, a `HeldExpired` each.
+    pub fn abandon_held(&mut self) {
+        for held in self.held.iter_mut() {
+            held.deadline = self.session.now;
+        }
+        self.expire_held();
     }
 
     /// SORTs submitted and not yet acknowledged (sent or waiting).
@@ -234,6 +294,9 @@ impl HostLink {
     /// Fire whatever timers are due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.session.advance(now);
+        if self.held_expiry_at.is_some_and(|at| at <= now) {
+            self.expire_held();
+        }
         match self.state {
             LinkState::AwaitingReconnect { connect_at } if connect_at <= now => {
                 self.request_connect();
@@ -250,17 +313,20 @@ impl HostLink {
 
     /// When `handle_timeout` should be called next, if any timer runs.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.state {
+        let link = match self.state {
             LinkState::AwaitingReconnect { connect_at } => Some(connect_at),
             _ => self.session.poll_timeout(self.phase()),
-        }
+        };
+        [link, self.held_expiry_at].into_iter().flatten().min()
     }
 
     /// Append every telegram ready to send (HELLO, ACK, HEARTBEAT, SORTs) to `out`.
-    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+    /// `now` is when the bytes go out: the retransmission timer of a SORT sent now
+    /// runs from it.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) {
         let phase = self.phase();
         self.session
-            .transmit(phase, out, |seq, sort| Telegram::Sort { seq, sort });
+            .transmit(now, phase, out, |seq, sort| Telegram::Sort { seq, sort });
     }
 
     /// The next event, if any.
@@ -294,6 +360,54 @@ impl HostLink {
             LinkState::AwaitingResync => Phase::AwaitingHello,
             LinkState::Established => Phase::Established,
         }
+    }
+
+    /// Number a SORT into the window (it goes out with the next `poll_transmit`).
+    fn number(&mut self, sort: SortCommand) -> Result<u32, WindowFull> {
+        let result = self.session.window.push(sort);
+        if result.is_ok() {
+            self.session.stats.submitted += 1;
+        }
+        result
+    }
+
+    /// Drop, with an event each, every held SORT whose deadline has come.
+    fn expire_held(&mut self) {
+        let now = self.session.now;
+        let mut expiry_at: Option<Instant> = None;
+        let stats = &mut self.session.stats;
+        let events = &mut self.events;
+        self.held.retain(|held| {
+            if held.deadline <= now {
+                stats.held_expired += 1;
+                events.push_back(HostEvent::HeldExpired { sort: held.sort });
+                false
+            } else {
+                expiry_at = Some(expiry_at.map_or(held.deadline, |at| at.min(held.deadline)));
+                true
+            }
+        });
+        self.held_expiry_at = expiry_at;
+    }
+
+    /// The link is up: number every held SORT still within its deadline, in order.
+    fn release_held(&mut self) {
+        self.expire_held();
+        while let Some(held) = self.held.pop_front() {
+            // Held and numbered together never exceed the window, so this fits.
+            let event = match self.number(held.sort) {
+                Ok(seq) => HostEvent::HeldReleased {
+                    sort: held.sort,
+                    seq,
+                },
+                Err(_) => {
+                    self.session.stats.held_expired += 1;
+                    HostEvent::HeldExpired { sort: held.sort }
+                }
+            };
+            self.events.push_back(event);
+        }
+        self.held_expiry_at = None;
     }
 
     fn request_connect(&mut self) {
@@ -346,6 +460,7 @@ impl HostLink {
                         peer_session_changed,
                         resending: self.session.window.len() as u32,
                     });
+                    self.release_held();
                 }
             }
             Telegram::Heartbeat { counter, .. } => self.session.on_heartbeat(counter),

@@ -4,11 +4,13 @@
 //! It accepts SORTs strictly in sequence order and delivers each sequence number exactly
 //! once (duplicates are re-ACKed and counted, never re-delivered), acknowledges them per
 //! its [`AckPolicy`](super::AckPolicy), numbers its own SORT_CONFIRM and CHUTE_STATUS
-//! telegrams and resends them until the host acknowledges them, and heartbeats. It does
-//! not dial or redial: a PLC usually listens, and a simulator that dials does so on its
+//! telegrams and resends them until the host acknowledges them, and heartbeats. It
+//! remembers every chute that is not available and announces each again (a
+//! CHUTE_STATUS) whenever a host session it has not seen before says HELLO, so a sortd
+//! that restarted learns the chute states it forgot. It does not dial or redial: a PLC usually listens, and a simulator that dials does so on its
 //! own schedule. No sockets, no clock, no threads.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use crate::decision::ChuteNumber;
@@ -99,6 +101,11 @@ pub struct PlcPeer {
     session: Session<Report>,
     state: PeerState,
     events: VecDeque<PeerEvent>,
+    /// Every chute whose last reported state is not `Available` (at most one entry
+    /// per chute number).
+    chutes_unavailable: BTreeMap<ChuteNumber, ChuteState>,
+    /// Chutes still to announce to a new host session, as window room appears.
+    announce: VecDeque<ChuteNumber>,
 }
 
 impl PlcPeer {
@@ -109,6 +116,8 @@ impl PlcPeer {
             events: VecDeque::with_capacity(session.config.events_max),
             session,
             state: PeerState::AwaitingTransport,
+            chutes_unavailable: BTreeMap::new(),
+            announce: VecDeque::new(),
         }
     }
 
@@ -128,13 +137,27 @@ impl PlcPeer {
         }))
     }
 
-    /// Queue a CHUTE_STATUS; returns its PLC sequence number.
+    /// Queue a CHUTE_STATUS; returns its PLC sequence number. The state is remembered
+    /// (when the window takes it) for announcing to a new host session.
     pub fn set_chute_state(
         &mut self,
         chute: ChuteNumber,
         state: ChuteState,
     ) -> Result<u32, WindowFull> {
-        self.queue(Report::Status { chute, state })
+        let seq = self.queue(Report::Status { chute, state })?;
+        if state == ChuteState::Available {
+            self.chutes_unavailable.remove(&chute);
+        } else {
+            self.chutes_unavailable.insert(chute, state);
+        }
+        Ok(seq)
+    }
+
+    /// Chutes not available, as last reported, in chute order.
+    pub fn chutes_unavailable(&self) -> impl Iterator<Item = (ChuteNumber, ChuteState)> + '_ {
+        self.chutes_unavailable
+            .iter()
+            .map(|(chute, state)| (*chute, *state))
     }
 
     /// Room in the report window.
@@ -205,11 +228,12 @@ impl PlcPeer {
         self.session.poll_timeout(self.phase())
     }
 
-    /// Append every telegram ready to send to `out`.
-    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+    /// Append every telegram ready to send to `out`; `now` is when they go out.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) {
+        self.queue_announcements();
         let phase = self.phase();
         self.session
-            .transmit(phase, out, |seq, report| match report {
+            .transmit(now, phase, out, |seq, report| match report {
                 Report::Confirm(confirm) => Telegram::SortConfirm { seq, confirm },
                 Report::Status { chute, state } => Telegram::ChuteStatus { seq, chute, state },
             });
@@ -241,6 +265,20 @@ impl PlcPeer {
             Err(_) => self.session.stats.window_full += 1,
         }
         result
+    }
+
+    /// Queue what is left to announce to a new host session, as far as the window
+    /// allows. A chute's current state is read now, so an announcement never undoes a
+    /// later change; a chute available again by now needs none.
+    fn queue_announcements(&mut self) {
+        while self.session.window.free() > 0 {
+            let Some(chute) = self.announce.pop_front() else {
+                return;
+            };
+            if let Some(state) = self.chutes_unavailable.get(&chute).copied() {
+                let _ = self.queue(Report::Status { chute, state });
+            }
+        }
     }
 
     fn phase(&self) -> Phase {
@@ -280,6 +318,14 @@ impl PlcPeer {
                         through_seq: hello.acked_through_seq,
                         count: acked,
                     });
+                }
+                if host_session_changed {
+                    // A host that does not know us (first contact, or sortd restarted)
+                    // learns every chute that is not available, before new reports.
+                    self.announce.clear();
+                    self.announce
+                        .extend(self.chutes_unavailable.keys().copied());
+                    self.queue_announcements();
                 }
                 if !established {
                     self.state = PeerState::Established;

@@ -216,12 +216,16 @@ impl<T: Copy> Session<T> {
 
     /// Append everything ready to go: HELLO while resynchronising; ACK, HEARTBEAT and
     /// the window's unsent telegrams (encoded by `encode`) once established.
+    /// `now` starts the retransmission timer of what goes out: it must be the time of
+    /// this call, not of the last input (after an idle gap that would be long past).
     pub fn transmit(
         &mut self,
+        now: Instant,
         phase: Phase,
         out: &mut Vec<u8>,
         encode: impl Fn(u32, T) -> Telegram,
     ) {
+        self.advance(now);
         if phase == Phase::Down {
             return;
         }

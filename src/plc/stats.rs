@@ -11,6 +11,10 @@ use super::error::DecodeError;
 pub struct LinkStats {
     /// Our numbered telegrams accepted into the window.
     pub submitted: u64,
+    /// SORTs submitted while the link was down, held unnumbered until it is up.
+    pub held: u64,
+    /// Held SORTs whose deadline passed before the link came up; never sent.
+    pub held_expired: u64,
     /// Submissions refused because the window was full.
     pub window_full: u64,
     /// Our numbered telegrams sent for the first time.

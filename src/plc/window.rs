@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::error::WindowFull;
-use super::seq::{seq_distance, seq_within};
+use super::seq::seq_distance;
 
 /// What an incoming cumulative ACK did to the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,23 +87,21 @@ impl<T: Copy> OutboundWindow<T> {
         self.first_seq.wrapping_add(self.items.len() as u32)
     }
 
-    /// Apply a cumulative ACK "received everything up to `through_seq`".
+    /// Apply a cumulative ACK "received everything up to `through_seq`" at `now`. While
+    /// telegrams sent on this connection stay unacknowledged, the retransmission timer
+    /// restarts at `now`: it fires when no ACK has advanced for `ack_timeout`.
     pub fn ack(&mut self, now: Instant, through_seq: u32) -> AckEffect {
         let before_first = self.first_seq.wrapping_sub(1);
-        let last_sent = before_first.wrapping_add(self.ever_sent as u32);
-        if !seq_within(through_seq, before_first, last_sent) {
-            // Behind the window is stale; ahead of anything ever sent is invalid. The
-            // window is far smaller than half the sequence space, so the sign decides.
-            return if seq_distance(through_seq, before_first) < 0 {
-                AckEffect::Stale
-            } else {
-                AckEffect::Invalid
-            };
-        }
-        let count = seq_distance(through_seq, before_first) as usize;
-        if count == 0 {
+        // The window is far smaller than half the sequence space, so the sign decides:
+        // at or behind the window's start is stale, beyond anything sent is invalid.
+        let distance = seq_distance(through_seq, before_first);
+        if distance <= 0 {
             return AckEffect::Stale;
         }
+        if distance > self.ever_sent as i64 {
+            return AckEffect::Invalid;
+        }
+        let count = distance as usize;
         self.items.drain(..count.min(self.items.len()));
         self.first_seq = through_seq.wrapping_add(1);
         self.sent_on_connection = self.sent_on_connection.saturating_sub(count);
@@ -141,7 +139,9 @@ impl<T: Copy> OutboundWindow<T> {
     }
 
     /// Hand every item not yet sent on this connection to `send(seq, item,
-    /// is_retransmission)`, in order, and start the timer. Returns how many were sent.
+    /// is_retransmission)`, in order. Returns how many were sent. If nothing sent was
+    /// waiting for an ACK, the retransmission timer starts at `now`, which must be the
+    /// time of sending (a stale `now` makes the timer fire at once).
     pub fn transmit(&mut self, now: Instant, mut send: impl FnMut(u32, T, bool)) -> usize {
         let start = self.sent_on_connection;
         for (index, item) in self.items.iter().enumerate().skip(start) {
@@ -210,5 +210,74 @@ mod tests {
             collect(&mut window, now),
             vec![(10, 0, true), (11, 1, true), (12, 2, true), (13, 3, false)]
         );
+    }
+
+    #[test]
+    fn the_timer_runs_from_the_first_send_and_restarts_on_each_advancing_ack() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let mut window = OutboundWindow::new(8, 1, ms(200));
+        // Nothing sent: no timer, even after a transmit call.
+        assert_eq!(window.transmit(start, |_, _, _| {}), 0);
+        assert_eq!(window.retransmit_at(), None);
+        window.push(0).ok();
+        // The timer starts when the item is sent, not before.
+        assert_eq!(window.retransmit_at(), None);
+        assert_eq!(window.transmit(start + ms(500), |_, _, _| {}), 1);
+        assert_eq!(window.retransmit_at(), Some(start + ms(700)));
+        // More sent while the first waits: the timer keeps running from the first send.
+        window.push(1).ok();
+        window.push(2).ok();
+        assert_eq!(window.len(), 3);
+        assert_eq!(window.transmit(start + ms(550), |_, _, _| {}), 2);
+        assert_eq!(window.retransmit_at(), Some(start + ms(700)));
+        // A transmit with nothing new leaves it alone too.
+        assert_eq!(window.transmit(start + ms(560), |_, _, _| {}), 0);
+        assert_eq!(window.retransmit_at(), Some(start + ms(700)));
+        // An ACK that advances restarts it from the ACK while items wait...
+        assert_eq!(
+            window.ack(start + ms(600), 1),
+            AckEffect::Advanced { count: 1 }
+        );
+        assert_eq!(window.retransmit_at(), Some(start + ms(800)));
+        // ...a repeated one does not...
+        assert_eq!(window.ack(start + ms(650), 1), AckEffect::Stale);
+        assert_eq!(window.retransmit_at(), Some(start + ms(800)));
+        assert!(!window.handle_timeout(start + ms(799)));
+        // ...and once all is acknowledged, it stops.
+        assert_eq!(
+            window.ack(start + ms(700), 3),
+            AckEffect::Advanced { count: 2 }
+        );
+        assert_eq!(window.retransmit_at(), None);
+        assert!(!window.handle_timeout(start + ms(10_000)));
+    }
+
+    #[test]
+    fn acks_at_the_edges_of_what_was_sent() {
+        let now = Instant::now();
+        let mut window = OutboundWindow::new(8, 10, Duration::from_millis(10));
+        for item in 0..4 {
+            window.push(item).ok();
+        }
+        window.transmit(now, |_, _, _| {});
+        // The last telegram sent can be acknowledged; one more cannot.
+        assert_eq!(window.ack(now, 14), AckEffect::Invalid);
+        assert_eq!(window.ack(now, 9), AckEffect::Stale);
+        assert_eq!(window.ack(now, 13), AckEffect::Advanced { count: 4 });
+        assert_eq!(window.ack(now, 13), AckEffect::Stale);
+        assert_eq!(window.first_seq(), 14);
+        // After a rewind nothing was sent on this connection, but what was sent before
+        // still counts as sent: a resync ACK may cover it.
+        window.push(4).ok();
+        window.push(5).ok();
+        window.transmit(now, |_, _, _| {});
+        window.rewind();
+        assert_eq!(window.retransmit_at(), None);
+        assert_eq!(window.ack(now, 14), AckEffect::Advanced { count: 1 });
+        assert_eq!(window.retransmit_at(), None);
+        let mut again = Vec::new();
+        window.transmit(now, |seq, item, resent| again.push((seq, item, resent)));
+        assert_eq!(again, vec![(15, 5, true)]);
     }
 }

@@ -377,7 +377,9 @@ impl PlcSim {
         self.apply_chute_events(now);
         if !stalled && self.socket.is_open() {
             if self.socket.outbound_pending() == 0 {
-                self.model.peer_mut().poll_transmit(self.socket.outbound());
+                self.model
+                    .peer_mut()
+                    .poll_transmit(now, self.socket.outbound());
             }
             if !self.socket.flush() {
                 self.lose_connection(now);

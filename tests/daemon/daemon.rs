@@ -224,6 +224,49 @@ fn full_and_disabled_chutes_send_parcels_to_alternates_then_to_the_exception_chu
 }
 
 #[test]
+fn a_restarted_daemon_learns_the_full_chutes_from_the_plc() {
+    // Issue 15, defect 3: after a restart sortd sent the next parcel to a full chute.
+    let plc = TestPlc::start(
+        vec![],
+        vec![ChuteEvent {
+            at: Duration::ZERO,
+            chute: 12,
+            state: ChuteState::Full,
+        }],
+    );
+    let first = start_daemon(plc.address, &["protocol = \"binary\""], "");
+    plc.wait_connected();
+    wait_until("the first daemon to apply the chute state", || {
+        plc.counters.reports_acked.load(Ordering::Relaxed) >= 1
+    });
+    let to_3301 = |parcel_id| Parcel {
+        parcel_id,
+        barcodes: vec![],
+        destination: Some("330105"),
+    };
+    BinaryScanner::connect(first.scanner_addresses[0], 6).send(&to_3301(1));
+    assert_eq!(plc.recorder.wait_for(6, 1).chute, 13);
+    let (code, _) = first.terminate();
+    assert_eq!(code, Some(0));
+
+    let connections_before = plc.counters.connections.load(Ordering::Relaxed);
+    let second = start_daemon(plc.address, &["protocol = \"binary\""], "");
+    wait_until("the new daemon's PLC link", || {
+        plc.counters.connections.load(Ordering::Relaxed) > connections_before
+    });
+    // The PLC announces chute 12 again to the new host session.
+    wait_until("the new daemon to learn chute 12 is full", || {
+        second
+            .log_lines("chute status")
+            .iter()
+            .any(|line| line.contains("chute=12") && line.contains("Full"))
+    });
+    BinaryScanner::connect(second.scanner_addresses[0], 6).send(&to_3301(2));
+    let sort = plc.recorder.wait_for(6, 2);
+    assert_eq!((sort.chute, sort.reason), (13, Reason::SortedAlternate));
+}
+
+#[test]
 fn plc_link_loss_and_reconnect_lose_no_decision_and_actuate_none_twice() {
     let drop_at = |millis| LinkFault {
         at: Duration::from_millis(millis),

@@ -227,3 +227,37 @@ fn generate_then_compile_a_synthetic_plan() {
         stdout(&output)
     );
 }
+
+#[test]
+fn every_subcommand_that_reads_a_plan_accepts_the_csv_as_run_does() {
+    // Issue 15: `plan lookup` said "bad magic" for a CSV plan that `run` accepts.
+    let csv = example_csv();
+    let dir = tempfile::tempdir().unwrap();
+    let compiled = dir.path().join("example.sortplan");
+    let output = sortd(&["plan", "compile", path(&csv), "-o", path(&compiled)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    for args in [
+        vec!["lookup", "--code", "110101001"],
+        vec!["verify"],
+        vec!["stats"],
+    ] {
+        let run = |plan: &Path| {
+            let mut full = vec!["plan", args[0], path(plan)];
+            full.extend_from_slice(&args[1..]);
+            sortd(&full)
+        };
+        let from_csv = run(&csv);
+        assert!(from_csv.status.success(), "{args:?}: {}", stderr(&from_csv));
+        if args[0] == "lookup" {
+            assert_eq!(stdout(&from_csv), stdout(&run(&compiled)));
+        }
+    }
+    let output = sortd(&["plan", "diff", path(&csv), path(&compiled)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // A CSV that does not compile is an error naming the line.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "kind,key,chutes\nexact,A,notachute\n").unwrap();
+    let output = sortd(&["plan", "lookup", path(&bad), "--code", "1"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("bad.csv:2"), "{}", stderr(&output));
+}

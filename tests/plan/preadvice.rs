@@ -15,6 +15,7 @@ use sortd::plan::{
     Chutes, Outcome, Plan, PreAdvice, PreAdviceEntry, PreAdviceSettings, PreAdviceValue,
     compile_str, resolve_with_overlay,
 };
+use sortd::wire::ScanFlags;
 
 const CSV: &str = "kind,key,chutes
 meta,name,Hangzhou hub wave 2
@@ -597,7 +598,13 @@ fn the_plan_handle_decides_through_the_overlay_and_a_swap_keeps_it() {
     let states = ChuteStateTable::new();
     let decided = |barcode: &str| {
         let view = handle.view();
-        let decided = decide(&view, &states, &[barcode.as_bytes()], None);
+        let decided = decide(
+            &view,
+            &states,
+            ScanFlags::EMPTY,
+            &[barcode.as_bytes()],
+            None,
+        );
         (decided.chute, decided.reason, decided.preadvice_seq)
     };
     assert_eq!(decided("YT9"), (999, Reason::NoRule, 0));
@@ -612,6 +619,6 @@ fn the_plan_handle_decides_through_the_overlay_and_a_swap_keeps_it() {
     let plain = PlanHandle::new(plan());
     assert!(plain.preadvice().is_none());
     let view = plain.view();
-    let decided = decide(&view, &states, &[b"YT1".as_slice()], None);
+    let decided = decide(&view, &states, ScanFlags::EMPTY, &[b"YT1".as_slice()], None);
     assert_eq!((decided.chute, decided.preadvice_seq), (7, 0));
 }

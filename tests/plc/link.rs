@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::common::{Pair, host_config, plc_config, sort};
+use crate::common::{HOUR, Pair, host_config, plc_config, sort};
 use sortd::plc::{
     ChuteState, ChuteStateTable, HostEvent, HostLink, LinkConfig, LinkDownReason, LinkState,
     Outcome, PeerEvent, PeerState, PlcPeer, SortConfirm, Telegram, WindowFull,
@@ -13,10 +13,15 @@ fn ms(value: u64) -> Duration {
     Duration::from_millis(value)
 }
 
-/// Submit parcels `ids` and return their sequence numbers.
+/// Submit parcels `ids` and return the sequence numbers of those numbered at once (all
+/// of them while the link is up; none while it is down, when they are held).
 fn submit_all(pair: &mut Pair, ids: std::ops::Range<u64>) -> Vec<u32> {
-    ids.map(|id| pair.host.submit(sort(id)).expect("window has room"))
-        .collect()
+    ids.filter_map(|id| {
+        pair.host
+            .submit(sort(id), pair.now + HOUR)
+            .expect("window has room")
+    })
+    .collect()
 }
 
 /// SORTs the host reported acknowledged, summed over its events.
@@ -67,7 +72,10 @@ fn cumulative_ack_frees_the_window_and_full_window_is_backpressure() {
     let mut pair = Pair::new(host, plc);
     pair.drive();
     submit_all(&mut pair, 0..8);
-    assert_eq!(pair.host.submit(sort(8)), Err(WindowFull { window_max: 8 }));
+    assert_eq!(
+        pair.host.submit(sort(8), pair.now + HOUR),
+        Err(WindowFull { window_max: 8 })
+    );
     assert_eq!(pair.host.window_free(), 0);
     assert_eq!(pair.host.stats().window_full, 1);
     pair.drive();
@@ -91,10 +99,10 @@ fn lost_ack_is_retransmitted_and_the_plc_delivers_once() {
     let mut pair = Pair::established();
     submit_all(&mut pair, 0..3);
     let mut to_plc = Vec::new();
-    pair.host.poll_transmit(&mut to_plc);
+    pair.host.poll_transmit(pair.now, &mut to_plc);
     pair.plc.handle_input(pair.now, &to_plc);
     let mut ack = Vec::new();
-    pair.plc.poll_transmit(&mut ack);
+    pair.plc.poll_transmit(pair.now, &mut ack);
     assert!(!ack.is_empty(), "the PLC acknowledged");
     drop(ack); // lost on the way
     pair.run_for(ms(199));
@@ -112,7 +120,7 @@ fn reconnect_resends_only_what_the_plc_lacks() {
     let mut pair = Pair::established();
     submit_all(&mut pair, 0..10);
     let mut to_plc = Vec::new();
-    pair.host.poll_transmit(&mut to_plc);
+    pair.host.poll_transmit(pair.now, &mut to_plc);
     // Only the first six SORTs reach the PLC, then the connection breaks before the
     // PLC's ACK gets back.
     pair.plc.handle_input(pair.now, &to_plc[..6 * 40]);
@@ -131,13 +139,18 @@ fn reconnect_resends_only_what_the_plc_lacks() {
         })
     );
     assert_eq!(pair.host.unacked(), 10);
-    // Submissions while down are accepted and sent after the resync.
-    submit_all(&mut pair, 10..12);
+    // Submissions while down are held, numbered after the resync, and sent.
+    assert!(submit_all(&mut pair, 10..12).is_empty());
+    assert_eq!(pair.host.held(), 2);
     pair.run_for(ms(200));
     assert_eq!(pair.host.state(), LinkState::Established);
     assert!(pair.host_events.contains(&HostEvent::LinkUp {
         peer_session_changed: false,
-        resending: 6
+        resending: 4
+    }));
+    assert!(pair.host_events.contains(&HostEvent::HeldReleased {
+        sort: sort(11),
+        seq: 12
     }));
     assert_eq!(pair.delivered_seqs(), (7..=12).collect::<Vec<u32>>());
     // Seqs 7..=10 went out before, 11 and 12 are new.
@@ -192,7 +205,7 @@ fn resync_times_out_when_the_plc_never_says_hello() {
     pair.collect_host_only();
     pair.host.handle_connected(pair.now);
     let mut hello = Vec::new();
-    pair.host.poll_transmit(&mut hello);
+    pair.host.poll_transmit(pair.now, &mut hello);
     assert_eq!(hello.len(), 40);
     assert_eq!(pair.host.poll_timeout(), Some(pair.now + ms(5000)));
     pair.now += ms(5000);
@@ -320,7 +333,7 @@ fn confirmations_are_resent_until_the_host_acks_them() {
     let mut pair = Pair::established();
     pair.plc.confirm(5, 7, 9, Outcome::Missed).expect("room");
     let mut lost = Vec::new();
-    pair.plc.poll_transmit(&mut lost);
+    pair.plc.poll_transmit(pair.now, &mut lost);
     assert_eq!(lost.len(), 40);
     pair.run_for(ms(200));
     assert_eq!(pair.plc.stats().retransmitted, 1);
@@ -422,7 +435,10 @@ fn window_full_while_down_then_everything_goes_out_on_connect() {
     pair.reachable = false;
     pair.drive();
     submit_all(&mut pair, 0..4);
-    assert_eq!(pair.host.submit(sort(4)), Err(WindowFull { window_max: 4 }));
+    assert_eq!(
+        pair.host.submit(sort(4), pair.now + HOUR),
+        Err(WindowFull { window_max: 4 })
+    );
     pair.reachable = true;
     pair.run_for(ms(200));
     assert_eq!(pair.delivered_seqs(), vec![1, 2, 3, 4]);
@@ -522,4 +538,355 @@ fn input_pauses_when_events_are_not_polled_and_resumes_after() {
     }
     assert_eq!(statuses, 100);
     assert_eq!(host.stats().delivered, 100);
+}
+
+#[test]
+fn a_sort_sent_after_an_idle_gap_is_not_resent_before_its_ack_timeout() {
+    // Issue 15, defect 1: the timer ran from the host's last input (the previous ACK),
+    // so after an idle gap longer than ack_timeout_ms a lone SORT was resent at once.
+    // Heartbeats are slowed so that no other timer is due in the gaps.
+    let slow = |config: LinkConfig| LinkConfig {
+        heartbeat_interval_ms: 10_000,
+        ..config
+    };
+    let mut pair = Pair::new(slow(host_config()), slow(plc_config()));
+    pair.drive();
+    for gap_ms in [250, 700, 999] {
+        submit_all(&mut pair, 0..1);
+        pair.drive();
+        assert_eq!(pair.host.unacked(), 0);
+        // Idle: the driver calls nothing until a timer is due (heartbeats every 1 s).
+        pair.now += ms(gap_ms);
+        submit_all(&mut pair, 1..2);
+        let mut to_plc = Vec::new();
+        pair.host.poll_transmit(pair.now, &mut to_plc);
+        assert_eq!(to_plc.len(), 40, "one SORT");
+        let timer = pair.host.poll_timeout().expect("a timer runs");
+        assert!(timer > pair.now, "gap {gap_ms} ms: a timer already due");
+        // Before the ACK is back, the driver runs whatever timer is due a moment later.
+        pair.host
+            .handle_timeout(pair.now + Duration::from_micros(50));
+        let mut again = Vec::new();
+        pair.host
+            .poll_transmit(pair.now + Duration::from_micros(50), &mut again);
+        assert!(again.is_empty(), "gap {gap_ms} ms: resent at once");
+        pair.plc.handle_input(pair.now, &to_plc);
+        pair.drive();
+        assert_eq!(pair.host.unacked(), 0);
+        assert_eq!(pair.host.stats().retransmitted, 0, "gap {gap_ms} ms");
+        pair.run_for(ms(1));
+    }
+    assert_eq!(pair.plc.stats().duplicates, 0);
+}
+
+#[test]
+fn the_retransmit_timer_is_ack_timeout_after_the_send_or_the_last_advancing_ack() {
+    let mut pair = Pair::established();
+    pair.now += ms(300);
+    submit_all(&mut pair, 0..2);
+    let sent_at = pair.now;
+    let mut to_plc = Vec::new();
+    pair.host.poll_transmit(sent_at, &mut to_plc);
+    assert_eq!(pair.host.poll_timeout(), Some(sent_at + ms(200)));
+    // The PLC acknowledges the first only, 50 ms later: the timer restarts there.
+    pair.now += ms(50);
+    pair.plc.handle_input(pair.now, &to_plc[..40]);
+    let mut ack = Vec::new();
+    pair.plc.poll_transmit(pair.now, &mut ack);
+    pair.host.handle_input(pair.now, &ack);
+    assert_eq!(pair.host.unacked(), 1);
+    assert_eq!(pair.host.poll_timeout(), Some(pair.now + ms(200)));
+    // Nothing more: at that moment exactly the one unacknowledged SORT goes again.
+    pair.now += ms(199);
+    pair.host.handle_timeout(pair.now);
+    let mut nothing = Vec::new();
+    pair.host.poll_transmit(pair.now, &mut nothing);
+    assert!(nothing.is_empty());
+    pair.now += ms(1);
+    pair.host.handle_timeout(pair.now);
+    let mut resent = Vec::new();
+    pair.host.poll_transmit(pair.now, &mut resent);
+    assert_eq!(resent, to_plc[40..].to_vec());
+    assert_eq!(pair.host.stats().retransmitted, 1);
+}
+
+fn expired(pair: &Pair) -> Vec<u64> {
+    pair.host_events
+        .iter()
+        .filter_map(|event| match event {
+            HostEvent::HeldExpired { sort } => Some(sort.parcel_id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn sorts_decided_while_down_are_held_until_the_resync_or_their_deadline() {
+    // Issue 15, defect 2: parcels decided during a short drop are held, not lost; those
+    // whose deadline passes are reported, and never take a sequence number.
+    let config = LinkConfig {
+        window_max: 6,
+        ..host_config()
+    };
+    let mut pair = Pair::new(config, plc_config());
+    pair.drive();
+    submit_all(&mut pair, 0..2);
+    let mut lost = Vec::new();
+    pair.host.poll_transmit(pair.now, &mut lost); // seqs 1 and 2, never arrive
+    pair.reachable = false;
+    pair.disconnect();
+    let down_at = pair.now;
+    let deadlines_ms = [(10, 100), (11, 5_000), (12, 50), (13, 5_000)];
+    for (parcel, deadline_ms) in deadlines_ms {
+        let deadline = down_at + ms(deadline_ms);
+        assert_eq!(pair.host.submit(sort(parcel), deadline), Ok(None));
+    }
+    // Two numbered and four held fill the window of six.
+    assert_eq!(pair.host.window_free(), 0);
+    assert_eq!((pair.host.held(), pair.host.stats().held), (4, 4));
+    assert_eq!(
+        pair.host.submit(sort(14), down_at + HOUR),
+        Err(WindowFull { window_max: 6 })
+    );
+    pair.run_until(down_at + ms(49));
+    assert!(expired(&pair).is_empty());
+    pair.run_until(down_at + ms(50));
+    assert_eq!(expired(&pair), vec![12]);
+    pair.run_until(down_at + ms(100));
+    assert_eq!(expired(&pair), vec![12, 10]);
+    assert_eq!(pair.host.held(), 2);
+    assert_eq!(pair.host.window_free(), 2);
+    assert_eq!(pair.host.stats().held_expired, 2);
+    // The PLC comes back: the two numbered go again, then the two held get 3 and 4.
+    pair.reachable = true;
+    pair.run_for(ms(5_000));
+    assert_eq!(pair.host.state(), LinkState::Established);
+    let released: Vec<(u64, u32)> = pair
+        .host_events
+        .iter()
+        .filter_map(|event| match event {
+            HostEvent::HeldReleased { sort, seq } => Some((sort.parcel_id, *seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(released, vec![(11, 3), (13, 4)]);
+    let delivered: Vec<(u32, u64)> = pair
+        .delivered
+        .iter()
+        .map(|(seq, sort)| (*seq, sort.parcel_id))
+        .collect();
+    assert_eq!(delivered, vec![(1, 0), (2, 1), (3, 11), (4, 13)]);
+    assert_eq!(pair.host.unacked(), 0);
+    assert_eq!(pair.host.held(), 0);
+    assert_eq!(pair.plc.stats().out_of_order, 0);
+}
+
+#[test]
+fn a_held_sort_whose_deadline_passes_during_the_resync_is_not_numbered() {
+    let mut pair = Pair::default_pair();
+    pair.reachable = false;
+    pair.drive();
+    assert_eq!(pair.host.submit(sort(1), pair.now + ms(300)), Ok(None));
+    assert_eq!(pair.host.submit(sort(2), pair.now + HOUR), Ok(None));
+    // The transport comes up at 299 ms, the PLC's HELLO only at 301 ms.
+    pair.now += ms(299);
+    pair.collect_host_only();
+    pair.host.handle_connected(pair.now);
+    pair.plc.handle_connected(pair.now);
+    let mut hello = Vec::new();
+    pair.host.poll_transmit(pair.now, &mut hello);
+    pair.plc.handle_input(pair.now, &hello);
+    let mut plc_hello = Vec::new();
+    pair.plc.poll_transmit(pair.now, &mut plc_hello);
+    pair.now += ms(2);
+    pair.host.handle_input(pair.now, &plc_hello);
+    pair.connected = true;
+    pair.drive();
+    assert_eq!(expired(&pair), vec![1]);
+    assert_eq!(pair.delivered_seqs(), vec![1]);
+    assert_eq!(pair.delivered[0].1, sort(2));
+}
+
+#[test]
+fn abandoning_expires_every_held_sort() {
+    let mut pair = Pair::default_pair();
+    pair.reachable = false;
+    pair.drive();
+    for parcel in 0..3 {
+        assert_eq!(pair.host.submit(sort(parcel), pair.now + HOUR), Ok(None));
+    }
+    pair.host.abandon_held();
+    pair.collect_host_only();
+    assert_eq!(expired(&pair), vec![0, 1, 2]);
+    assert_eq!(pair.host.held(), 0);
+    assert_eq!(pair.host.window_free(), 4096);
+}
+
+/// Chute states the host learned, from its events, in order.
+fn chute_reports(pair: &Pair) -> Vec<(u16, ChuteState)> {
+    pair.host_events
+        .iter()
+        .filter_map(|event| match event {
+            HostEvent::ChuteStatusChanged { chute, state } => Some((*chute, *state)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_restarted_host_learns_every_chute_that_is_not_available() {
+    // Issue 15, defect 3: a chute marked full before sortd restarted was forgotten.
+    let mut pair = Pair::established();
+    for (chute, state) in [
+        (12, ChuteState::Full),
+        (7, ChuteState::Disabled),
+        (30, ChuteState::Full),
+        (30, ChuteState::Available),
+        (5, ChuteState::Full),
+    ] {
+        pair.plc.set_chute_state(chute, state).expect("room");
+    }
+    pair.drive();
+    assert_eq!(chute_reports(&pair).len(), 5);
+    // The same host reconnecting needs nothing again.
+    pair.disconnect();
+    pair.host_events.clear();
+    pair.run_for(ms(500));
+    assert_eq!(pair.host.state(), LinkState::Established);
+    assert!(chute_reports(&pair).is_empty());
+    // sortd restarts: the PLC announces the three chutes that are not available.
+    pair.disconnect();
+    pair.host = HostLink::new(
+        LinkConfig {
+            session: 0x0500_0002,
+            ..host_config()
+        },
+        pair.now,
+    );
+    pair.host_events.clear();
+    pair.drive();
+    assert_eq!(
+        chute_reports(&pair),
+        vec![
+            (5, ChuteState::Full),
+            (7, ChuteState::Disabled),
+            (12, ChuteState::Full)
+        ]
+    );
+    let table = ChuteStateTable::new();
+    for (chute, state) in chute_reports(&pair) {
+        table.set(chute, state);
+    }
+    assert!(!table.is_available(12));
+    assert!(table.is_available(30));
+    assert_eq!(pair.plc.chutes_unavailable().count(), 3);
+}
+
+#[test]
+fn announcements_wait_for_window_room_and_skip_chutes_available_again() {
+    let plc = LinkConfig {
+        window_max: 2,
+        ..plc_config()
+    };
+    let mut pair = Pair::new(host_config(), plc);
+    pair.drive();
+    for (chute, state) in [
+        (1, ChuteState::Full),
+        (2, ChuteState::Full),
+        (3, ChuteState::Full),
+        (4, ChuteState::Disabled),
+        (2, ChuteState::Available),
+    ] {
+        pair.plc.set_chute_state(chute, state).expect("room");
+        pair.drive();
+    }
+    pair.disconnect();
+    pair.host = HostLink::new(
+        LinkConfig {
+            session: 0x0500_0002,
+            ..host_config()
+        },
+        pair.now,
+    );
+    pair.host_events.clear();
+    pair.run_for(ms(100));
+    // Three announcements through a window of two.
+    assert_eq!(
+        chute_reports(&pair),
+        vec![
+            (1, ChuteState::Full),
+            (3, ChuteState::Full),
+            (4, ChuteState::Disabled)
+        ]
+    );
+}
+
+#[test]
+fn at_a_thousand_parcels_a_second_every_sort_leaves_at_once_and_nothing_is_resent() {
+    // Issue 15, latency: nothing in the link may hold a SORT back for a timer, and a
+    // healthy line shows no retransmissions. Driven as the daemon drives the link:
+    // timers only when due, bytes out right after each submit, the ACK 300 µs later.
+    let mut pair = Pair::established();
+    let mut rng = fastrand::Rng::with_seed(15);
+    let (mut late_sends, mut heartbeats_sent) = (0, 0);
+    for parcel in 0..10_000u64 {
+        // About 1,000 per second, with bursts and gaps up to 1.5 s now and then.
+        let gap_us = match rng.u32(0..1000) {
+            0 => rng.u64(250_000..1_500_000),
+            1..=100 => 0,
+            _ => rng.u64(500..1_500),
+        };
+        pair.now += Duration::from_micros(gap_us);
+        if pair.host.poll_timeout().is_some_and(|at| at <= pair.now) {
+            pair.host.handle_timeout(pair.now);
+        }
+        pair.host
+            .submit(sort(parcel), pair.now + HOUR)
+            .expect("room")
+            .expect("the link is up");
+        let mut out = Vec::new();
+        pair.host.poll_transmit(pair.now, &mut out);
+        let sorts_out = out
+            .chunks(40)
+            .filter(|telegram| matches!(Telegram::decode(telegram), Ok(Telegram::Sort { .. })))
+            .count();
+        if sorts_out != 1 {
+            late_sends += 1;
+        }
+        heartbeats_sent += out.len() / 40 - sorts_out;
+        pair.now += Duration::from_micros(300);
+        pair.plc.handle_input(pair.now, &out);
+        if pair.plc.poll_timeout().is_some_and(|at| at <= pair.now) {
+            pair.plc.handle_timeout(pair.now);
+        }
+        while pair.plc.poll_event().is_some() {}
+        let mut back = Vec::new();
+        pair.plc.poll_transmit(pair.now, &mut back);
+        pair.host.handle_input(pair.now, &back);
+        while pair.host.poll_event().is_some() {}
+    }
+    assert_eq!(late_sends, 0);
+    assert_eq!(pair.host.stats().retransmitted, 0);
+    assert_eq!(pair.plc.stats().duplicates, 0);
+    assert_eq!(pair.host.unacked(), 0);
+    // Heartbeats: about one a second, never a burst.
+    assert!(heartbeats_sent as u128 <= pair.elapsed_ms() / 1000 + 1);
+}
+
+#[test]
+fn a_first_hello_says_it_never_heard_from_the_other_side() {
+    // PROTOCOL.md: ack_session 0 means "never heard from you"; acked_through_seq is
+    // then meaningless and sortd sends 0xFFFFFFFF.
+    let mut pair = Pair::default_pair();
+    pair.collect_host_only();
+    pair.host.handle_connected(pair.now);
+    let mut hello = Vec::new();
+    pair.host.poll_transmit(pair.now, &mut hello);
+    match Telegram::decode(&hello) {
+        Ok(Telegram::Hello(hello)) => {
+            assert_eq!((hello.ack_session, hello.acked_through_seq), (0, u32::MAX));
+            assert_eq!((hello.window_first_seq, hello.next_seq), (1, 1));
+        }
+        other => panic!("not a HELLO: {other:?}"),
+    }
 }

@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::common::{Faults, Pair, host_config, plc_config, sort};
+use crate::common::{Faults, HOUR, Pair, host_config, plc_config, sort};
 use sortd::plc::{AckPolicy, HostEvent, LinkConfig, Outcome};
 
-/// Seeds run by default; `PLC_RANDOM_SEEDS=5000 cargo test --release --test plc_random`
+/// Seeds run by default; `PLC_RANDOM_SEEDS=5000 cargo test --release --test plc random`
 /// runs a longer campaign.
 const SEEDS_DEFAULT: u64 = 300;
 const STEPS: u32 = 800;
@@ -96,7 +96,11 @@ fn run_seed(seed: u64) -> Outcomes {
     for _ in 0..STEPS {
         // Submit a few; on WindowFull the caller keeps the parcel and tries later.
         for _ in 0..rng.u32(0..4) {
-            if pair.host.submit(sort(next_parcel)).is_err() {
+            if pair
+                .host
+                .submit(sort(next_parcel), pair.now + HOUR)
+                .is_err()
+            {
                 break;
             }
             next_parcel += 1;

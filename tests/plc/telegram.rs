@@ -371,7 +371,7 @@ fn rejections_name_what_is_wrong() {
 #[ignore = "measurement, prints only"]
 fn measure_cost() {
     use std::hint::black_box;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
     const ROUNDS: u32 = 2_000_000;
     let mut rng = fastrand::Rng::with_seed(1);
     let telegrams: Vec<Telegram> = (0..1024).map(|_| random_telegram(&mut rng)).collect();
@@ -417,23 +417,26 @@ fn measure_cost() {
             while host.poll_event().is_some() {}
         }
         for parcel in 0..64u64 {
-            let _ = host.submit(SortCommand {
-                parcel_id: parcel,
-                scanner_id: 1,
-                chute: 5,
-                reason: Reason::SortedPrimary,
-                plan_version: 1,
-                decided_at_us: 0,
-            });
+            let _ = host.submit(
+                SortCommand {
+                    parcel_id: parcel,
+                    scanner_id: 1,
+                    chute: 5,
+                    reason: Reason::SortedPrimary,
+                    plan_version: 1,
+                    decided_at_us: 0,
+                },
+                now + Duration::from_secs(3600),
+            );
         }
         to_plc.clear();
-        host.poll_transmit(&mut to_plc);
+        host.poll_transmit(now, &mut to_plc);
         plc.handle_input(now, &to_plc);
         while let Some(event) = plc.poll_event() {
             black_box(event);
         }
         to_host.clear();
-        plc.poll_transmit(&mut to_host);
+        plc.poll_transmit(now, &mut to_host);
         host.handle_input(now, &to_host);
         while let Some(event) = host.poll_event() {
             black_box(event);

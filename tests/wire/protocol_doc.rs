@@ -71,7 +71,7 @@ fn documented_examples_decode_to_what_the_text_says() {
         (
             "scan",
             Frame::Scan(ScanFrame {
-                destination: Some(b"330106001"),
+                destination: Some(b"330102001"),
                 weight_g: 81212,
                 length_mm: 321,
                 width_mm: 150,

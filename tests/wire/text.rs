@@ -331,9 +331,9 @@ fn a_custom_profile_from_toml_decodes_destination_and_units() {
     )
     .unwrap_or_else(|error| panic!("{error}"));
     let profile = spec.validate().unwrap_or_else(|error| panic!("{error}"));
-    let input = b"42|JD0146/NR/JD0147|330106001|1200\r";
+    let input = b"42|JD0146/NR/JD0147|330102001|1200\r";
     let expected = ScanFrame {
-        destination: Some(b"330106001"),
+        destination: Some(b"330102001"),
         weight_g: 1200,
         flags: ScanFlags::WEIGHT_MEASURED.union(ScanFlags::PARTIAL_READ),
         ..scan(42, &[b"JD0146", b"JD0147"])

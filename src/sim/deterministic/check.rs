@@ -73,7 +73,8 @@ pub(super) enum Fate {
     Sent,
     /// Marked duplicate: counted, not sent.
     Duplicate,
-    /// The link was down: counted as undelivered.
+    /// Not sent: the window was full while the link was down, or the link held it and
+    /// its deadline passed first. Counted as undelivered.
     Undelivered,
 }
 
@@ -82,6 +83,8 @@ pub(super) enum Fate {
 struct KeyLedger {
     decoded: u32,
     finalized: u32,
+    /// Fates reported as duplicate.
+    duplicates: u32,
     sent: u32,
     actuated: u32,
     /// Actuations in the PLC's current life (see [`Checker::on_plc_restart`]).
@@ -212,6 +215,9 @@ impl Checker {
         let key = (decision.scanner_id, decision.parcel_id);
         let entry = self.keys.entry(key).or_default();
         entry.finalized += 1;
+        if decision.reason == Reason::Duplicate {
+            entry.duplicates += 1;
+        }
         let (finalized, decoded, sent_before) = (entry.finalized, entry.decoded, entry.sent);
         if fate == Fate::Sent {
             entry.sent += 1;
@@ -237,12 +243,6 @@ impl Checker {
             return Err(self.violation(
                 Promise::OneDecisionPerScan,
                 format!("parcel {key:?} got decision {finalized} but was decoded {decoded} times"),
-            ));
-        }
-        if decision.reason == Reason::Duplicate && finalized == 1 {
-            return Err(self.violation(
-                Promise::OneDecisionPerScan,
-                format!("parcel {key:?} marked duplicate on its first sighting: never actuated"),
             ));
         }
         if fate == Fate::Sent && sent_before > 0 {
@@ -339,6 +339,18 @@ impl Checker {
                     format!(
                         "parcel {key:?} decoded {} times, decided {} times",
                         ledger.decoded, ledger.finalized
+                    ),
+                ));
+            }
+            // Checked here, not as fates arrive: a first sighting held by the link while
+            // it is down gets its fate after a later sighting got `duplicate`.
+            if ledger.duplicates > 0 && ledger.duplicates == ledger.finalized {
+                return Err(self.violation(
+                    Promise::OneDecisionPerScan,
+                    format!(
+                        "parcel {key:?} marked duplicate on every one of its {} sightings: \
+                         never actuated",
+                        ledger.finalized
                     ),
                 ));
             }

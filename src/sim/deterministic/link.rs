@@ -276,7 +276,7 @@ impl Plc {
         }
         if transport.connected {
             if self.out.is_empty() {
-                self.model.peer_mut().poll_transmit(&mut self.out);
+                self.model.peer_mut().poll_transmit(now, &mut self.out);
             }
             let Transport {
                 to_host,

@@ -132,8 +132,13 @@ pub struct SeedReport {
     pub sent: u64,
     /// Decisions marked duplicate.
     pub duplicates: u64,
-    /// Decisions counted undelivered (PLC link down).
+    /// Decisions counted undelivered (the window full while the PLC link was down, or
+    /// held by the link past their deadline).
     pub undelivered: u64,
+    /// Decisions the PLC link held while down (released after the resync or expired).
+    pub held: u64,
+    /// Held decisions whose deadline passed before the link came back (never sent).
+    pub held_expired: u64,
     /// Decisions that missed their deadline.
     pub late: u64,
     /// SORTs the PLC received.
@@ -228,6 +233,8 @@ impl Simulator {
             sent: chaos.sent,
             duplicates: chaos.duplicates,
             undelivered: chaos.undelivered,
+            held: chaos.counts.held,
+            held_expired: chaos.counts.held_expired,
             late: chaos.late,
             actuated: chaos.actuated,
             actuated_again_after_restart: chaos.actuated_again_after_restart,

@@ -169,6 +169,8 @@ pub(super) struct RunCounts {
     pub confirms: u64,
     pub text_scanners: u64,
     pub plc_restarts: u64,
+    pub held: u64,
+    pub held_expired: u64,
 }
 
 /// The outcome of a run that kept every promise.
@@ -548,7 +550,10 @@ impl<'f> World<'f> {
             .sum();
         self.counts.text_scanners =
             self.slots.iter().filter(|slot| slot.scanner.text).count() as u64;
-        self.counts.link_ups = self.egress.link().stats().link_ups;
+        let link_stats = self.egress.link().stats();
+        self.counts.link_ups = link_stats.link_ups;
+        self.counts.held = link_stats.held;
+        self.counts.held_expired = link_stats.held_expired;
         self.counts.steps = self.checker.step;
         self.counts.confirms = self.plc.model.confirms_sent();
         self.counts.plc_restarts = self.plc.model.restarts();
@@ -571,8 +576,9 @@ impl<'f> World<'f> {
         })
     }
 
-    /// Decisions made at ingress and not yet finalized: in the batch, in the queue, or
-    /// taken by the egress core.
+    /// Decisions made at ingress whose fate is not reported yet: in the batch, in the
+    /// queue, taken by the egress core, or finalized with their SORT held by the link
+    /// while it is down (their fate comes when the link releases or expires them).
     fn in_flight(&self) -> u64 {
         self.sink.batch.len() as u64 + self.sink.handed_off.saturating_sub(self.finalized)
     }
@@ -861,7 +867,7 @@ impl<'f> World<'f> {
     /// One turn of the PLC thread, as `Egress::run`'s loop body and its stream event.
     fn egress_turn(&mut self) -> Result<(), Violation> {
         self.pump()?;
-        self.drive_link();
+        self.drive_link()?;
         self.flush_outbound();
         if self.transport.connecting {
             self.transport.connecting = false;
@@ -875,7 +881,7 @@ impl<'f> World<'f> {
                 self.egress.link_mut().handle_disconnected(self.now);
             }
         }
-        self.read_stream();
+        self.read_stream()?;
         self.flush_outbound();
         Ok(())
     }
@@ -897,14 +903,16 @@ impl<'f> World<'f> {
             return Err(violation);
         }
         // The double-submit bug: every SORT goes into the link a second time.
+        let deadline = self.now + self.settings.deadline;
         for command in resubmit {
-            let _ = self.egress.link_mut().submit(command);
+            let _ = self.egress.link_mut().submit(command, deadline);
         }
         Ok(())
     }
 
-    /// As `Egress::drive_link`: timers, events, and what they ask of the transport.
-    fn drive_link(&mut self) {
+    /// As `Egress::drive_link`: timers, events (held decisions settled among them, their
+    /// fates checked), and what they ask of the transport.
+    fn drive_link(&mut self) -> Result<(), Violation> {
         self.egress.handle_timeout(self.now);
         loop {
             let mut checks = EgressChecks {
@@ -914,7 +922,11 @@ impl<'f> World<'f> {
                 decided_at_us: 0,
                 violation: None,
             };
-            match self.egress.poll_action(&mut checks) {
+            let action = self.egress.poll_action(self.now, &mut checks);
+            if let Some(violation) = checks.violation {
+                return Err(violation);
+            }
+            match action {
                 Some(LinkAction::Connect) => {
                     // Dial: the connection completes (or fails) at the next turn.
                     self.drop_connection(false);
@@ -922,7 +934,7 @@ impl<'f> World<'f> {
                     self.checker.trace(60, &[]);
                 }
                 Some(LinkAction::Disconnect) => self.drop_connection(false),
-                None => return,
+                None => return Ok(()),
             }
         }
     }
@@ -945,7 +957,9 @@ impl<'f> World<'f> {
             return;
         }
         if self.outbound.is_empty() {
-            self.egress.link_mut().poll_transmit(&mut self.outbound);
+            self.egress
+                .link_mut()
+                .poll_transmit(self.now, &mut self.outbound);
         }
         let Transport {
             to_plc,
@@ -958,15 +972,15 @@ impl<'f> World<'f> {
     }
 
     /// As `Egress::read_stream`: read while the link has room.
-    fn read_stream(&mut self) {
+    fn read_stream(&mut self) -> Result<(), Violation> {
         if self.transport.closed_under_sortd {
             self.transport.closed_under_sortd = false;
             self.outbound.clear();
             self.egress.link_mut().handle_disconnected(self.now);
-            return;
+            return Ok(());
         }
         if !self.transport.connected {
-            return;
+            return Ok(());
         }
         loop {
             let room = self
@@ -977,12 +991,12 @@ impl<'f> World<'f> {
                 .min(self.transport.chunk());
             let bytes = self.transport.to_host.take(self.now, room);
             if bytes.is_empty() {
-                return;
+                return Ok(());
             }
             self.egress.link_mut().handle_input(self.now, &bytes);
-            self.drive_link();
+            self.drive_link()?;
             if !self.transport.connected {
-                return;
+                return Ok(());
             }
         }
     }
@@ -1030,10 +1044,20 @@ impl<'f> World<'f> {
             self.settings.queue_batches_max,
         )?;
         bounds(
-            "the PLC window",
-            self.egress.link().unacked(),
+            "the PLC window (unacknowledged and held SORTs)",
+            self.egress.link().unacked() + self.egress.link().held(),
             self.settings.host.window_max,
         )?;
+        if self.egress.held() != self.egress.link().held() {
+            return Err(self.checker.violation(
+                Promise::Accounting,
+                format!(
+                    "the core holds {} decisions, the link {} SORTs",
+                    self.egress.held(),
+                    self.egress.link().held()
+                ),
+            ));
+        }
         bounds(
             "the pipe to the PLC",
             self.transport.to_plc.len(),

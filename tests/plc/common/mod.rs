@@ -98,6 +98,9 @@ pub struct Pair {
     pub plc_wrote: Vec<u8>,
 }
 
+/// A deadline that never passes in these tests.
+pub const HOUR: Duration = Duration::from_secs(3600);
+
 pub fn host_config() -> LinkConfig {
     LinkConfig {
         session: 0x0500_0001,
@@ -218,9 +221,9 @@ impl Pair {
         for _ in 0..100_000 {
             self.collect_events();
             let mut from_host = Vec::new();
-            self.host.poll_transmit(&mut from_host);
+            self.host.poll_transmit(self.now, &mut from_host);
             let mut from_plc = Vec::new();
-            self.plc.poll_transmit(&mut from_plc);
+            self.plc.poll_transmit(self.now, &mut from_plc);
             written += from_host.len() + from_plc.len();
             self.host_wrote.extend_from_slice(&from_host);
             self.plc_wrote.extend_from_slice(&from_plc);
