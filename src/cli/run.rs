@@ -215,6 +215,7 @@ fn start_web(daemon: &Daemon, settings: WebSettings) -> Option<WebServer> {
         chute_states: daemon.chute_states.clone(),
         ingress_workers: daemon.ingress_workers(),
         export: None,
+        journal: daemon.journal.clone(),
     };
     match WebServer::start(settings, sources) {
         Ok(server) => {

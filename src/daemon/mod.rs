@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
 
+use crate::events::journal::JournalWriter;
 use crate::net::egress::{self, Egress, EgressShared};
 use crate::net::ingress::{self, IngressShared, IngressWorker};
 use crate::pipeline::finalize::Finalizer;
@@ -41,6 +42,8 @@ pub enum DaemonError {
     },
     /// A thread could not be started or failed.
     Thread(String),
+    /// The sort-event journal could not be opened.
+    Journal(crate::events::journal::JournalError),
 }
 
 impl fmt::Display for DaemonError {
@@ -49,11 +52,20 @@ impl fmt::Display for DaemonError {
             DaemonError::Plan(message) => write!(f, "sort plan: {message}"),
             DaemonError::Bind { what, error } => write!(f, "cannot bind {what}: {error}"),
             DaemonError::Thread(message) => write!(f, "thread: {message}"),
+            DaemonError::Journal(error) => write!(f, "sort-event journal: {error}"),
         }
     }
 }
 
-impl std::error::Error for DaemonError {}
+impl std::error::Error for DaemonError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DaemonError::Bind { error, .. } => Some(error),
+            DaemonError::Journal(error) => Some(error),
+            DaemonError::Plan(_) | DaemonError::Thread(_) => None,
+        }
+    }
+}
 
 /// A running daemon: its threads and the handles to steer it.
 #[derive(Debug)]
@@ -64,6 +76,8 @@ pub struct Daemon {
     pub plan: Arc<PlanHandle>,
     /// Every chute's state as the PLC last reported it.
     pub chute_states: Arc<ChuteStateTable>,
+    /// The sort-event journal's counters; `None` when `[events]` is off.
+    pub journal: Option<Arc<crate::events::journal::JournalStats>>,
     plan_source: PlanSource,
     stop: Arc<AtomicBool>,
     ingress_wakers: Vec<Arc<Waker>>,
@@ -146,6 +160,18 @@ impl Daemon {
             pipeline.duplicate_window,
             pipeline.duplicate_entries_max,
         );
+        let journal = match config.events.clone() {
+            Some(mut events) => {
+                // Without an exporter nothing reads the cursor: retention must not wait
+                // for it.
+                events.retention.cursor_required = config.export.is_some();
+                let writer = JournalWriter::open(events).map_err(DaemonError::Journal)?;
+                tracing::info!(next_seq = writer.next_seq(), "sort-event journal open");
+                Some(writer)
+            }
+            None => None,
+        };
+        let journal_stats = journal.as_ref().map(JournalWriter::stats);
         let egress = Egress::new(
             egress_poll,
             link,
@@ -158,6 +184,7 @@ impl Daemon {
                 stop: stop.clone(),
                 spin_before_park: pipeline.spin_before_park,
                 drain_grace: config.drain_grace,
+                journal,
             },
         )
         .map_err(|error| DaemonError::Bind {
@@ -211,6 +238,7 @@ impl Daemon {
             counters,
             plan,
             chute_states,
+            journal: journal_stats,
             plan_source,
             stop,
             ingress_wakers,
