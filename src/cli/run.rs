@@ -214,7 +214,7 @@ fn start_web(daemon: &Daemon, settings: WebSettings) -> Option<WebServer> {
         plan: daemon.plan.clone(),
         chute_states: daemon.chute_states.clone(),
         ingress_workers: daemon.ingress_workers(),
-        export: None,
+        export: daemon.export.clone(),
         journal: daemon.journal.clone(),
     };
     match WebServer::start(settings, sources) {

@@ -78,12 +78,33 @@ pub struct Daemon {
     pub chute_states: Arc<ChuteStateTable>,
     /// The sort-event journal's counters; `None` when `[events]` is off.
     pub journal: Option<Arc<crate::events::journal::JournalStats>>,
+    /// The NATS exporter's counters; `None` when `[export]` is off.
+    pub export: Option<Arc<crate::export::ExportCounters>>,
+    exporter: Option<crate::export::Exporter>,
     plan_source: PlanSource,
     stop: Arc<AtomicBool>,
     ingress_wakers: Vec<Arc<Waker>>,
     egress_waker: Arc<Waker>,
     threads: Vec<(String, JoinHandle<io::Result<()>>)>,
     scanner_addresses: Vec<std::net::SocketAddr>,
+}
+
+/// Starts the NATS exporter over the journal in `dir`.
+fn start_exporter(
+    settings: &crate::export::ExportSettings,
+    dir: &std::path::Path,
+    stats: &Arc<crate::events::journal::JournalStats>,
+) -> Result<crate::export::Exporter, DaemonError> {
+    let reader = crate::events::journal::JournalReader::open(dir).map_err(DaemonError::Journal)?;
+    let source = crate::export::JournalSource::new(reader, Arc::clone(stats));
+    let cursor = crate::events::journal::ExportCursor::new(dir);
+    crate::export::Exporter::start(
+        settings.clone(),
+        source,
+        cursor,
+        Arc::new(crate::export::ExportCounters::default()),
+    )
+    .map_err(|error| DaemonError::Thread(format!("NATS exporter: {error}")))
 }
 
 /// Opens and fully verifies the configured plan without binding a socket or starting a
@@ -172,6 +193,16 @@ impl Daemon {
             None => None,
         };
         let journal_stats = journal.as_ref().map(JournalWriter::stats);
+        let exporter = match (&config.export, &config.events, &journal_stats) {
+            (Some(settings), Some(events), Some(stats)) => {
+                Some(start_exporter(settings, &events.dir, stats)?)
+            }
+            (Some(_), _, _) => {
+                tracing::warn!("[export] is on but [events] is off: nothing to export");
+                None
+            }
+            _ => None,
+        };
         let egress = Egress::new(
             egress_poll,
             link,
@@ -239,6 +270,10 @@ impl Daemon {
             plan,
             chute_states,
             journal: journal_stats,
+            export: exporter
+                .as_ref()
+                .map(|exporter| exporter.counters().clone()),
+            exporter,
             plan_source,
             stop,
             ingress_wakers,
@@ -329,6 +364,10 @@ impl Daemon {
                     first_error.get_or_insert(DaemonError::Thread(format!("{name} panicked")));
                 }
             }
+        }
+        // The exporter last: it sends what the drain journaled, then stores its cursor.
+        if let Some(exporter) = self.exporter {
+            exporter.stop();
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -265,3 +265,99 @@ fn a_torn_last_record_is_cut_at_start_and_sorting_goes_on() {
     assert!(verify(&dir).expect("verifies").is_clean());
     verify_with_the_binary(&dir);
 }
+
+/// An exported record: its sequence and, for a decision, scanner, parcel and action.
+type Exported = (u64, Option<(u32, u64, Action)>);
+
+/// Decodes every record of the stream's messages for this sorter, in stream order.
+fn exported(url: &str) -> Vec<Exported> {
+    let mut records = Vec::new();
+    for message in crate::export_nats::read_subject(url, "sortd.events.hub1.sorter1") {
+        let mut rest = message.payload.as_slice();
+        while let RecordDecoded::Complete { record, consumed } = record::decode(rest) {
+            let decision = match record.event {
+                Event::Decision(d) => Some((d.scanner_id, d.parcel_id, d.action)),
+                Event::Outcome(_) => None,
+            };
+            records.push((record.seq, decision));
+            rest = rest.get(consumed..).unwrap_or_default();
+        }
+        assert!(rest.is_empty(), "a message holds whole records only");
+    }
+    records
+}
+
+#[test]
+fn the_daemon_exports_every_event_once_across_a_kill_9_and_a_broker_restart() {
+    let mut nats = crate::common::nats::NatsServer::start();
+    let journal_dir = tempfile::tempdir().expect("temp dir");
+    let dir = journal_dir.path().join("journal");
+    let config = format!(
+        "{}[export]\nenabled = true\nurls = [\"{}\"]\nhub = \"hub1\"\nsorter = \"sorter1\"\n\
+         reconnect_backoff_min_ms = 20\nreconnect_backoff_max_ms = 200\n",
+        events_config(&dir),
+        nats.url()
+    );
+    let plc = TestPlc::start(vec![], vec![]);
+    let links_before = plc.counters.connections.load(Ordering::Relaxed);
+    let first = start_daemon(plc.address, &["protocol = \"binary\""], &config);
+    wait_until("the daemon's PLC link", || {
+        plc.counters.connections.load(Ordering::Relaxed) > links_before
+    });
+    let load = Load::start(&first, 1);
+    wait_until("load flowing", || plc.recorder.count() > 500);
+    nats.kill();
+    let during_outage = plc.recorder.count();
+    wait_until("sorting goes on while the broker is down", || {
+        plc.recorder.count() > during_outage + 500
+    });
+    nats.restart();
+    let after_restart = plc.recorder.count();
+    wait_until("load flowing after the broker restart", || {
+        plc.recorder.count() > after_restart + 500
+    });
+    drop(first); // SIGKILL mid-load.
+    let written = load.finish();
+
+    let links_before = plc.counters.connections.load(Ordering::Relaxed);
+    let second = start_daemon(plc.address, &["protocol = \"binary\""], &config);
+    wait_until("the restarted daemon's PLC link", || {
+        plc.counters.connections.load(Ordering::Relaxed) > links_before
+    });
+    let mut scanner = BinaryScanner::connect(second.scanner_addresses[0], SCANNER);
+    for parcel_id in written + 1..=written + 100 {
+        scanner.send(&parcel(parcel_id));
+    }
+    let metrics = second.metrics_address();
+    wait_until("the stream to hold every journaled event", || {
+        let scrape = crate::common::scrape(metrics);
+        let journaled = scrape.value("sortd_events_written_sequence", &[]);
+        let journal = read_journal(&dir);
+        (written + 1..=written + 100).all(|id| journal.outcomes.contains_key(&(SCANNER, id)))
+            && scrape.value("sortd_export_acked_sequence", &[]) >= journaled
+    });
+    let (code, _) = second.terminate();
+    assert_eq!(code, Some(0));
+
+    let journal = read_journal(&dir);
+    let records = exported(&nats.url());
+    let seqs: Vec<u64> = records.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(
+        seqs, journal.seqs,
+        "the stream holds every journaled event once, in order"
+    );
+    assert_eq!(seqs.first(), Some(&1));
+    let sent: HashSet<(u32, u64)> = records
+        .iter()
+        .filter_map(|(_, decision)| *decision)
+        .filter(|(_, _, action)| *action == Action::Sent)
+        .map(|(scanner, parcel, _)| (scanner, parcel))
+        .collect();
+    for sort in plc.recorder.sorts.lock().expect("recorder").iter() {
+        assert!(
+            sent.contains(&(sort.scanner_id, sort.parcel_id)),
+            "parcel {} was sorted but its decision is not in the stream",
+            sort.parcel_id
+        );
+    }
+}
