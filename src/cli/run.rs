@@ -285,6 +285,10 @@ impl StatusReporter {
             connections_open: counters.connections_open.load(Ordering::Relaxed),
             plan_name: plan.name(),
             plan_version: plan.version(),
+            journal: daemon.journal.as_ref().map(|journal| {
+                let counters = journal.snapshot();
+                (counters.events_journaled, counters.lost_total())
+            }),
         })
     }
 }
