@@ -193,6 +193,7 @@ fn scrape_http(c: &mut Criterion) {
             chute_states: Arc::new(sortd::plc::ChuteStateTable::new()),
             ingress_workers: 2,
             export: None,
+            journal: None,
         },
     )
     .expect("endpoint starts");

@@ -214,7 +214,8 @@ fn start_web(daemon: &Daemon, settings: WebSettings) -> Option<WebServer> {
         plan: daemon.plan.clone(),
         chute_states: daemon.chute_states.clone(),
         ingress_workers: daemon.ingress_workers(),
-        export: None,
+        export: daemon.export.clone(),
+        journal: daemon.journal.clone(),
     };
     match WebServer::start(settings, sources) {
         Ok(server) => {
@@ -284,6 +285,10 @@ impl StatusReporter {
             connections_open: counters.connections_open.load(Ordering::Relaxed),
             plan_name: plan.name(),
             plan_version: plan.version(),
+            journal: daemon.journal.as_ref().map(|journal| {
+                let counters = journal.snapshot();
+                (counters.events_journaled, counters.lost_total())
+            }),
         })
     }
 }

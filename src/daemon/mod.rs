@@ -19,6 +19,7 @@ use std::time::Duration;
 use mio::{Poll, Waker};
 
 use crate::core::idle::IdlePolicy;
+use crate::events::journal::JournalWriter;
 use crate::net::egress::{self, Egress, EgressShared};
 use crate::net::ingress::{self, IngressShared, IngressWorker};
 use crate::pipeline::finalize::Finalizer;
@@ -45,6 +46,8 @@ pub enum DaemonError {
     },
     /// A thread could not be started or failed.
     Thread(String),
+    /// The sort-event journal could not be opened.
+    Journal(crate::events::journal::JournalError),
 }
 
 impl fmt::Display for DaemonError {
@@ -53,11 +56,20 @@ impl fmt::Display for DaemonError {
             DaemonError::Plan(message) => write!(f, "sort plan: {message}"),
             DaemonError::Bind { what, error } => write!(f, "cannot bind {what}: {error}"),
             DaemonError::Thread(message) => write!(f, "thread: {message}"),
+            DaemonError::Journal(error) => write!(f, "sort-event journal: {error}"),
         }
     }
 }
 
-impl std::error::Error for DaemonError {}
+impl std::error::Error for DaemonError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DaemonError::Bind { error, .. } => Some(error),
+            DaemonError::Journal(error) => Some(error),
+            DaemonError::Plan(_) | DaemonError::Thread(_) => None,
+        }
+    }
+}
 
 /// A running daemon: its threads and the handles to steer it.
 #[derive(Debug)]
@@ -68,12 +80,35 @@ pub struct Daemon {
     pub plan: Arc<PlanHandle>,
     /// Every chute's state as the PLC last reported it.
     pub chute_states: Arc<ChuteStateTable>,
+    /// The sort-event journal's counters; `None` when `[events]` is off.
+    pub journal: Option<Arc<crate::events::journal::JournalStats>>,
+    /// The NATS exporter's counters; `None` when `[export]` is off.
+    pub export: Option<Arc<crate::export::ExportCounters>>,
+    exporter: Option<crate::export::Exporter>,
     plan_source: PlanSource,
     stop: Arc<AtomicBool>,
     ingress_wakers: Vec<Arc<Waker>>,
     egress_waker: Arc<Waker>,
     threads: Vec<(String, JoinHandle<io::Result<()>>)>,
     scanner_addresses: Vec<std::net::SocketAddr>,
+}
+
+/// Starts the NATS exporter over the journal in `dir`.
+fn start_exporter(
+    settings: &crate::export::ExportSettings,
+    dir: &std::path::Path,
+    stats: &Arc<crate::events::journal::JournalStats>,
+) -> Result<crate::export::Exporter, DaemonError> {
+    let reader = crate::events::journal::JournalReader::open(dir).map_err(DaemonError::Journal)?;
+    let source = crate::export::JournalSource::new(reader, Arc::clone(stats));
+    let cursor = crate::events::journal::ExportCursor::new(dir);
+    crate::export::Exporter::start(
+        settings.clone(),
+        source,
+        cursor,
+        Arc::new(crate::export::ExportCounters::default()),
+    )
+    .map_err(|error| DaemonError::Thread(format!("NATS exporter: {error}")))
 }
 
 /// Opens and fully verifies the configured plan without binding a socket or starting a
@@ -159,6 +194,28 @@ impl Daemon {
             pipeline.duplicate_window,
             pipeline.duplicate_entries_max,
         );
+        let journal = match config.events.clone() {
+            Some(mut events) => {
+                // Without an exporter nothing reads the cursor: retention must not wait
+                // for it.
+                events.retention.cursor_required = config.export.is_some();
+                let writer = JournalWriter::open(events).map_err(DaemonError::Journal)?;
+                tracing::info!(next_seq = writer.next_seq(), "sort-event journal open");
+                Some(writer)
+            }
+            None => None,
+        };
+        let journal_stats = journal.as_ref().map(JournalWriter::stats);
+        let exporter = match (&config.export, &config.events, &journal_stats) {
+            (Some(settings), Some(events), Some(stats)) => {
+                Some(start_exporter(settings, &events.dir, stats)?)
+            }
+            (Some(_), _, _) => {
+                tracing::warn!("[export] is on but [events] is off: nothing to export");
+                None
+            }
+            _ => None,
+        };
         let egress = Egress::new(
             egress_poll,
             link,
@@ -171,6 +228,7 @@ impl Daemon {
                 stop: stop.clone(),
                 idle: idle_policy(&pipeline),
                 drain_grace: config.drain_grace,
+                journal,
             },
         )
         .map_err(|error| DaemonError::Bind {
@@ -231,6 +289,11 @@ impl Daemon {
             counters,
             plan,
             chute_states,
+            journal: journal_stats,
+            export: exporter
+                .as_ref()
+                .map(|exporter| exporter.counters().clone()),
+            exporter,
             plan_source,
             stop,
             ingress_wakers,
@@ -321,6 +384,10 @@ impl Daemon {
                     first_error.get_or_insert(DaemonError::Thread(format!("{name} panicked")));
                 }
             }
+        }
+        // The exporter last: it sends what the drain journaled, then stores its cursor.
+        if let Some(exporter) = self.exporter {
+            exporter.stop();
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -194,12 +194,15 @@ pub struct StatusFigures<'a> {
     pub plan_name: &'a str,
     /// The current plan's version.
     pub plan_version: u32,
+    /// The sort-event journal's events journaled and lost, when `[events]` is on.
+    pub journal: Option<(u64, u64)>,
 }
 
 /// The one-line STATUS text, for example
-/// `decided 1200345 (98000/s), PLC up, 12 in flight, 8 scanners, plan "wave 2" v7`.
+/// `decided 1200345 (98000/s), PLC up, 12 in flight, 8 scanners, plan "wave 2" v7`,
+/// then `, journal 1200400 events, 0 lost` when the journal is on.
 pub fn status_text(figures: &StatusFigures<'_>) -> String {
-    format!(
+    let mut text = format!(
         "decided {} ({:.0}/s), PLC {}, {} in flight, {} scanners, plan \"{}\" v{}",
         figures.decided,
         figures.decided_per_s.max(0.0),
@@ -208,7 +211,11 @@ pub fn status_text(figures: &StatusFigures<'_>) -> String {
         figures.connections_open,
         figures.plan_name,
         figures.plan_version,
-    )
+    );
+    if let Some((journaled, lost)) = figures.journal {
+        text.push_str(&format!(", journal {journaled} events, {lost} lost"));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -255,10 +262,25 @@ mod tests {
             connections_open: 8,
             plan_name: "wave 2",
             plan_version: 7,
+            journal: None,
         });
         assert_eq!(
             text,
             "decided 1200345 (98000/s), PLC up, 12 in flight, 8 scanners, plan \"wave 2\" v7"
+        );
+        let with_journal = status_text(&StatusFigures {
+            decided: 5,
+            decided_per_s: 0.0,
+            plc_link_up: false,
+            in_flight: 0,
+            connections_open: 1,
+            plan_name: "p",
+            plan_version: 1,
+            journal: Some((9, 2)),
+        });
+        assert!(
+            with_journal.ends_with(", journal 9 events, 2 lost"),
+            "{with_journal}"
         );
         assert_eq!(one_line("a\nb\rc"), "a b c");
     }

@@ -14,10 +14,12 @@
 pub mod config;
 pub mod counters;
 pub mod exporter;
+pub mod journal_source;
 pub mod ledger;
 pub mod source;
 
 pub use config::{ExportSection, ExportSettings};
 pub use counters::{ExportCounters, ExportErrorKind, ExportState};
 pub use exporter::Exporter;
+pub use journal_source::JournalSource;
 pub use source::{CursorStore, ExportSource, MemoryCursor, MemoryLog, ReadBatch};

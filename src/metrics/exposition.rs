@@ -21,6 +21,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::format::{Format, openmetrics_to_classic};
 use crate::decision::Reason;
+use crate::events::journal::{JournalStats, LossReason};
 use crate::export::{ExportCounters, ExportErrorKind, ExportState};
 use crate::plan::PlanHandle;
 use crate::plc::{ChuteState, ChuteStateTable};
@@ -52,7 +53,7 @@ pub struct Exposition {
 impl Exposition {
     /// An exposition of `counters` and `plan` for a daemon with `ingress_workers` workers.
     pub fn new(counters: Arc<Counters>, plan: Arc<PlanHandle>, ingress_workers: usize) -> Self {
-        Self::with_parts(counters, plan, ingress_workers, None, None)
+        Self::with_parts(counters, plan, ingress_workers, None, None, None)
     }
 
     /// As [`Exposition::new`], also reporting `chute_states` as `sortd_chute_state`.
@@ -62,17 +63,26 @@ impl Exposition {
         ingress_workers: usize,
         chute_states: Arc<ChuteStateTable>,
     ) -> Self {
-        Self::with_parts(counters, plan, ingress_workers, Some(chute_states), None)
+        Self::with_parts(
+            counters,
+            plan,
+            ingress_workers,
+            Some(chute_states),
+            None,
+            None,
+        )
     }
 
     /// Everything the daemon exposes: the counters and plan, the chute states when given,
-    /// and the NATS exporter's state and counters when it runs.
+    /// the NATS exporter's state and counters when it runs, and the sort-event journal's
+    /// counters when it is on.
     pub fn with_parts(
         counters: Arc<Counters>,
         plan: Arc<PlanHandle>,
         ingress_workers: usize,
         chute_states: Option<Arc<ChuteStateTable>>,
         export: Option<Arc<ExportCounters>>,
+        journal: Option<Arc<JournalStats>>,
     ) -> Self {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(DaemonCollector {
@@ -83,6 +93,9 @@ impl Exposition {
         }));
         if let Some(export) = export {
             registry.register_collector(Box::new(ExportCollector(export)));
+        }
+        if let Some(journal) = journal {
+            registry.register_collector(Box::new(JournalCollector(journal)));
         }
         Exposition {
             registry: Arc::new(registry),
@@ -613,6 +626,83 @@ impl Collector for ExportCollector {
     }
 }
 
+/// The sort-event journal's counters.
+#[derive(Debug)]
+struct JournalCollector(Arc<JournalStats>);
+
+impl Collector for JournalCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let x = self.0.snapshot();
+        let e = &mut encoder;
+        counter(
+            e,
+            "sortd_events_journaled",
+            "Sort events written to the journal (page cache).",
+            None,
+            x.events_journaled,
+        )?;
+        counter(
+            e,
+            "sortd_events_journaled_bytes",
+            "Bytes of the sort events written to the journal.",
+            None,
+            x.bytes_journaled,
+        )?;
+        family(
+            e,
+            "sortd_events_lost",
+            "Sort events not journaled, by reason.",
+            None,
+            MetricType::Counter,
+            LossReason::ALL.map(|reason| {
+                (
+                    [("reason", reason.as_str())],
+                    ConstCounter::new(x.lost(reason)),
+                )
+            }),
+        )?;
+        counter(
+            e,
+            "sortd_events_torn_tails_cut",
+            "Torn or corrupt journal tails cut at open.",
+            None,
+            x.torn_tails_cut,
+        )?;
+        counter(
+            e,
+            "sortd_events_fsync_errors",
+            "Journal fsync failures (what was written may not be durable).",
+            None,
+            x.fsync_errors,
+        )?;
+        let to_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        gauge(
+            e,
+            "sortd_events_segments",
+            "Journal segment files on disk.",
+            to_i64(x.segments),
+        )?;
+        gauge(
+            e,
+            "sortd_events_segment_bytes",
+            "Bytes of the journal segment files on disk.",
+            to_i64(x.segment_bytes),
+        )?;
+        gauge(
+            e,
+            "sortd_events_written_sequence",
+            "Highest sort-event sequence in the page cache.",
+            to_i64(x.written_seq),
+        )?;
+        gauge(
+            e,
+            "sortd_events_durable_sequence",
+            "Highest sort-event sequence known fsynced.",
+            to_i64(x.durable_seq),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -701,8 +791,14 @@ mod tests {
         export.acked_seq.store(100, Ordering::Relaxed);
         export.lag_ms.store(1_500, Ordering::Relaxed);
         export.count_error(ExportErrorKind::AckTimeout);
-        let exposition =
-            Exposition::with_parts(Arc::new(Counters::default()), plan, 1, None, Some(export));
+        let exposition = Exposition::with_parts(
+            Arc::new(Counters::default()),
+            plan,
+            1,
+            None,
+            Some(export),
+            None,
+        );
         let mut text = String::new();
         exposition.render(&mut text).expect("renders");
         for line in [

@@ -30,6 +30,7 @@ use crate::pipeline::queue::BatchReceiver;
 use crate::plc::{ChuteState, ChuteStateTable, HostLink, LinkDownReason, Outcome, SortConfirm};
 use crate::stats::Counters;
 
+use super::egress_events::EgressJournal;
 use super::link_socket::{ConnectProgress, LinkSocket, ReadOutcome};
 use super::settings::{PlcMode, PlcSettings};
 
@@ -57,6 +58,8 @@ pub struct EgressShared {
     pub idle: IdlePolicy,
     /// How long a stop may wait for the PLC to acknowledge what was sent.
     pub drain_grace: Duration,
+    /// The sort-event journal; `None` when `[events]` is off.
+    pub journal: Option<crate::events::journal::JournalWriter>,
 }
 
 /// How sortd reaches the PLC.
@@ -99,7 +102,7 @@ impl Egress {
         link: HostLink,
         queue: BatchReceiver,
         finalizer: Finalizer,
-        shared: EgressShared,
+        mut shared: EgressShared,
     ) -> io::Result<Egress> {
         let transport = match shared.plc.mode {
             PlcMode::Connect => Transport::Client(shared.plc.address),
@@ -119,6 +122,7 @@ impl Egress {
             undelivered: [0; Reason::ALL.len()],
             confirmed: [0; Outcome::ALL.len()],
             latency_us,
+            journal: shared.journal.take().map(EgressJournal::new),
         };
         Ok(Egress {
             poll,
@@ -139,9 +143,11 @@ impl Egress {
         let mut stop_at: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let moved = self
-                .core
-                .pump(now, unix_micros(), &self.queue, &mut self.observer);
+            let now_us = unix_micros();
+            if let Some(journal) = &mut self.observer.journal {
+                journal.start_turn(now, now_us);
+            }
+            let moved = self.core.pump(now, now_us, &self.queue, &mut self.observer);
             self.observer.publish_decisions();
             self.drive_link(now);
             self.flush_outbound(now);
@@ -162,6 +168,9 @@ impl Egress {
                         self.drive_link(now);
                         self.observer.publish_decisions();
                         self.observer.publish_latency();
+                        if let Some(journal) = self.observer.journal.take() {
+                            journal.close();
+                        }
                         return Ok(());
                     }
                 }
@@ -235,6 +244,10 @@ impl Egress {
 
     /// Writes what the link has to send; keeps the rest for the next writable event.
     fn flush_outbound(&mut self, now: Instant) {
+        // Every event of the turn reaches the page cache before any SORT of it leaves.
+        if let Some(journal) = &mut self.observer.journal {
+            journal.write();
+        }
         if !self.socket.is_open() {
             return;
         }
@@ -347,6 +360,7 @@ struct DaemonObserver {
     undelivered: [u64; Reason::ALL.len()],
     confirmed: [u64; Outcome::ALL.len()],
     latency_us: hdrhistogram::Histogram<u64>,
+    journal: Option<EgressJournal>,
 }
 
 impl EgressObserver for DaemonObserver {
@@ -366,9 +380,15 @@ impl EgressObserver for DaemonObserver {
         }
         let latency = now.saturating_duration_since(decision.received_at);
         let _ = self.latency_us.record((latency.as_micros() as u64).max(1));
+        if let Some(journal) = &mut self.journal {
+            journal.on_decision(now, decision, fate);
+        }
     }
 
     fn on_confirm(&mut self, confirm: &SortConfirm, _plc_seq: u32) {
+        if let Some(journal) = &mut self.journal {
+            journal.on_confirm(Instant::now(), confirm);
+        }
         if let Some(count) = self
             .confirmed
             .get_mut(usize::from(confirm.outcome.code()).saturating_sub(1))

@@ -8,6 +8,7 @@
 
 pub mod cidr;
 pub mod egress;
+pub mod egress_events;
 pub mod ingress;
 pub mod link_socket;
 pub mod settings;

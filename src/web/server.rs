@@ -59,6 +59,8 @@ pub struct WebSources {
     pub ingress_workers: usize,
     /// The NATS exporter's counters, when it runs.
     pub export: Option<Arc<crate::export::ExportCounters>>,
+    /// The sort-event journal's counters, when `[events]` is on.
+    pub journal: Option<Arc<crate::events::journal::JournalStats>>,
 }
 
 /// Where and how to serve.
@@ -110,6 +112,7 @@ impl WebServer {
                 sources.ingress_workers,
                 Some(sources.chute_states.clone()),
                 sources.export.clone(),
+                sources.journal.clone(),
             ),
             sources,
             security: security.clone(),

@@ -114,16 +114,16 @@ fn wait_acked(exporter: &Exporter, seq: u64) {
 }
 
 /// One message of the subject as a consumer sees it.
-struct Stored {
-    first_seq: u64,
-    last_seq: u64,
-    records: u64,
-    msg_id: String,
-    payload: Vec<u8>,
+pub(crate) struct Stored {
+    pub(crate) first_seq: u64,
+    pub(crate) last_seq: u64,
+    pub(crate) records: u64,
+    pub(crate) msg_id: String,
+    pub(crate) payload: Vec<u8>,
 }
 
-/// Every message on [`SUBJECT`], in stream order, read by direct gets.
-fn read_subject(url: &str) -> Vec<Stored> {
+/// Every message on `subject`, in stream order, read by direct gets.
+pub(crate) fn read_subject(url: &str, subject: &str) -> Vec<Stored> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -143,7 +143,7 @@ fn read_subject(url: &str) -> Vec<Stored> {
             let Ok(message) = stream.get_raw_message(seq).await else {
                 continue;
             };
-            if message.subject.as_str() != SUBJECT {
+            if message.subject.as_str() != subject {
                 continue;
             }
             let header = |name: &str| -> u64 {
@@ -172,7 +172,7 @@ fn read_subject(url: &str) -> Vec<Stored> {
 /// The subject holds events 1..=n, each exactly once, in order, and every message's
 /// headers describe its payload.
 fn assert_exactly_once(url: &str, n: u64) {
-    let messages = read_subject(url);
+    let messages = read_subject(url, SUBJECT);
     let mut next = 1u64;
     for message in &messages {
         assert_eq!(message.payload.len() % RECORD_BYTES, 0);

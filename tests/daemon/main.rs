@@ -4,6 +4,7 @@
 mod check_and_generate;
 mod common;
 mod daemon;
+mod events;
 mod export_nats;
 mod faults;
 mod preadvice;

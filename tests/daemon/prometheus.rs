@@ -318,7 +318,15 @@ fn a_real_prometheus_scraping_a_loaded_daemon_evaluates_every_alert_and_dashboar
             },
         ],
     );
-    let daemon = start_daemon(plc.address, &["protocol = \"binary\""], "");
+    // The journal and an exporter whose broker is not there: their series exist too.
+    let journal = tempfile::tempdir().expect("temp dir");
+    let extra = format!(
+        "[events]\nenabled = true\ndir = \"{}\"\nhub_id = \"hub1\"\nsorter_id = \"sorter1\"\n\
+         [export]\nenabled = true\nurls = [\"nats://127.0.0.1:{}\"]\nhub = \"hub1\"\nsorter = \"sorter1\"\n",
+        journal.path().display(),
+        crate::common::nats::free_port()
+    );
+    let daemon = start_daemon(plc.address, &["protocol = \"binary\""], &extra);
     plc.wait_connected();
     let load = MixedLoad::start(daemon.scanner_addresses[0]);
     let prometheus = PrometheusServer::start(daemon.metrics_address());
