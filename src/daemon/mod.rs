@@ -152,12 +152,13 @@ impl Daemon {
             receiver,
             finalizer,
             EgressShared {
-                plc: config.plc,
+                plc: config.plc.clone(),
                 chute_states: chute_states.clone(),
                 counters: counters.clone(),
                 stop: stop.clone(),
                 spin_before_park: pipeline.spin_before_park,
                 drain_grace: config.drain_grace,
+                warning_interval: config.bad_input_warning_interval,
             },
         )
         .map_err(|error| DaemonError::Bind {

@@ -10,4 +10,5 @@ pub mod cidr;
 pub mod egress;
 pub mod ingress;
 pub mod link_socket;
+pub mod plc_admission;
 pub mod settings;

@@ -6,6 +6,7 @@ mod common;
 mod daemon;
 mod export_nats;
 mod faults;
+mod hostile;
 mod prometheus;
 mod service;
 mod tools;
