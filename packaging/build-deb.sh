@@ -33,7 +33,7 @@ sed -e 's|^# sortd under systemd\. Install: see README "Install as a service"\.|
     -e 's|/usr/local/bin/sortd|/usr/bin/sortd|g' \
     -e 's|^Documentation=man:systemd.exec(5)$|Documentation=man:sortd-run(1) man:systemd.exec(5)|' \
     -e 's|^# Who: a transient user with no capabilities and no way to gain any\.$|# Who: the sortd system user (the package creates it), with no capabilities and no way\n# to gain any; /var/lib/sortd is its state directory.|' \
-    -e 's|^DynamicUser=yes$|User=sortd\nGroup=sortd\nStateDirectory=sortd\nStateDirectoryMode=0750|' \
+    -e 's|^DynamicUser=yes$|User=sortd\nGroup=sortd|' \
     config/sortd.service >"$unit"
 for expected in '^ExecStart=/usr/bin/sortd run --config /etc/sortd/sortd.toml$' '^User=sortd$' \
     '^StateDirectory=sortd$' '^Documentation=man:sortd-run'; do
