@@ -300,8 +300,14 @@ impl Egress {
 
     /// Listen mode: refuses strangers, keeps allowed connections as candidates.
     fn accept_plc(&mut self, now: Instant) {
-        if let Transport::Server(admission) = &mut self.transport {
-            admission.accept_ready(self.poll.registry(), now);
+        loop {
+            let Transport::Server(admission) = &mut self.transport else {
+                return;
+            };
+            match admission.accept_ready(self.poll.registry(), now) {
+                Some(promoted) => self.promote(promoted, now),
+                None => return,
+            }
         }
     }
 
@@ -334,11 +340,14 @@ impl Egress {
             hello,
         } = promoted;
         self.drop_connection(now, true);
-        if self
+        // The old connection's LinkDown asks to close "the" connection: let it act now,
+        // on the old one, not on the new one attached next.
+        self.drive_link(now);
+        let attached = self
             .socket
-            .attach(self.poll.registry(), stream, STREAM_TOKEN, false)
-            .is_err()
-        {
+            .attach(self.poll.registry(), stream, STREAM_TOKEN, false);
+        if let Err(error) = attached {
+            tracing::warn!(%peer, %error, "PLC connection dropped: cannot register it");
             return;
         }
         tracing::info!(%peer, "PLC connected");

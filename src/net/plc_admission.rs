@@ -88,16 +88,22 @@ impl PlcAdmission {
         (self.first_token..self.first_token + CANDIDATES_MAX).contains(&token.0)
     }
 
-    /// Accepts every pending connection: refused, or kept as a candidate.
-    pub fn accept_ready(&mut self, registry: &Registry, now: Instant) {
+    /// Accepts pending connections: each is refused or kept as a candidate. Returns a
+    /// candidate whose HELLO had already arrived; call again until `None` (the listener
+    /// is edge-triggered: `None` means every pending connection was taken).
+    pub fn accept_ready(&mut self, registry: &Registry, now: Instant) -> Option<Promoted> {
         loop {
             match self.listener.accept() {
-                Ok((stream, peer)) => self.admit(registry, stream, peer, now),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Ok((stream, peer)) => {
+                    if let Some(promoted) = self.admit(registry, stream, peer, now) {
+                        return Some(promoted);
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
                     tracing::warn!(%error, "PLC accept failed");
-                    return;
+                    return None;
                 }
             }
         }
@@ -109,23 +115,21 @@ impl PlcAdmission {
         mut stream: TcpStream,
         peer: SocketAddr,
         now: Instant,
-    ) {
+    ) -> Option<Promoted> {
         if !self.allow.allows(peer.ip()) {
             self.refuse(peer, "address", now);
-            return;
+            return None;
         }
         let Some(index) = self.slots.iter().position(Option::is_none) else {
             self.refuse(peer, "busy", now);
-            return;
+            return None;
         };
         let token = Token(self.first_token + index);
-        if registry
-            .register(&mut stream, token, Interest::READABLE)
-            .is_err()
-        {
-            return;
+        if let Err(error) = registry.register(&mut stream, token, Interest::READABLE) {
+            tracing::warn!(%peer, %error, "PLC connection dropped: cannot register it");
+            return None;
         }
-        tracing::info!(%peer, "PLC connection accepted; waiting for its HELLO");
+        tracing::debug!(%peer, "PLC connection accepted; waiting for its HELLO");
         if let Some(slot) = self.slots.get_mut(index) {
             *slot = Some(Candidate {
                 stream,
@@ -133,8 +137,8 @@ impl PlcAdmission {
                 gate: HelloGate::new(now, self.hello_timeout),
             });
         }
-        // Bytes may already be waiting.
-        let _ = self.on_candidate_event(registry, token, now);
+        // Its HELLO may already be waiting, and no readable event would report it.
+        self.on_candidate_event(registry, token, now)
     }
 
     /// A readable candidate: `Some` once it has sent a valid PLC HELLO.

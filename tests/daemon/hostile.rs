@@ -83,7 +83,7 @@ fn strangers_are_refused_and_counted_while_the_live_plc_sorts_on() {
          [[scanners.listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"binary\"\n\
          allow = [\"127.0.0.1\"]\n\
          [plc]\nmode = \"listen\"\naddress = \"{plc_address}\"\nallow = [\"127.0.0.1\"]\n\
-         heartbeat_interval_ms = 500\nheartbeats_missed_max = 4\n\
+         heartbeat_interval_ms = 1000\nheartbeats_missed_max = 3\n\
          [metrics]\naddress = \"127.0.0.1:0\"\nweb_config = \"web.yml\"\n"
     );
     let daemon = start_daemon_in(folder, &config, 2, &[]);
@@ -116,7 +116,7 @@ fn strangers_are_refused_and_counted_while_the_live_plc_sorts_on() {
         })
     };
 
-    // An allowed address that never says HELLO: closed at the HELLO deadline (2 s).
+    // An allowed address that never says HELLO: closed at the HELLO deadline (3 s).
     let mut silent = connect_from("127.0.0.1", plc_address);
     // An allowed address that sends garbage instead of a HELLO.
     let mut garbage = connect_from("127.0.0.1", plc_address);
@@ -184,4 +184,50 @@ fn strangers_are_refused_and_counted_while_the_live_plc_sorts_on() {
         daemon.log_lines("PLC connection refused").len() <= 3,
         "refusals are logged once per interval"
     );
+}
+
+#[test]
+fn an_allowed_plc_that_says_hello_takes_the_link_over_and_gets_the_host_hello() {
+    let folder = tempfile::tempdir().expect("temp dir");
+    std::fs::write(folder.path().join("plan.csv"), crate::common::TEST_PLAN_CSV).expect("plan");
+    let plc_address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = format!(
+        "[plan]\npath = \"plan.csv\"\n\
+         [[scanners.listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"binary\"\n\
+         [plc]\nmode = \"listen\"\naddress = \"{plc_address}\"\nallow = [\"127.0.0.1\"]\n\
+         [metrics]\naddress = \"127.0.0.1:0\"\n"
+    );
+    let daemon = start_daemon_in(folder, &config, 1, &[]);
+    let plc = TestPlc::dialling(plc_address);
+    let web = daemon.metrics_address();
+    wait_until("the PLC link to be up", || {
+        crate::common::scrape(web).value("sortd_plc_link_up", &[]) == 1.0
+    });
+    plc.wait_connected();
+
+    // A restarted PLC (here: a raw socket) dials again and says HELLO: it replaces the
+    // live connection and receives sortd's HELLO.
+    let mut restarted = connect_from("127.0.0.1", plc_address);
+    restarted.write_all(&plc_hello()).expect("HELLO sent");
+    restarted
+        .set_read_timeout(Some(crate::common::PATIENCE))
+        .expect("timeout");
+    let mut answer = [0u8; sortd::plc::TELEGRAM_BYTES];
+    if let Err(error) = std::io::Read::read_exact(&mut restarted, &mut answer) {
+        std::thread::sleep(Duration::from_millis(500));
+        panic!(
+            "sortd did not answer {:?}: {error}; PLC connections {}; log: {:#?}",
+            restarted.local_addr(),
+            plc.counters.connections.load(Ordering::Relaxed),
+            daemon.log()
+        );
+    }
+    match Telegram::decode(&answer) {
+        Ok(Telegram::Hello(hello)) => assert_eq!(hello.role, Role::Host),
+        other => panic!("expected the host HELLO, got {other:?}"),
+    }
+    wait_until("the old connection to be replaced", || {
+        crate::common::scrape(web).value("sortd_plc_link_transitions_total", &[("to", "down")])
+            >= 1.0
+    });
 }
