@@ -4,6 +4,11 @@
 //! - `exact/N`: exact lookup, half hits and half misses, N tracking numbers
 //!   (N from `SORTD_PLAN_BENCH_KEYS`, comma-separated, default `1000000`;
 //!   e.g. `SORTD_PLAN_BENCH_KEYS=1000000,10000000,50000000`).
+//! - `resolve/plan/N` and `resolve/plan_preadvice/N`: `Plan::resolve` of one barcode
+//!   (the same queries) against `resolve_with_overlay` with `SORTD_PLAN_BENCH_PREADVICE`
+//!   (default 1000000) pre-advised tracking numbers in the overlay, none of them among
+//!   the queries: the common case, a parcel that was not pre-advised. The requirement is
+//!   a ratio of at most 1.2; `resolve/plan_preadvice_hit/N` has every query pre-advised.
 //! - `open/N`: `Plan::open` of the same file (mmap + header and footer checks).
 //! - `longest_prefix/villages`: the synthetic village-level plan (~680 k prefixes of
 //!   lengths 2, 4, 6, 9, 12); the HashMap side runs the same one-probe-per-length loop.
@@ -18,7 +23,8 @@ use std::path::Path;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sortd::plan::generate::{self, SyntheticSpec};
-use sortd::plan::{Chutes, Plan, csv::write_atomically};
+use sortd::plan::overlay::{OverlaySnapshot, PreAdviceEntry, PreAdviceValue};
+use sortd::plan::{Chutes, Plan, csv::write_atomically, resolve_with_overlay};
 
 const QUERIES: usize = 1 << 16;
 const SEED: u64 = 1;
@@ -120,6 +126,7 @@ fn exact(criterion: &mut Criterion) {
         });
         group.finish();
         drop(map);
+        resolve_with_preadvice(criterion, &plan, &queries, keys);
 
         let mut group = criterion.benchmark_group("open");
         group.bench_function(BenchmarkId::new("plan", keys), |bench| {
@@ -129,6 +136,128 @@ fn exact(criterion: &mut Criterion) {
         drop(plan);
         let _ = std::fs::remove_file(&path);
     }
+}
+
+/// The `resolve` rows: the plan alone, then with a full overlay (see the module docs).
+fn resolve_with_preadvice(criterion: &mut Criterion, plan: &Plan, queries: &[[u8; 15]], keys: u64) {
+    let preadvised = sizes("SORTD_PLAN_BENCH_PREADVICE", 1_000_000)[0];
+    // Tracking numbers past the plan's and past the queries' (which stop at 2 * keys).
+    let entries: Vec<PreAdviceEntry> = (0..preadvised)
+        .map(|index| PreAdviceEntry {
+            barcode: Box::from(&generate::tracking_number(SEED, 2 * keys + index)[..]),
+            value: PreAdviceValue::Chutes(generate::tracking_chutes(index)),
+        })
+        .collect();
+    let (overlay, counts) = OverlaySnapshot::empty().with_batch(&entries, 1, preadvised as usize);
+    assert_eq!(counts.stored, preadvised);
+    drop(entries);
+    // The merge an update pays once per DELTA_ENTRIES_MAX entries (after publishing).
+    let started = std::time::Instant::now();
+    let overlay = overlay.merged();
+    eprintln!(
+        "overlay of {preadvised} entries merged in {} ms",
+        started.elapsed().as_millis()
+    );
+    for query in queries {
+        let base = plan.resolve(&[&query[..]], None);
+        let through = resolve_with_overlay(plan, &overlay, &[&query[..]], None);
+        assert_eq!(base.chutes, through.resolution.chutes);
+    }
+    let hit_queries: Vec<[u8; 15]> = (0..QUERIES as u64)
+        .map(|index| generate::tracking_number(SEED, 2 * keys + (index * 7919) % preadvised))
+        .collect();
+
+    interleaved_ratio(plan, &overlay, queries, preadvised);
+
+    let mut group = criterion.benchmark_group("resolve");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(BenchmarkId::new("plan", keys), |bench| {
+        let mut next = 0usize;
+        bench.iter(|| {
+            next = (next + 1) & (QUERIES - 1);
+            black_box(plan.resolve(&[black_box(&queries[next][..])], None))
+        })
+    });
+    group.bench_function(BenchmarkId::new("plan_preadvice", keys), |bench| {
+        let mut next = 0usize;
+        bench.iter(|| {
+            next = (next + 1) & (QUERIES - 1);
+            black_box(resolve_with_overlay(
+                plan,
+                &overlay,
+                &[black_box(&queries[next][..])],
+                None,
+            ))
+        })
+    });
+    group.bench_function(BenchmarkId::new("plan_preadvice_hit", keys), |bench| {
+        let mut next = 0usize;
+        bench.iter(|| {
+            next = (next + 1) & (QUERIES - 1);
+            black_box(resolve_with_overlay(
+                plan,
+                &overlay,
+                &[black_box(&hit_queries[next][..])],
+                None,
+            ))
+        })
+    });
+    group.finish();
+}
+
+/// The same two loops as `resolve/plan` and `resolve/plan_preadvice`, timed in
+/// alternation (A B, B A, ...) so that load from other processes on a shared machine
+/// hits both alike; prints the median and the best-of ratio.
+fn interleaved_ratio(
+    plan: &Plan,
+    overlay: &OverlaySnapshot,
+    queries: &[[u8; 15]],
+    preadvised: u64,
+) {
+    const ROUNDS: usize = 40;
+    let time_plan = || {
+        let started = std::time::Instant::now();
+        for query in queries {
+            black_box(plan.resolve(&[black_box(&query[..])], None));
+        }
+        started.elapsed().as_secs_f64()
+    };
+    let time_overlay = || {
+        let started = std::time::Instant::now();
+        for query in queries {
+            black_box(resolve_with_overlay(
+                plan,
+                overlay,
+                &[black_box(&query[..])],
+                None,
+            ));
+        }
+        started.elapsed().as_secs_f64()
+    };
+    let (mut ratios, mut best_plan, mut best_overlay) = (Vec::new(), f64::MAX, f64::MAX);
+    for round in 0..ROUNDS {
+        let (base, with) = if round % 2 == 0 {
+            let base = time_plan();
+            (base, time_overlay())
+        } else {
+            let with = time_overlay();
+            (time_plan(), with)
+        };
+        best_plan = best_plan.min(base);
+        best_overlay = best_overlay.min(with);
+        ratios.push(with / base);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let per_lookup_ns = |seconds: f64| seconds * 1e9 / queries.len() as f64;
+    eprintln!(
+        "resolve with {preadvised} pre-advised / plan alone, {ROUNDS} alternating rounds of {} lookups: \
+         median ratio {:.3}, best-of ratio {:.3} ({:.0} ns vs {:.0} ns)",
+        queries.len(),
+        ratios[ROUNDS / 2],
+        best_overlay / best_plan,
+        per_lookup_ns(best_overlay),
+        per_lookup_ns(best_plan)
+    );
 }
 
 fn longest_prefix(criterion: &mut Criterion) {

@@ -29,7 +29,7 @@ mv "$assets/completions/sortd.bash" "$assets/completions/sortd"
 
 # The unit, adapted; each edit must apply, or the shipped unit would silently differ.
 unit="$assets/sortd.service"
-sed -e 's|^# sortd under systemd\. Install: see README "Install as a service"\.|# sortd under systemd, as installed by the sortd Debian package (docs/install-debian.md).|' \
+sed -e 's|^# sortd under systemd\. Install: see docs/operations\.md, "Install as a service"\.|# sortd under systemd, as installed by the sortd Debian package (docs/install-debian.md).|' \
     -e 's|/usr/local/bin/sortd|/usr/bin/sortd|g' \
     -e 's|^Documentation=man:systemd.exec(5)$|Documentation=man:sortd-run(1) man:systemd.exec(5)|' \
     -e 's|^# Who: a transient user with no capabilities and no way to gain any\.$|# Who: the sortd system user (the package creates it), with no capabilities and no way\n# to gain any; /var/lib/sortd is its state directory.|' \

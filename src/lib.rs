@@ -17,6 +17,7 @@
 pub mod core;
 pub mod daemon;
 pub mod decision;
+pub mod events;
 pub mod export;
 pub mod loadgen;
 pub mod metrics;

@@ -9,10 +9,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod events;
 mod frames;
 mod generate;
 mod loadgen;
 mod plan;
+mod plan_preadvice;
 mod plc_sim;
 mod run;
 mod simulate;
@@ -31,6 +33,9 @@ struct Cli {
 enum Command {
     /// Run a self-contained demo: PLC simulator, daemon, example plan and scanners.
     Demo(demo::DemoArgs),
+    /// Read the sort-event journal: tail, find a parcel, verify, decode records.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
     /// Decode or encode scanner frames (the integrator's tool).
     #[command(subcommand)]
     Frames(frames::FramesCommand),
@@ -54,6 +59,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Events(command) => events::run(command),
         Command::Frames(command) => frames::run(command),
         Command::Plan(command) => plan::run(command),
         Command::Run(args) => run::run(args),

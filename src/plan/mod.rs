@@ -6,7 +6,9 @@
 //! [`build`] lays out the tables; [`format`](mod@format) is the byte layout (also in PLAN.md);
 //! [`open`](Plan::open) maps and checks a file; [`lookup`](Plan::resolve) is the hot path;
 //! [`handle`](PlanHandle) publishes plans; [`diff()`] compares two plans; [`generate`]
-//! makes synthetic and example plans. This layer does no networking, threading or
+//! makes synthetic and example plans. Pre-advice: [`overlay`] holds exact entries over a
+//! plan and resolves through both, [`preadvice`] logs, publishes and compacts them,
+//! [`preadvice_log`] is the log record and [`preadvice_msg`] the JSON-lines message. This layer does no networking, threading or
 //! clock reading; the daemon decides when to load and swap.
 
 pub mod build;
@@ -19,6 +21,10 @@ pub mod generate;
 mod handle;
 mod lookup;
 mod open;
+pub mod overlay;
+pub mod preadvice;
+pub mod preadvice_log;
+pub mod preadvice_msg;
 mod types;
 
 pub use build::{BuiltPlan, PlanBuilder};
@@ -27,6 +33,10 @@ pub use diff::{PlanDiff, diff};
 pub use error::{CompileError, CompileErrorKind, CompileErrors, PlanError};
 pub use handle::{PlanHandle, SwapReport};
 pub use open::Plan;
+pub use overlay::{
+    OverlayResolution, OverlaySnapshot, PreAdviceEntry, PreAdviceValue, resolve_with_overlay,
+};
+pub use preadvice::{PlanView, PreAdvice, PreAdviceError, PreAdviceSettings};
 pub use types::{
     CHUTES_PER_RULE_MAX, Chutes, DefaultKind, Outcome, PlanStats, Resolution, RuleKind, RuleRef,
 };

@@ -6,4 +6,5 @@ mod csv;
 mod file;
 mod fuzz_corpus;
 mod handle;
+mod preadvice;
 mod resolve;

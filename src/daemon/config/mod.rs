@@ -7,6 +7,7 @@
 //! Nothing here binds a socket or opens the plan: the daemon does that only after
 //! validation passed.
 
+pub mod events;
 mod schema;
 mod sections;
 
@@ -88,6 +89,8 @@ pub struct Config {
     pub drain_grace: Duration,
     /// The Prometheus endpoint.
     pub metrics: MetricsSettings,
+    /// The sort-event journal; `None` when `[events] enabled = false`.
+    pub events: Option<crate::events::journal::WriterConfig>,
     /// The NATS export; `None` when disabled.
     pub export: Option<crate::export::ExportSettings>,
 }
@@ -170,7 +173,10 @@ pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, ConfigError> {
         .map_err(|error| ConfigError::new(error.key, error.message))?
         .map(|settings| settings.relative_to(base));
 
+    let events = events::validate(&file.events, base, bad_input_warning_interval)?;
+
     Ok(Config {
+        events,
         drain_grace,
         metrics,
         export,

@@ -30,6 +30,8 @@ pub struct ConfigFile {
     pub metrics: MetricsSection,
     /// `[export]`: sort events into NATS JetStream.
     pub export: crate::export::ExportSection,
+    /// `[events]`: the sort-event journal (`events.rs`).
+    pub events: super::events::EventsSection,
     /// `[text_profiles.NAME]`: custom scanner telegram layouts.
     pub text_profiles: BTreeMap<String, TextProfileSpec>,
 }

@@ -1,0 +1,751 @@
+//! Pre-advice on a node: the durable log, the published plan-plus-overlay view, and
+//! compaction into a new compiled plan.
+//!
+//! [`PreAdvice::apply`] appends the batch to the log in `<dir>` and syncs it, then
+//! publishes a new [`PlanView`] (the plan and an [`OverlaySnapshot`] with the batch) in
+//! one `arc-swap` store: the batch takes effect for the next [`PreAdvice::view`], well
+//! within 100 ms. [`PreAdvice::open`] rebuilds the view after a restart: the compacted
+//! plan if there is one for this base plan, then every log record after it (a torn tail
+//! is cut). [`PreAdvice::compact`] folds the overlay into a new compiled plan, swaps
+//! plan and remaining overlay in one store, then deletes the folded log segments.
+//! [`PreAdvice::merge_delta`] keeps the overlay's small update layer small. The owner
+//! runs both from one background thread when [`PreAdvice::merge_due`] /
+//! [`PreAdvice::compaction_due`] say so.
+//!
+//! Files in `<dir>`: `log-<first seq, 20 digits>.padv` segments of
+//! [`super::preadvice_log`] records, and `compacted.sortplan`, whose name records the
+//! base plan and the last sequence folded into it. This module does no networking and
+//! starts no threads: the NATS subscriber calls `apply`, and whoever owns the schedule
+//! calls `compact` (on its own thread) when [`PreAdvice::compaction_due`] says so.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::{ArcSwap, Guard};
+
+use super::build::PlanBuilder;
+use super::csv::write_atomically;
+use super::error::{CompileErrors, PlanError};
+use super::format::NAME_BYTES_MAX;
+use super::open::Plan;
+use super::overlay::{
+    BatchCounts, EntryError, OverlayReplay, OverlayResolution, OverlaySnapshot, PreAdviceEntry,
+    folded_chutes, resolve_with_overlay, validate_entry, warm_with_overlay,
+};
+use super::preadvice_log::{BATCH_ENTRIES_MAX, RecordError, decode_record, encode_record};
+use super::types::{DefaultKind, RuleKind};
+
+/// The compacted plan's file name inside the pre-advice directory.
+pub const COMPACTED_FILE: &str = "compacted.sortplan";
+/// What a compacted plan's name carries after the base name.
+const NAME_MARK: &str = " +preadvice(base v";
+
+/// Limits and compaction thresholds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PreAdviceSettings {
+    /// Most distinct tracking numbers in the overlay (removals included); new ones
+    /// beyond it are refused and counted.
+    pub entries_max: usize,
+    /// Compaction is due when the overlay holds this many entries...
+    pub compact_entries: usize,
+    /// ...or the log holds this many bytes.
+    pub compact_log_bytes: u64,
+}
+
+impl Default for PreAdviceSettings {
+    fn default() -> PreAdviceSettings {
+        PreAdviceSettings {
+            entries_max: 4_000_000,
+            compact_entries: 1_000_000,
+            compact_log_bytes: 256 << 20,
+        }
+    }
+}
+
+/// The errors of this module.
+#[derive(Debug)]
+pub enum PreAdviceError {
+    /// A file operation failed.
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// A log record before the last segment's tail is damaged.
+    LogCorrupt {
+        /// The segment.
+        path: PathBuf,
+        /// Byte offset of the record.
+        offset: u64,
+        /// What is wrong.
+        error: RecordError,
+    },
+    /// The batch has more than [`BATCH_ENTRIES_MAX`] entries.
+    BatchTooLarge {
+        /// Entries in the batch.
+        entries: usize,
+    },
+    /// An entry is invalid (nothing of the batch was applied).
+    Entry {
+        /// Its index in the batch.
+        index: usize,
+        /// What is wrong.
+        error: EntryError,
+    },
+    /// Sequence 0 is reserved for "no pre-advice".
+    ZeroSequence,
+    /// The compacted plan could not be opened or did not verify.
+    Plan(PlanError),
+    /// The compacted plan could not be built.
+    Build(CompileErrors),
+}
+
+impl std::fmt::Display for PreAdviceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PreAdviceError::Io { what, path, .. } => {
+                write!(f, "pre-advice: {what} {}", path.display())
+            }
+            PreAdviceError::LogCorrupt {
+                path,
+                offset,
+                error,
+            } => write!(
+                f,
+                "pre-advice log {} corrupt at byte {offset}: {error}",
+                path.display()
+            ),
+            PreAdviceError::BatchTooLarge { entries } => write!(
+                f,
+                "pre-advice batch of {entries} entries (at most {BATCH_ENTRIES_MAX})"
+            ),
+            PreAdviceError::Entry { index, error } => {
+                write!(f, "pre-advice entry {index}: {error}")
+            }
+            PreAdviceError::ZeroSequence => write!(f, "pre-advice sequence 0 is reserved"),
+            PreAdviceError::Plan(error) => write!(f, "compacted plan: {error}"),
+            PreAdviceError::Build(errors) => write!(f, "building the compacted plan: {errors}"),
+        }
+    }
+}
+
+impl std::error::Error for PreAdviceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PreAdviceError::Io { source, .. } => Some(source),
+            PreAdviceError::LogCorrupt { error, .. } => Some(error),
+            PreAdviceError::Entry { error, .. } => Some(error),
+            PreAdviceError::Plan(error) => Some(error),
+            PreAdviceError::Build(errors) => Some(errors),
+            PreAdviceError::BatchTooLarge { .. } | PreAdviceError::ZeroSequence => None,
+        }
+    }
+}
+
+fn io_error<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> PreAdviceError + 'a {
+    move |source| PreAdviceError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A plan and the overlay over it, published together: readers load one of these per
+/// batch of parcels and resolve through it.
+#[derive(Debug)]
+pub struct PlanView {
+    /// The compiled plan (the base plan or a compacted one).
+    pub plan: Arc<Plan>,
+    /// The pre-advice not yet folded into `plan`.
+    pub overlay: OverlaySnapshot,
+}
+
+impl PlanView {
+    /// Resolve a parcel: [`resolve_with_overlay`] over this view.
+    #[inline]
+    pub fn resolve(&self, barcodes: &[&[u8]], destination: Option<&[u8]>) -> OverlayResolution {
+        resolve_with_overlay(&self.plan, &self.overlay, barcodes, destination)
+    }
+
+    /// Warm what [`PlanView::resolve`] of the same parcel reads first
+    /// ([`warm_with_overlay`]).
+    #[inline]
+    pub fn warm(&self, barcodes: &[&[u8]], destination: Option<&[u8]>) -> u64 {
+        warm_with_overlay(&self.plan, &self.overlay, barcodes, destination)
+    }
+}
+
+/// What [`PreAdvice::apply`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Entries stored and refused for lack of room.
+    pub counts: BatchCounts,
+    /// True when the sequence was not above the last one applied: a redelivery, ignored
+    /// (nothing logged or applied).
+    pub duplicate: bool,
+    /// Entries in the overlay afterwards.
+    pub overlay_entries: usize,
+}
+
+/// What [`PreAdvice::open`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Log records replayed into the overlay.
+    pub records: u64,
+    /// Records skipped because the compacted plan already holds them.
+    pub records_folded: u64,
+    /// Bytes cut from the end of the last segment (a torn or damaged tail).
+    pub tail_cut_bytes: u64,
+    /// The compacted plan used as the base, with the last sequence folded into it.
+    pub compacted_through: Option<u64>,
+    /// A compacted plan was present but for a different base plan, and was ignored.
+    pub compacted_ignored: bool,
+    /// New entries refused during replay because the overlay was full.
+    pub refused_full: u64,
+}
+
+/// What [`PreAdvice::compact`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compaction {
+    /// Sequence through which pre-advice is now in the plan.
+    pub through_seq: u64,
+    /// Name of the new plan.
+    pub plan_name: String,
+    /// Version of the new plan.
+    pub plan_version: u32,
+    /// Exact entries in the new plan.
+    pub exact_keys: u64,
+    /// Overlay entries folded (removals and unresolvable destinations included).
+    pub folded: u64,
+    /// Destinations that matched no prefix, dropped (they resolved to nothing anyway).
+    pub unresolved: u64,
+    /// Entries left in the overlay (applied while the compaction ran).
+    pub overlay_left: usize,
+    /// Log segments deleted.
+    pub segments_deleted: usize,
+}
+
+/// The writer side: the open log segment and counters. One at a time.
+#[derive(Debug)]
+struct Writer {
+    segment: File,
+    segment_path: PathBuf,
+    last_seq: u64,
+    log_bytes: u64,
+    encoded: Vec<u8>,
+    /// The base plan's version as configured (carried through compactions).
+    base_version: u32,
+}
+
+/// Pre-advice for one node: see the module docs.
+#[derive(Debug)]
+pub struct PreAdvice {
+    dir: PathBuf,
+    settings: PreAdviceSettings,
+    view: ArcSwap<PlanView>,
+    writer: Mutex<Writer>,
+}
+
+/// What [`load`] rebuilt from a directory.
+struct Loaded {
+    view: PlanView,
+    recovery: Recovery,
+    last_seq: u64,
+    log_bytes: u64,
+    last_segment: Option<PathBuf>,
+}
+
+/// Rebuild the view from `dir` over `base`; with `cut_tail`, cut a damaged tail of the
+/// last segment off the file too.
+fn load(
+    dir: &Path,
+    base: Plan,
+    settings: PreAdviceSettings,
+    cut_tail: bool,
+) -> Result<Loaded, PreAdviceError> {
+    let mut recovery = Recovery::default();
+    let base_version = base.version();
+    let mut plan = base;
+    let mut folded_through = 0u64;
+    let compacted_path = dir.join(COMPACTED_FILE);
+    if compacted_path.exists() {
+        let compacted = Plan::open(&compacted_path).map_err(PreAdviceError::Plan)?;
+        compacted.verify().map_err(PreAdviceError::Plan)?;
+        match parse_compacted_name(compacted.name()) {
+            Some((_, version, seq)) if version == base_version => {
+                folded_through = seq;
+                recovery.compacted_through = Some(seq);
+                plan = compacted;
+            }
+            _ => recovery.compacted_ignored = true,
+        }
+    }
+    let mut replay = OverlayReplay::new(settings.entries_max);
+    let mut last_seq = folded_through;
+    let mut log_bytes = 0u64;
+    let found = if dir.exists() {
+        segments(dir)?
+    } else {
+        Vec::new()
+    };
+    let last_index = found.len().checked_sub(1);
+    for (index, (_, path)) in found.iter().enumerate() {
+        let (records, good_bytes, damage) = read_segment(path)?;
+        if let Some(error) = damage {
+            if Some(index) != last_index {
+                return Err(PreAdviceError::LogCorrupt {
+                    path: path.clone(),
+                    offset: good_bytes,
+                    error,
+                });
+            }
+            let length = fs::metadata(path).map_err(io_error("reading", path))?.len();
+            recovery.tail_cut_bytes = length - good_bytes;
+            if cut_tail {
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|file| {
+                        file.set_len(good_bytes)?;
+                        file.sync_all()
+                    })
+                    .map_err(io_error("cutting the torn tail of", path))?;
+            }
+        }
+        log_bytes += good_bytes;
+        for (seq, entries) in records {
+            if seq <= last_seq {
+                recovery.records_folded += 1;
+                continue;
+            }
+            replay.add_batch(&entries, seq);
+            recovery.records += 1;
+            last_seq = seq;
+        }
+    }
+    recovery.refused_full = replay.refused_full;
+    Ok(Loaded {
+        view: PlanView {
+            plan: Arc::new(plan),
+            overlay: replay.finish(),
+        },
+        recovery,
+        last_seq,
+        log_bytes,
+        last_segment: found.last().map(|(_, path)| path.clone()),
+    })
+}
+
+/// The base name, version and folded sequence a compacted plan's name records.
+pub fn parse_compacted_name(name: &str) -> Option<(&str, u32, u64)> {
+    let (base, rest) = name.rsplit_once(NAME_MARK)?;
+    let rest = rest.strip_suffix(')')?;
+    let (version, seq) = rest.split_once(" through ")?;
+    Some((base, version.parse().ok()?, seq.parse().ok()?))
+}
+
+/// The name of a plan with pre-advice through `seq` folded into base version
+/// `base_version`, e.g. `Hangzhou wave 2 +preadvice(base v12 through 5081)`.
+pub fn compacted_name(base_name: &str, base_version: u32, seq: u64) -> String {
+    let suffix = format!("{NAME_MARK}{base_version} through {seq})");
+    let mut base = base_name;
+    while base.len() + suffix.len() > NAME_BYTES_MAX {
+        let mut cut = base.len() - 1;
+        while !base.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        base = &base[..cut];
+    }
+    format!("{base}{suffix}")
+}
+
+fn segment_name(first_seq: u64) -> String {
+    format!("log-{first_seq:020}.padv")
+}
+
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, PreAdviceError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_error("listing", dir))? {
+        let entry = entry.map_err(io_error("listing", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(first) = name
+            .strip_prefix("log-")
+            .and_then(|rest| rest.strip_suffix(".padv"))
+            .and_then(|digits| digits.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        found.push((first, entry.path()));
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), PreAdviceError> {
+    File::open(dir)
+        .and_then(|file| file.sync_all())
+        .map_err(io_error("syncing", dir))
+}
+
+fn open_segment(path: &Path) -> Result<File, PreAdviceError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_error("opening", path))
+}
+
+/// Every record of one segment; a damaged record ends the segment. Returns the records
+/// and the length of the good part.
+type SegmentRecords = (Vec<(u64, Vec<PreAdviceEntry>)>, u64, Option<RecordError>);
+
+fn read_segment(path: &Path) -> Result<SegmentRecords, PreAdviceError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut file| file.read_to_end(&mut bytes))
+        .map_err(io_error("reading", path))?;
+    let mut records = Vec::new();
+    let mut offset = 0usize;
+    while offset < bytes.len() {
+        match decode_record(bytes.get(offset..).unwrap_or_default()) {
+            Ok((seq, entries, used)) => {
+                records.push((seq, entries));
+                offset += used;
+            }
+            Err(error) => return Ok((records, offset as u64, Some(error))),
+        }
+    }
+    Ok((records, offset as u64, None))
+}
+
+impl PreAdvice {
+    /// Open (or create) the pre-advice directory over `base`: use the compacted plan if
+    /// it was made from this base plan, replay the log after it, cut a torn tail.
+    pub fn open(
+        dir: &Path,
+        base: Plan,
+        settings: PreAdviceSettings,
+    ) -> Result<(PreAdvice, Recovery), PreAdviceError> {
+        fs::create_dir_all(dir).map_err(io_error("creating", dir))?;
+        let base_version = base.version();
+        let loaded = load(dir, base, settings, true)?;
+        let segment_path = loaded
+            .last_segment
+            .unwrap_or_else(|| dir.join(segment_name(loaded.last_seq + 1)));
+        let segment = open_segment(&segment_path)?;
+        sync_dir(dir)?;
+        let preadvice = PreAdvice {
+            dir: dir.to_path_buf(),
+            settings,
+            view: ArcSwap::from_pointee(loaded.view),
+            writer: Mutex::new(Writer {
+                segment,
+                segment_path,
+                last_seq: loaded.last_seq,
+                log_bytes: loaded.log_bytes,
+                encoded: Vec::new(),
+                base_version,
+            }),
+        };
+        Ok((preadvice, loaded.recovery))
+    }
+
+    /// The view [`PreAdvice::open`] would publish, without changing anything on disk
+    /// (no torn tail is cut: a live node may be writing it). For tools that inspect a
+    /// node's directory.
+    pub fn read_view(
+        dir: &Path,
+        base: Plan,
+        settings: PreAdviceSettings,
+    ) -> Result<(PlanView, Recovery), PreAdviceError> {
+        let loaded = load(dir, base, settings, false)?;
+        Ok((loaded.view, loaded.recovery))
+    }
+
+    /// The current plan and overlay. Never blocks; load once per batch of parcels and
+    /// keep the guard short-lived.
+    #[inline]
+    pub fn view(&self) -> Guard<Arc<PlanView>> {
+        self.view.load()
+    }
+
+    /// The directory holding the log and the compacted plan.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The last sequence applied (0 = none).
+    pub fn last_seq(&self) -> u64 {
+        self.writer().last_seq
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        // A panic while holding the lock leaves the writer consistent (the log is
+        // append-only and the view is replaced whole), so a poisoned lock is usable.
+        self.writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Log `batch` at sequence `seq` (synced to disk), then publish it. Sequences must
+    /// increase; a batch at or below the last sequence is a redelivery and is ignored.
+    /// An invalid entry refuses the whole batch (the parser drops bad lines before).
+    pub fn apply(&self, batch: &[PreAdviceEntry], seq: u64) -> Result<Applied, PreAdviceError> {
+        if seq == 0 {
+            return Err(PreAdviceError::ZeroSequence);
+        }
+        if batch.len() > BATCH_ENTRIES_MAX {
+            return Err(PreAdviceError::BatchTooLarge {
+                entries: batch.len(),
+            });
+        }
+        for (index, entry) in batch.iter().enumerate() {
+            validate_entry(entry).map_err(|error| PreAdviceError::Entry { index, error })?;
+        }
+        let mut writer = self.writer();
+        if seq <= writer.last_seq {
+            return Ok(Applied {
+                duplicate: true,
+                overlay_entries: self.view.load().overlay.len(),
+                ..Applied::default()
+            });
+        }
+        let Writer {
+            segment,
+            segment_path,
+            encoded,
+            ..
+        } = &mut *writer;
+        encoded.clear();
+        encode_record(seq, batch, encoded);
+        segment
+            .write_all(encoded)
+            .and_then(|()| segment.sync_data())
+            .map_err(io_error("appending to", segment_path))?;
+        writer.log_bytes += writer.encoded.len() as u64;
+        writer.last_seq = seq;
+        let current = self.view.load_full();
+        let (overlay, counts) = current
+            .overlay
+            .with_batch(batch, seq, self.settings.entries_max);
+        let overlay_entries = overlay.len();
+        let merge_now = overlay.must_merge().then(|| overlay.clone());
+        self.view.store(Arc::new(PlanView {
+            plan: Arc::clone(&current.plan),
+            overlay,
+        }));
+        if let Some(overlay) = merge_now {
+            // Nobody ran merge_delta: merge here, after publishing (the batch is already
+            // in effect), holding the lock so no other publication is lost.
+            self.view.store(Arc::new(PlanView {
+                plan: Arc::clone(&current.plan),
+                overlay: overlay.merged(),
+            }));
+        }
+        Ok(Applied {
+            counts,
+            duplicate: false,
+            overlay_entries,
+        })
+    }
+
+    /// True when the overlay's delta layer should be merged ([`PreAdvice::merge_delta`]).
+    pub fn merge_due(&self) -> bool {
+        self.view.load().overlay.needs_merge()
+    }
+
+    /// Merge the overlay's delta layer into a new base layer, without holding the writer
+    /// lock while merging (linear in the overlay: about a second for 1 M entries on a
+    /// loaded 2-core VM), so applies keep taking effect at once. Run it from the same
+    /// background thread as [`PreAdvice::compact`] when [`PreAdvice::merge_due`].
+    /// Returns false when nothing was due or a compaction replaced the overlay meanwhile.
+    pub fn merge_delta(&self) -> bool {
+        let from = {
+            let _writer = self.writer();
+            self.view.load_full()
+        };
+        if !from.overlay.needs_merge() {
+            return false;
+        }
+        let merged = from.overlay.merged();
+        let _writer = self.writer();
+        let current = self.view.load_full();
+        let Some(overlay) = current.overlay.rebase(&from.overlay, &merged) else {
+            return false;
+        };
+        self.view.store(Arc::new(PlanView {
+            plan: Arc::clone(&current.plan),
+            overlay,
+        }));
+        true
+    }
+
+    /// Publish a new base plan (a plan swap, e.g. SIGHUP) under the current overlay.
+    /// Pre-advice already folded into a compacted plan is not carried over: the hub's
+    /// new plan is expected to include it (PLAN.md, "Pre-advice").
+    pub fn swap_plan(&self, plan: Plan) {
+        let mut writer = self.writer();
+        writer.base_version = plan.version();
+        let current = self.view.load_full();
+        self.view.store(Arc::new(PlanView {
+            plan: Arc::new(plan),
+            overlay: current.overlay.clone(),
+        }));
+    }
+
+    /// True when the overlay or the log has reached its compaction threshold.
+    pub fn compaction_due(&self) -> bool {
+        let log_bytes = self.writer().log_bytes;
+        self.view.load().overlay.len() >= self.settings.compact_entries
+            || log_bytes >= self.settings.compact_log_bytes
+    }
+
+    /// Fold the overlay into a new compiled plan and swap it in with what is left of the
+    /// overlay, then delete the folded log. Applies continue meanwhile (they only wait
+    /// for the two short steps that hold the writer lock). Crash-safe order: the plan is
+    /// written to a temporary file, synced, renamed and the directory synced before any
+    /// log segment is deleted; after a crash in between, [`PreAdvice::open`] skips the
+    /// records the compacted plan already holds. Returns `None` when there is nothing to
+    /// fold.
+    pub fn compact(&self) -> Result<Option<Compaction>, PreAdviceError> {
+        // Step 1: fix the fold point and start a new segment for later batches.
+        let (through_seq, view, old_segments, base_version) = {
+            let mut writer = self.writer();
+            let view = self.view.load_full();
+            if view.overlay.is_empty() {
+                return Ok(None);
+            }
+            let through_seq = writer.last_seq;
+            let old_segments = segments(&self.dir)?;
+            let next_path = self.dir.join(segment_name(through_seq + 1));
+            if next_path != writer.segment_path {
+                writer.segment = open_segment(&next_path)?;
+                writer.segment_path = next_path;
+                sync_dir(&self.dir)?;
+            }
+            let current = writer.segment_path.clone();
+            let old_segments: Vec<PathBuf> = old_segments
+                .into_iter()
+                .map(|(_, path)| path)
+                .filter(|path| *path != current)
+                .collect();
+            (through_seq, view, old_segments, writer.base_version)
+        };
+        // Step 2: build, write durably, verify (no lock held).
+        let (builder, folded, unresolved) =
+            fold(&view.plan, &view.overlay, base_version, through_seq)?;
+        let built = builder.finish().map_err(PreAdviceError::Build)?;
+        let path = self.dir.join(COMPACTED_FILE);
+        write_atomically(&built, &path).map_err(|(what, source)| PreAdviceError::Io {
+            what,
+            path: path.clone(),
+            source,
+        })?;
+        drop(built);
+        let plan = Plan::open(&path).map_err(PreAdviceError::Plan)?;
+        plan.verify().map_err(PreAdviceError::Plan)?;
+        let plan_name = plan.name().to_string();
+        let plan_version = plan.version();
+        let exact_keys = plan.stats().exact_keys;
+        // Step 3: swap plan and the rest of the overlay in one store.
+        let overlay_left = {
+            let mut writer = self.writer();
+            let current = self.view.load_full();
+            if !Arc::ptr_eq(&current.plan, &view.plan) {
+                // A new base plan was swapped in meanwhile: keep it and the whole
+                // overlay; the log stays (the next compaction folds it).
+                return Ok(None);
+            }
+            let rest = current.overlay.after(through_seq);
+            let left = rest.len();
+            self.view.store(Arc::new(PlanView {
+                plan: Arc::new(plan),
+                overlay: rest,
+            }));
+            // Step 4: the plan is durable, so the folded segments can go.
+            for segment in &old_segments {
+                fs::remove_file(segment).map_err(io_error("deleting", segment))?;
+            }
+            sync_dir(&self.dir)?;
+            writer.log_bytes = writer
+                .segment
+                .metadata()
+                .map_err(io_error("reading", &self.dir))?
+                .len();
+            left
+        };
+        Ok(Some(Compaction {
+            through_seq,
+            plan_name,
+            plan_version,
+            exact_keys,
+            folded,
+            unresolved,
+            overlay_left,
+            segments_deleted: old_segments.len(),
+        }))
+    }
+}
+
+/// A builder holding `plan` with `overlay` folded in: exact entries the overlay does
+/// not mention keep their line; overlay entries follow, numbered after the last line.
+fn fold(
+    plan: &Plan,
+    overlay: &OverlaySnapshot,
+    base_version: u32,
+    through_seq: u64,
+) -> Result<(PlanBuilder, u64, u64), PreAdviceError> {
+    let build_error = |kind| {
+        let mut errors = CompileErrors::new("compaction");
+        errors.push(0, kind);
+        PreAdviceError::Build(errors)
+    };
+    let mut builder = PlanBuilder::new();
+    let base_name = parse_compacted_name(plan.name()).map_or(plan.name(), |(base, _, _)| base);
+    builder
+        .set_name(&compacted_name(base_name, base_version, through_seq))
+        .map_err(build_error)?;
+    for which in DefaultKind::ALL {
+        builder.set_default(which, plan.default_chute(which));
+    }
+    let mut line_max = 0u32;
+    for (key, chutes, rule) in plan.entries(RuleKind::Prefix) {
+        builder
+            .add(RuleKind::Prefix, key, chutes, rule.line)
+            .map_err(build_error)?;
+        line_max = line_max.max(rule.line);
+    }
+    for (key, chutes, rule) in plan.entries(RuleKind::Exact) {
+        line_max = line_max.max(rule.line);
+        if overlay.get(key).is_none() {
+            builder
+                .add(RuleKind::Exact, key, chutes, rule.line)
+                .map_err(build_error)?;
+        }
+    }
+    let (mut folded, mut unresolved) = (0u64, 0u64);
+    let mut line = line_max;
+    for (key, value, _) in overlay.entries() {
+        folded += 1;
+        let Some(chutes) = folded_chutes(plan, value) else {
+            if matches!(value, super::overlay::OverlayValue::Destination(_)) {
+                unresolved += 1;
+            }
+            continue;
+        };
+        line = line.saturating_add(1);
+        builder
+            .add(RuleKind::Exact, key, chutes, line)
+            .map_err(build_error)?;
+    }
+    Ok((builder, folded, unresolved))
+}

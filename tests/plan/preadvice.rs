@@ -1,0 +1,584 @@
+//! Pre-advice: resolution order, removal, the bound, restart from the log (torn tail
+//! included), compaction (durable, verified, named) and compaction under concurrent
+//! lookups. Deterministic: fixed keys, seeded randomness, no clock assertions.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sortd::plan::overlay::OverlaySnapshot;
+use sortd::plan::preadvice::{COMPACTED_FILE, parse_compacted_name};
+use sortd::plan::preadvice_msg::parse_message;
+use sortd::plan::{
+    Chutes, Outcome, Plan, PreAdvice, PreAdviceEntry, PreAdviceSettings, PreAdviceValue,
+    compile_str, resolve_with_overlay,
+};
+
+const CSV: &str = "kind,key,chutes
+meta,name,Hangzhou hub wave 2
+meta,version,12
+prefix,33,101|102
+prefix,3301,12|13
+prefix,330106001,14
+exact,YT1,7
+exact,YT2,8
+exact,YT3,9
+default,no_read,998
+default,no_rule,999
+default,multi_read,997
+default,late,996
+";
+
+fn plan() -> Plan {
+    Plan::from_bytes(compile_str("plan.csv", CSV).expect("compiles")).expect("opens")
+}
+
+fn chutes(list: &[u16]) -> Chutes {
+    Chutes::new(list).expect("valid chutes")
+}
+
+fn add(barcode: &str, list: &[u16]) -> PreAdviceEntry {
+    PreAdviceEntry {
+        barcode: barcode.as_bytes().into(),
+        value: PreAdviceValue::Chutes(chutes(list)),
+    }
+}
+
+fn to(barcode: &str, destination: &str) -> PreAdviceEntry {
+    PreAdviceEntry {
+        barcode: barcode.as_bytes().into(),
+        value: PreAdviceValue::Destination(destination.as_bytes().into()),
+    }
+}
+
+fn remove(barcode: &str) -> PreAdviceEntry {
+    PreAdviceEntry {
+        barcode: barcode.as_bytes().into(),
+        value: PreAdviceValue::Remove,
+    }
+}
+
+/// (primary chute, outcome, pre-advice seq) for one barcode and an optional code.
+fn answer(preadvice: &PreAdvice, barcode: &str, code: Option<&str>) -> (u16, Outcome, u64) {
+    let view = preadvice.view();
+    let resolved = view.resolve(&[barcode.as_bytes()], code.map(str::as_bytes));
+    (
+        resolved.resolution.chutes.primary(),
+        resolved.resolution.outcome,
+        resolved.preadvice_seq,
+    )
+}
+
+fn open(dir: &Path) -> PreAdvice {
+    PreAdvice::open(dir, plan(), PreAdviceSettings::default())
+        .expect("opens")
+        .0
+}
+
+/// (barcodes, code, outcome, primary chute, pre-advice seq)
+type Case<'a> = (&'a [&'a str], Option<&'a str>, Outcome, u16, u64);
+
+#[test]
+fn resolution_order_table() {
+    let plan = plan();
+    let batch = [
+        add("YT1", &[50]),     // over the plan's exact entry
+        add("NEW", &[51, 52]), // a new tracking number
+        to("DST", "3301069"),  // a destination code, through the prefixes
+        to("DST2", "44"),      // a destination no prefix matches: contributes nothing
+        remove("YT2"),         // hides the plan's exact entry
+        add("SAME", &[7]),     // agrees with YT3? no: YT3 is 9
+        add("AGREE", &[9]),    // agrees with YT3
+    ];
+    let (overlay, counts) = OverlaySnapshot::empty().with_batch(&batch, 5, 100);
+    assert_eq!(counts.stored, 7);
+    let cases: &[Case] = &[
+        (&["YT1"], None, Outcome::Exact, 50, 5),
+        (&["NEW"], None, Outcome::Exact, 51, 5),
+        (&["DST"], None, Outcome::Exact, 12, 5),
+        (&["DST2"], Some("330106001"), Outcome::Prefix, 14, 0),
+        (&["DST2"], None, Outcome::NoRule, 999, 0),
+        (&["YT2"], None, Outcome::NoRule, 999, 0),
+        (&["YT2"], Some("3301"), Outcome::Prefix, 12, 0),
+        (&["YT3"], None, Outcome::Exact, 9, 0),
+        (&["YT3", "AGREE"], None, Outcome::Exact, 9, 0),
+        (&["AGREE", "YT3"], None, Outcome::Exact, 9, 5),
+        (&["YT3", "SAME"], None, Outcome::MultiRead, 997, 0),
+        (&["YT1"], Some("3301"), Outcome::Exact, 50, 5),
+        (&["UNKNOWN"], Some("33"), Outcome::Prefix, 101, 0),
+        (&[], None, Outcome::NoRead, 998, 0),
+    ];
+    for (barcodes, code, outcome, primary, seq) in cases {
+        let barcodes: Vec<&[u8]> = barcodes.iter().map(|b| b.as_bytes()).collect();
+        let got = resolve_with_overlay(&plan, &overlay, &barcodes, code.map(str::as_bytes));
+        assert_eq!(
+            (
+                got.resolution.outcome,
+                got.resolution.chutes.primary(),
+                got.preadvice_seq
+            ),
+            (*outcome, *primary, *seq),
+            "case {barcodes:?} {code:?}"
+        );
+        assert_eq!(got.plan_version, 12);
+    }
+    // Warming reads without changing anything.
+    let _ = sortd::plan::overlay::warm_with_overlay(&plan, &overlay, &[b"YT1"], Some(b"33"));
+    // With an empty overlay the answer is the plan's, exactly.
+    let empty = OverlaySnapshot::empty();
+    let base = plan.resolve(&[b"YT2"], None);
+    let through = resolve_with_overlay(&plan, &empty, &[b"YT2"], None);
+    assert_eq!(through.resolution.chutes, base.chutes);
+    assert_eq!(through.preadvice_seq, 0);
+}
+
+#[test]
+fn later_batches_replace_and_removal_hides_the_entry() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let preadvice = open(dir.path());
+    preadvice.apply(&[add("NEW", &[40])], 1).expect("applies");
+    assert_eq!(answer(&preadvice, "NEW", None), (40, Outcome::Exact, 1));
+    preadvice.apply(&[add("NEW", &[41])], 2).expect("applies");
+    assert_eq!(answer(&preadvice, "NEW", None), (41, Outcome::Exact, 2));
+    preadvice
+        .apply(&[remove("NEW"), remove("YT1")], 3)
+        .expect("applies");
+    assert_eq!(answer(&preadvice, "NEW", None), (999, Outcome::NoRule, 0));
+    assert_eq!(answer(&preadvice, "YT1", None), (999, Outcome::NoRule, 0));
+    // A redelivered batch is ignored.
+    let again = preadvice.apply(&[add("NEW", &[42])], 2).expect("applies");
+    assert!(again.duplicate);
+    assert_eq!(answer(&preadvice, "NEW", None), (999, Outcome::NoRule, 0));
+}
+
+#[test]
+fn entries_beyond_the_maximum_are_refused_and_counted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = PreAdviceSettings {
+        entries_max: 3,
+        ..PreAdviceSettings::default()
+    };
+    let (preadvice, _) = PreAdvice::open(dir.path(), plan(), settings).expect("opens");
+    let batch = [
+        add("A", &[1]),
+        add("B", &[2]),
+        add("C", &[3]),
+        add("D", &[4]),
+    ];
+    let applied = preadvice.apply(&batch, 1).expect("applies");
+    assert_eq!((applied.counts.stored, applied.counts.refused_full), (3, 1));
+    assert_eq!(applied.overlay_entries, 3);
+    // Replacing a known key is still allowed when full.
+    let applied = preadvice
+        .apply(&[add("A", &[9]), remove("E")], 2)
+        .expect("applies");
+    assert_eq!((applied.counts.stored, applied.counts.refused_full), (1, 1));
+    assert_eq!(answer(&preadvice, "A", None).0, 9);
+    assert_eq!(answer(&preadvice, "D", None).1, Outcome::NoRule);
+}
+
+#[test]
+fn many_batches_merge_the_delta_without_losing_entries() {
+    let overlay = (0..40u64).fold(OverlaySnapshot::empty(), |overlay, batch| {
+        let entries: Vec<PreAdviceEntry> = (0..500u64)
+            .map(|index| {
+                add(
+                    &format!("K{}", batch * 500 + index),
+                    &[(index % 90 + 1) as u16],
+                )
+            })
+            .collect();
+        let next = overlay.with_batch(&entries, batch + 1, 1_000_000).0;
+        if next.needs_merge() {
+            next.merged()
+        } else {
+            next
+        }
+    });
+    assert_eq!(overlay.len(), 20_000);
+    let plan = plan();
+    for key in (0..20_000u64).step_by(97) {
+        let barcode = format!("K{key}");
+        let got = resolve_with_overlay(&plan, &overlay, &[barcode.as_bytes()], None);
+        assert_eq!(got.resolution.chutes.primary(), (key % 500 % 90 + 1) as u16);
+        assert_eq!(got.preadvice_seq, key / 500 + 1);
+    }
+}
+
+#[test]
+fn restart_rebuilds_the_overlay_and_cuts_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let preadvice = open(dir.path());
+        preadvice.apply(&[add("NEW", &[40])], 7).expect("applies");
+        preadvice
+            .apply(&[to("DST", "330106001"), remove("YT1")], 9)
+            .expect("applies");
+    }
+    // A torn record at the end: half a header.
+    let segment = std::fs::read_dir(dir.path())
+        .expect("lists")
+        .map(|entry| entry.expect("entry").path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "padv"))
+        .expect("a segment");
+    let good_bytes = std::fs::metadata(&segment).expect("stat").len();
+    OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .and_then(|mut file| file.write_all(b"PADV\x10\x00"))
+        .expect("tears");
+    let (preadvice, recovery) =
+        PreAdvice::open(dir.path(), plan(), PreAdviceSettings::default()).expect("reopens");
+    assert_eq!((recovery.records, recovery.tail_cut_bytes), (2, 6));
+    assert_eq!(std::fs::metadata(&segment).expect("stat").len(), good_bytes);
+    assert_eq!(answer(&preadvice, "NEW", None), (40, Outcome::Exact, 7));
+    assert_eq!(answer(&preadvice, "DST", None), (14, Outcome::Exact, 9));
+    assert_eq!(answer(&preadvice, "YT1", None).1, Outcome::NoRule);
+    assert_eq!(preadvice.last_seq(), 9);
+    // Appending after the cut works and survives another restart.
+    preadvice.apply(&[add("LATER", &[3])], 10).expect("applies");
+    drop(preadvice);
+    let preadvice = open(dir.path());
+    assert_eq!(answer(&preadvice, "LATER", None), (3, Outcome::Exact, 10));
+}
+
+#[test]
+fn compaction_folds_into_a_verified_named_plan_and_cuts_the_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let preadvice = open(dir.path());
+    preadvice
+        .apply(&[add("NEW", &[40]), to("DST", "3301"), to("LOST", "44")], 1)
+        .expect("applies");
+    preadvice
+        .apply(&[remove("YT1"), add("YT2", &[41, 42])], 2)
+        .expect("applies");
+    let before: Vec<_> = ["NEW", "DST", "LOST", "YT1", "YT2", "YT3"]
+        .iter()
+        .map(|barcode| answer(&preadvice, barcode, None).0)
+        .collect();
+    let report = preadvice.compact().expect("compacts").expect("had work");
+    assert_eq!(report.through_seq, 2);
+    assert_eq!(
+        (report.folded, report.unresolved, report.overlay_left),
+        (5, 1, 0)
+    );
+    assert_eq!(
+        report.plan_name,
+        "Hangzhou hub wave 2 +preadvice(base v12 through 2)"
+    );
+    assert_eq!(
+        parse_compacted_name(&report.plan_name),
+        Some(("Hangzhou hub wave 2", 12, 2))
+    );
+    let after: Vec<_> = ["NEW", "DST", "LOST", "YT1", "YT2", "YT3"]
+        .iter()
+        .map(|barcode| answer(&preadvice, barcode, None).0)
+        .collect();
+    assert_eq!(before, after);
+    // Answers now come from the plan: sequence 0, the new version.
+    let view = preadvice.view();
+    assert!(view.overlay.is_empty());
+    assert_eq!(view.plan.version(), report.plan_version);
+    drop(view);
+    assert_eq!(answer(&preadvice, "NEW", None), (40, Outcome::Exact, 0));
+    let compacted = Plan::open(&dir.path().join(COMPACTED_FILE)).expect("opens");
+    compacted.verify().expect("verifies");
+    assert_eq!(compacted.stats().exact_keys, 4); // YT2, YT3, NEW, DST
+    // Later pre-advice goes on top; a restart uses the compacted plan plus the rest.
+    preadvice.apply(&[add("NEW", &[43])], 3).expect("applies");
+    drop(preadvice);
+    let (preadvice, recovery) =
+        PreAdvice::open(dir.path(), plan(), PreAdviceSettings::default()).expect("reopens");
+    assert_eq!(recovery.compacted_through, Some(2));
+    assert_eq!(recovery.records, 1);
+    assert_eq!(answer(&preadvice, "NEW", None), (43, Outcome::Exact, 3));
+    assert_eq!(answer(&preadvice, "DST", None), (12, Outcome::Exact, 0));
+    // A second compaction keeps the original base version in the name.
+    let report = preadvice.compact().expect("compacts").expect("had work");
+    assert_eq!(
+        report.plan_name,
+        "Hangzhou hub wave 2 +preadvice(base v12 through 3)"
+    );
+}
+
+#[test]
+fn a_crash_between_plan_rename_and_log_cut_replays_nothing_twice() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let preadvice = open(dir.path());
+    preadvice.apply(&[add("NEW", &[40])], 1).expect("applies");
+    preadvice.apply(&[add("OTHER", &[41])], 2).expect("applies");
+    // Keep a copy of the log as it was before compaction, then put it back: the state a
+    // crash after the rename and before the segment deletion leaves.
+    let saved: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(dir.path())
+        .expect("lists")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "padv"))
+        .map(|path| {
+            let bytes = std::fs::read(&path).expect("reads");
+            (path, bytes)
+        })
+        .collect();
+    preadvice.compact().expect("compacts");
+    drop(preadvice);
+    for (path, bytes) in &saved {
+        std::fs::write(path, bytes).expect("restores");
+    }
+    let (preadvice, recovery) =
+        PreAdvice::open(dir.path(), plan(), PreAdviceSettings::default()).expect("reopens");
+    assert_eq!((recovery.records, recovery.records_folded), (0, 2));
+    assert!(preadvice.view().overlay.is_empty());
+    assert_eq!(answer(&preadvice, "OTHER", None), (41, Outcome::Exact, 0));
+}
+
+#[test]
+fn compaction_under_concurrent_lookups_never_loses_an_answer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let preadvice = Arc::new(open(dir.path()));
+    const KEYS: u64 = 2_000;
+    let key = |index: u64| format!("PA{index:08}");
+    // Key i is pre-advised to chute i % 500 + 1 and never changes afterwards, so every
+    // snapshot (old plan + overlay, or new plan + rest) must give that chute.
+    let batch: Vec<PreAdviceEntry> = (0..KEYS)
+        .map(|index| add(&key(index), &[(index % 500 + 1) as u16]))
+        .collect();
+    preadvice.apply(&batch, 1).expect("applies");
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2u64)
+        .map(|reader| {
+            let preadvice = Arc::clone(&preadvice);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(reader);
+                let mut lookups = 0u64;
+                while !stop.load(Ordering::Relaxed) || lookups < 10_000 {
+                    let index = rng.u64(0..KEYS);
+                    let barcode = format!("PA{index:08}");
+                    let view = preadvice.view();
+                    let got = view.resolve(&[barcode.as_bytes()], None);
+                    assert_eq!(got.resolution.outcome, Outcome::Exact, "{barcode}");
+                    assert_eq!(
+                        got.resolution.chutes.primary(),
+                        (index % 500 + 1) as u16,
+                        "{barcode}"
+                    );
+                    // In a compacted view the answer is the plan's, else the overlay's.
+                    let compacted = view.plan.version() != 12;
+                    assert_eq!(got.preadvice_seq == 0, compacted, "{barcode}");
+                    lookups += 1;
+                }
+                lookups
+            })
+        })
+        .collect();
+    // Batches applied while compactions run land in the rest of the overlay.
+    for round in 0..4u64 {
+        let extra: Vec<PreAdviceEntry> = (0..100u64)
+            .map(|index| add(&format!("EXTRA{round}-{index}"), &[7]))
+            .collect();
+        preadvice.apply(&extra, 2 + round).expect("applies");
+        preadvice.compact().expect("compacts");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        assert!(reader.join().expect("reader did not panic") >= 10_000);
+    }
+    assert_eq!(answer(&preadvice, "EXTRA3-5", None), (7, Outcome::Exact, 0));
+}
+
+#[test]
+fn a_parsed_message_applies_its_good_lines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let preadvice = open(dir.path());
+    let message = b"{\"op\":\"add\",\"barcode\":\"M1\",\"chutes\":[5]}\nbad\n{\"op\":\"remove\",\"barcode\":\"YT3\"}\n";
+    let parsed = parse_message(message);
+    assert_eq!((parsed.entries.len(), parsed.bad_lines), (2, 1));
+    preadvice.apply(&parsed.entries, 1).expect("applies");
+    assert_eq!(answer(&preadvice, "M1", None), (5, Outcome::Exact, 1));
+    assert_eq!(answer(&preadvice, "YT3", None).1, Outcome::NoRule);
+}
+
+fn sortd(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sortd"))
+        .args(args)
+        .output()
+        .expect("run sortd")
+}
+
+fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn the_command_line_appends_lists_looks_up_and_compacts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plan_path = dir.path().join("plan.sortplan");
+    std::fs::write(&plan_path, compile_str("plan.csv", CSV).expect("compiles")).expect("writes");
+    let state = dir.path().join("preadvice");
+    let lines = dir.path().join("batch.jsonl");
+    std::fs::write(
+        &lines,
+        "{\"op\":\"add\",\"barcode\":\"NEW\",\"chutes\":[40,41]}\n{\"op\":\"add\",\"barcode\":\"X\"}\n{\"op\":\"remove\",\"barcode\":\"YT1\"}\n",
+    )
+    .expect("writes");
+    let (plan_arg, state_arg, lines_arg) = (
+        plan_path.to_str().expect("utf-8"),
+        state.to_str().expect("utf-8"),
+        lines.to_str().expect("utf-8"),
+    );
+    let output = sortd(&[
+        "plan",
+        "preadvice",
+        "append",
+        "--dir",
+        state_arg,
+        "--plan",
+        plan_arg,
+        lines_arg,
+    ]);
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(64), "{shown}");
+    assert!(
+        shown.contains("batch.jsonl:2: an add needs exactly one of"),
+        "{shown}"
+    );
+    assert!(shown.contains("seq 1: 2 stored, 0 refused"), "{shown}");
+
+    let output = sortd(&[
+        "plan",
+        "lookup",
+        plan_arg,
+        "--preadvice",
+        state_arg,
+        "--barcode",
+        "NEW",
+    ]);
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    assert!(
+        shown.contains("decision: exact -> chute 40 (chutes 40|41)"),
+        "{shown}"
+    );
+    assert!(shown.contains("pre-advice seq 1"), "{shown}");
+
+    let output = sortd(&[
+        "plan",
+        "preadvice",
+        "list",
+        "--dir",
+        state_arg,
+        "--plan",
+        plan_arg,
+    ]);
+    let shown = text(&output);
+    assert!(shown.contains("overlay 2 entries through seq 1"), "{shown}");
+    assert!(
+        shown.contains("1 {\"barcode\":\"YT1\",\"op\":\"remove\"}"),
+        "{shown}"
+    );
+
+    let output = sortd(&[
+        "plan",
+        "preadvice",
+        "compact",
+        "--dir",
+        state_arg,
+        "--plan",
+        plan_arg,
+    ]);
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    assert!(shown.contains("+preadvice(base v12 through 1)"), "{shown}");
+
+    let output = sortd(&[
+        "plan",
+        "lookup",
+        plan_arg,
+        "--preadvice",
+        state_arg,
+        "--barcode",
+        "YT1",
+    ]);
+    let shown = text(&output);
+    assert!(shown.contains("decision: no_rule -> chute 999"), "{shown}");
+    assert!(shown.contains("pre-advice seq 0"), "{shown}");
+}
+
+#[test]
+fn replacing_one_key_over_and_over_keeps_the_delta_bounded() {
+    let mut overlay = OverlaySnapshot::empty();
+    let mut merges = 0;
+    for seq in 1..=20_000u64 {
+        let (next, _) = overlay.with_batch(&[add("SAME", &[(seq % 9 + 1) as u16])], seq, 10);
+        overlay = if next.needs_merge() {
+            merges += 1;
+            next.merged()
+        } else {
+            next
+        };
+    }
+    assert!(merges >= 2, "{merges}");
+    assert_eq!(overlay.len(), 1);
+    assert_eq!(overlay.get(b"SAME").map(|(_, seq)| seq), Some(20_000));
+}
+
+#[test]
+fn a_background_merge_keeps_batches_applied_meanwhile() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let preadvice = open(dir.path());
+    let batch: Vec<PreAdviceEntry> = (0..9_000u64)
+        .map(|index| add(&format!("B{index}"), &[(index % 50 + 1) as u16]))
+        .collect();
+    preadvice.apply(&batch, 1).expect("applies");
+    assert!(preadvice.merge_due());
+    assert!(preadvice.merge_delta());
+    assert!(!preadvice.merge_due());
+    assert_eq!(answer(&preadvice, "B8999", None), (50, Outcome::Exact, 1));
+
+    // Entries applied between the merge's snapshot and its store are rebased on top.
+    let from = preadvice.view().overlay.clone();
+    let (grown, _) = from.with_batch(&batch, 2, usize::MAX);
+    let merged = grown.merged();
+    let (later, _) = grown.with_batch(&[add("B1", &[77]), add("LATE", &[78])], 3, usize::MAX);
+    let rebased = later.rebase(&grown, &merged).expect("descends by applies");
+    assert_eq!(rebased.len(), 9_001);
+    assert_eq!(rebased.get(b"B1").map(|(_, seq)| seq), Some(3));
+    assert_eq!(rebased.get(b"B2").map(|(_, seq)| seq), Some(2));
+    assert_eq!(rebased.get(b"LATE").map(|(_, seq)| seq), Some(3));
+    // Not from the same base: refused.
+    assert!(merged.rebase(&from, &merged).is_none());
+}
+
+#[test]
+fn a_restart_replays_many_batches_within_the_bound() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = PreAdviceSettings {
+        entries_max: 25_000,
+        ..PreAdviceSettings::default()
+    };
+    {
+        let (preadvice, _) = PreAdvice::open(dir.path(), plan(), settings).expect("opens");
+        for batch in 0..30u64 {
+            let entries: Vec<PreAdviceEntry> = (0..1_000u64)
+                .map(|index| {
+                    add(
+                        &format!("R{}", batch * 1_000 + index),
+                        &[(batch + 1) as u16],
+                    )
+                })
+                .collect();
+            preadvice.apply(&entries, batch + 1).expect("applies");
+        }
+        assert_eq!(preadvice.view().overlay.len(), 25_000);
+    }
+    let (preadvice, recovery) = PreAdvice::open(dir.path(), plan(), settings).expect("reopens");
+    assert_eq!((recovery.records, recovery.refused_full), (30, 5_000));
+    assert_eq!(preadvice.view().overlay.len(), 25_000);
+    assert_eq!(answer(&preadvice, "R24999", None), (25, Outcome::Exact, 25));
+    assert_eq!(answer(&preadvice, "R25000", None).1, Outcome::NoRule);
+}
