@@ -173,6 +173,50 @@ pub struct PlcGauges {
     pub link_downs: AtomicU64,
     /// 40-byte telegrams from the PLC that failed to decode.
     pub telegrams_bad: AtomicU64,
+    /// Listen mode: PLC connections closed without touching the live session, by cause.
+    pub refused: PlcRefusals,
+}
+
+/// Listen mode: PLC connections closed before they reached the link, by cause
+/// (`sortd_plc_connections_refused_total{cause}`). Written by the PLC thread only.
+#[derive(Debug, Default)]
+pub struct PlcRefusals {
+    /// The peer's address is not in `plc.allow`.
+    pub address: AtomicU64,
+    /// Its first telegram was not a valid PLC HELLO.
+    pub bad_hello: AtomicU64,
+    /// No HELLO before the deadline.
+    pub hello_timeout: AtomicU64,
+    /// It closed before saying HELLO.
+    pub closed: AtomicU64,
+    /// Every candidate slot was taken.
+    pub busy: AtomicU64,
+}
+
+impl PlcRefusals {
+    /// The counter for a cause label; `None` for an unknown label.
+    pub fn by_cause(&self, cause: &str) -> Option<&AtomicU64> {
+        match cause {
+            "address" => Some(&self.address),
+            "bad_hello" => Some(&self.bad_hello),
+            "hello_timeout" => Some(&self.hello_timeout),
+            "closed" => Some(&self.closed),
+            "busy" => Some(&self.busy),
+            _ => None,
+        }
+    }
+
+    /// Every cause label with its count, in a fixed order.
+    pub fn all(&self) -> [(&'static str, u64); 5] {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        [
+            ("address", load(&self.address)),
+            ("bad_hello", load(&self.bad_hello)),
+            ("hello_timeout", load(&self.hello_timeout)),
+            ("closed", load(&self.closed)),
+            ("busy", load(&self.busy)),
+        ]
+    }
 }
 
 impl PlcGauges {

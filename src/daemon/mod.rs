@@ -222,13 +222,14 @@ impl Daemon {
             receiver,
             finalizer,
             EgressShared {
-                plc: config.plc,
+                plc: config.plc.clone(),
                 chute_states: chute_states.clone(),
                 counters: counters.clone(),
                 stop: stop.clone(),
                 idle: idle_policy(&pipeline),
                 drain_grace: config.drain_grace,
                 journal,
+                warning_interval: config.bad_input_warning_interval,
             },
         )
         .map_err(|error| DaemonError::Bind {

@@ -458,6 +458,16 @@ impl Collector for DaemonCollector {
             [("up", load(&plc.link_ups)), ("down", load(&plc.link_downs))]
                 .map(|(to, count)| ([("to", to)], ConstCounter::new(count))),
         )?;
+        family(
+            e,
+            "sortd_plc_connections_refused",
+            "Listen mode: PLC connections closed without touching the live session, by cause.",
+            None,
+            MetricType::Counter,
+            plc.refused
+                .all()
+                .map(|(cause, count)| ([("cause", cause)], ConstCounter::new(count))),
+        )?;
         let confirmations: Vec<(&'static str, u64)> = c
             .confirmations
             .lock()

@@ -117,6 +117,25 @@ impl AllowList {
         AllowList { blocks }
     }
 
+    /// A list that allows every IPv4 and IPv6 address.
+    pub fn everyone() -> AllowList {
+        AllowList::new(vec![
+            Cidr {
+                network: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                prefix_bits: 0,
+            },
+            Cidr {
+                network: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                prefix_bits: 0,
+            },
+        ])
+    }
+
+    /// Whether the list has no block (allows nobody).
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
     /// Whether a peer at `address` may connect.
     pub fn allows(&self, address: IpAddr) -> bool {
         self.blocks.iter().any(|block| block.contains(address))

@@ -32,12 +32,15 @@ use crate::stats::Counters;
 
 use super::egress_events::EgressJournal;
 use super::link_socket::{ConnectProgress, LinkSocket, ReadOutcome};
+use super::plc_admission::{PlcAdmission, Promoted};
 use super::settings::{PlcMode, PlcSettings};
 
 /// Token of the waker that ingress workers use to wake this thread.
 pub const WAKE_TOKEN: Token = Token(0);
 const STREAM_TOKEN: Token = Token(1);
 const LISTENER_TOKEN: Token = Token(2);
+/// Listen mode: the candidate connections' tokens start here.
+const CANDIDATE_TOKEN_FIRST: usize = 3;
 /// Longest sleep, so timers and the stop flag are looked at regularly.
 const PARK_MAX: Duration = Duration::from_millis(50);
 /// Bytes read from the PLC socket per read call.
@@ -60,14 +63,16 @@ pub struct EgressShared {
     pub drain_grace: Duration,
     /// The sort-event journal; `None` when `[events]` is off.
     pub journal: Option<crate::events::journal::JournalWriter>,
+    /// Listen mode: at most one warning about refused PLC connections per period.
+    pub warning_interval: Duration,
 }
 
 /// How sortd reaches the PLC.
 enum Transport {
     /// sortd dials the PLC.
     Client(SocketAddr),
-    /// The PLC dials sortd.
-    Server(TcpListener),
+    /// The PLC dials sortd: the listener with its allow-list and HELLO gate.
+    Server(Box<PlcAdmission>),
 }
 
 /// The PLC thread's state.
@@ -110,7 +115,14 @@ impl Egress {
                 let mut listener = TcpListener::bind(shared.plc.address)?;
                 poll.registry()
                     .register(&mut listener, LISTENER_TOKEN, Interest::READABLE)?;
-                Transport::Server(listener)
+                Transport::Server(Box::new(PlcAdmission::new(
+                    listener,
+                    shared.plc.allow.clone(),
+                    shared.plc.hello_timeout(),
+                    CANDIDATE_TOKEN_FIRST,
+                    Arc::clone(&shared.counters),
+                    shared.warning_interval,
+                )))
             }
         };
         let latency_us = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
@@ -189,9 +201,10 @@ impl Egress {
                 match event.token() {
                     STREAM_TOKEN => self.on_stream_event(now),
                     LISTENER_TOKEN => self.accept_plc(now),
-                    _ => {}
+                    token => self.on_candidate_event(token, now),
                 }
             }
+            self.expire_candidates(now);
             if now.saturating_duration_since(self.last_latency_publish) >= Duration::from_secs(1) {
                 self.observer.publish_latency();
                 self.last_latency_publish = now;
@@ -319,34 +332,64 @@ impl Egress {
         }
     }
 
+    /// Listen mode: refuses strangers, keeps allowed connections as candidates.
     fn accept_plc(&mut self, now: Instant) {
         loop {
-            let Transport::Server(listener) = &mut self.transport else {
+            let Transport::Server(admission) = &mut self.transport else {
                 return;
             };
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    // A PLC that dials again has restarted or lost the old connection:
-                    // the newest connection wins.
-                    self.drop_connection(now, true);
-                    if self
-                        .socket
-                        .attach(self.poll.registry(), stream, STREAM_TOKEN, false)
-                        .is_err()
-                    {
-                        continue;
-                    }
-                    tracing::info!(%peer, "PLC connected");
-                    self.core.link_mut().handle_connected(now);
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    tracing::warn!(%error, "PLC accept failed");
-                    return;
-                }
+            match admission.accept_ready(self.poll.registry(), now) {
+                Some(promoted) => self.promote(promoted, now),
+                None => return,
             }
         }
+    }
+
+    /// Listen mode: a candidate's bytes; once it said HELLO it replaces the live link.
+    fn on_candidate_event(&mut self, token: Token, now: Instant) {
+        let Transport::Server(admission) = &mut self.transport else {
+            return;
+        };
+        if !admission.owns(token) {
+            return;
+        }
+        if let Some(promoted) = admission.on_candidate_event(self.poll.registry(), token, now) {
+            self.promote(promoted, now);
+        }
+    }
+
+    fn expire_candidates(&mut self, now: Instant) {
+        if let Transport::Server(admission) = &mut self.transport {
+            admission.expire(self.poll.registry(), now);
+        }
+    }
+
+    /// A candidate completed its HELLO: it replaces the live connection (a PLC that
+    /// dials again has restarted or lost the old connection), and the link gets the
+    /// HELLO it sent.
+    fn promote(&mut self, promoted: Promoted, now: Instant) {
+        let Promoted {
+            stream,
+            peer,
+            hello,
+        } = promoted;
+        self.drop_connection(now, true);
+        // The old connection's LinkDown asks to close "the" connection: let it act now,
+        // on the old one, not on the new one attached next.
+        self.drive_link(now);
+        let attached = self
+            .socket
+            .attach(self.poll.registry(), stream, STREAM_TOKEN, false);
+        if let Err(error) = attached {
+            tracing::warn!(%peer, %error, "PLC connection dropped: cannot register it");
+            return;
+        }
+        tracing::info!(%peer, "PLC connected");
+        self.core.link_mut().handle_connected(now);
+        self.core.link_mut().handle_input(now, &hello);
+        self.drive_link(now);
+        self.read_stream(now);
+        self.flush_outbound(now);
     }
 }
 

@@ -349,16 +349,24 @@ impl IngressWorker {
 
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, listener_index: usize, now: Instant) {
         let counters = &self.shared.counters;
-        if !self.shared.settings.allow.allows(peer.ip()) {
-            Counters::add(&counters.connections_refused_address, 1);
-            if let Some(held_back) = self.warn_refused.allow(now) {
-                tracing::warn!(%peer, held_back, "scanner refused: address not in scanners.allow");
-            }
-            return;
-        }
         let Some(listener) = self.listener_settings(listener_index).cloned() else {
             return;
         };
+        // A peer must pass both the global list and the listener's own.
+        let refused_by = if !self.shared.settings.allow.allows(peer.ip()) {
+            Some("scanners.allow")
+        } else if !listener.allow.allows(peer.ip()) {
+            Some("the listener's allow")
+        } else {
+            None
+        };
+        if let Some(list) = refused_by {
+            Counters::add(&counters.connections_refused_address, 1);
+            if let Some(held_back) = self.warn_refused.allow(now) {
+                tracing::warn!(%peer, listener = %listener.address, held_back, "scanner refused: address not in {list}");
+            }
+            return;
+        }
         let open_max = self.shared.settings.limits.connections_max as u64;
         if counters.connections_open.fetch_add(1, Ordering::AcqRel) >= open_max {
             counters.connections_open.fetch_sub(1, Ordering::AcqRel);

@@ -11,4 +11,5 @@ pub mod egress;
 pub mod egress_events;
 pub mod ingress;
 pub mod link_socket;
+pub mod plc_admission;
 pub mod settings;

@@ -28,6 +28,8 @@ pub enum PlcMode {
 pub struct Listener {
     /// Where to listen.
     pub address: SocketAddr,
+    /// Peers this listener accepts, on top of the global `[scanners] allow`.
+    pub allow: AllowList,
     /// How its byte stream is framed.
     pub framing: Framing,
     /// The protocol name as configured, for logs.
@@ -50,12 +52,14 @@ pub struct ConnectionLimits {
 }
 
 /// Validated PLC link settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PlcSettings {
     /// Who dials whom.
     pub mode: PlcMode,
     /// The PLC's address or the address to listen on.
     pub address: SocketAddr,
+    /// Listen mode: the addresses a PLC may connect from (never empty in listen mode).
+    pub allow: AllowList,
     /// Unacknowledged SORT telegrams, at most.
     pub window_max: usize,
     /// Retransmission timeout.
@@ -75,6 +79,13 @@ impl PlcSettings {
     /// microseconds, so the PLC can tell a restarted sortd from a reconnecting one.
     pub fn link_config(&self) -> crate::plc::LinkConfig {
         self.unclamped_link_config().clamped()
+    }
+
+    /// Listen mode: how long a new connection may take to send its HELLO before it is
+    /// closed (the link's own silence limit: heartbeat period times missed periods).
+    pub fn hello_timeout(&self) -> Duration {
+        self.heartbeat_interval
+            .saturating_mul(self.heartbeats_missed_max.max(1))
     }
 
     /// The link's settings as configured, before clamping: validate these with

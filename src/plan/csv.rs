@@ -397,8 +397,8 @@ pub fn write_atomically(
         std::process::id()
     ));
     let result = (|| {
-        let file =
-            File::create(&temp_path).map_err(|error| ("creating the temporary file", error))?;
+        let file = crate::util::fs::create_private_file(&temp_path)
+            .map_err(|error| ("creating the temporary file", error))?;
         let mut writer = BufWriter::with_capacity(IO_BUFFER_BYTES, file);
         built
             .write_to(&mut writer)

@@ -397,11 +397,7 @@ fn sync_dir(dir: &Path) -> Result<(), PreAdviceError> {
 }
 
 fn open_segment(path: &Path) -> Result<File, PreAdviceError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(io_error("opening", path))
+    crate::util::fs::open_private_append(path).map_err(io_error("opening", path))
 }
 
 /// Every record of one segment; a damaged record ends the segment. Returns the records
@@ -435,7 +431,7 @@ impl PreAdvice {
         base: Plan,
         settings: PreAdviceSettings,
     ) -> Result<(PreAdvice, Recovery), PreAdviceError> {
-        fs::create_dir_all(dir).map_err(io_error("creating", dir))?;
+        crate::util::fs::create_private_dir(dir).map_err(io_error("creating", dir))?;
         let base_version = base.version();
         let loaded = load(dir, base, settings, true)?;
         let segment_path = loaded

@@ -12,6 +12,7 @@
 //! Not here: sockets, threads, the clock, the daemon's event loop and the simulator
 //! binary. Drivers feed bytes and `now` in and take bytes, timers and events out.
 
+pub mod admission;
 pub mod backoff;
 pub mod checksum;
 pub mod chute_state;

@@ -1,3 +1,4 @@
 //! Small helpers shared by several layers.
 
+pub mod fs;
 pub mod rate_limit;

@@ -473,6 +473,14 @@ fn bad_configuration_exits_64_and_names_the_key() {
             "[plan]\npath = \"plan.csv\"\n[scanners]\nallow = [\"10.0.0.0/40\"]\n",
             "scanners.allow[0]",
         ),
+        (
+            "[plan]\npath = \"plan.csv\"\n[plc]\nmode = \"listen\"\n",
+            "plc.allow",
+        ),
+        (
+            "[plan]\npath = \"plan.csv\"\n[[scanners.listeners]]\naddress = \"0.0.0.0:7100\"\nallow = []\n",
+            "scanners.listeners[0].allow",
+        ),
     ];
     for (config, key) in cases {
         let folder = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@ mod daemon;
 mod events;
 mod export_nats;
 mod faults;
+mod hostile;
 mod preadvice;
 mod prometheus;
 mod service;

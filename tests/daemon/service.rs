@@ -777,6 +777,10 @@ const UNIT_MUST_HAVE: &[&str] = &[
     "MemoryDenyWriteExecute=yes",
     "LockPersonality=yes",
     "MemoryMax=",
+    "StateDirectory=sortd",
+    "StateDirectoryMode=0750",
+    "UMask=0027",
+    "LimitNOFILE=",
 ];
 
 /// The exposure level `systemd-analyze security` must not exceed.

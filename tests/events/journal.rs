@@ -559,3 +559,20 @@ fn a_sequence_break_inside_a_segment_ends_it_without_hanging_the_reader() {
     assert_eq!(writer.next_seq(), 3);
     writer.close();
 }
+
+#[test]
+fn the_journal_directory_is_0750_and_its_segments_0640() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("state/events");
+    let mut writer = JournalWriter::open(config(&dir, 2048)).unwrap();
+    write_events(&mut writer, 100, 5);
+    writer.close();
+    let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o750);
+    let segments = list_segments(&dir).unwrap();
+    assert!(segments.len() > 1);
+    for segment in &segments {
+        assert_eq!(mode(&segment.path), 0o640, "{}", segment.path.display());
+    }
+}

@@ -61,9 +61,23 @@ pub struct ScannersSection {
     pub frame_deadline_ms: u64,
     /// A connection that sends nothing (not even a heartbeat) for this long is closed.
     pub idle_timeout_ms: u64,
-    /// Peers allowed to connect, as CIDR blocks.
+    /// Peers allowed to connect to any listener, as CIDR blocks; a listener's own
+    /// `allow` narrows it further.
     pub allow: Vec<String>,
 }
+
+/// The default `[scanners] allow`: loopback and the private ranges (RFC 1918, IPv6
+/// unique-local and link-local), so the demo and a first install on a site network work
+/// while nothing from a routed public address can connect.
+pub const SCANNERS_ALLOW_DEFAULT: [&str; 7] = [
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+    "fe80::/10",
+];
 
 impl Default for ScannersSection {
     fn default() -> Self {
@@ -73,7 +87,7 @@ impl Default for ScannersSection {
             buffer_bytes: 64 * 1024,
             frame_deadline_ms: 2_000,
             idle_timeout_ms: 60_000,
-            allow: vec!["0.0.0.0/0".into(), "::/0".into()],
+            allow: SCANNERS_ALLOW_DEFAULT.map(String::from).to_vec(),
         }
     }
 }
@@ -88,6 +102,9 @@ pub struct ListenerSection {
     pub protocol: String,
     /// Scanner id for text telegrams, which carry none. Unset: each connection gets its own.
     pub scanner_id: Option<u32>,
+    /// Peers this listener accepts (CIDR blocks), checked after `[scanners] allow`.
+    /// Unset: whoever the global list allows.
+    pub allow: Option<Vec<String>>,
 }
 
 impl Default for ListenerSection {
@@ -96,6 +113,7 @@ impl Default for ListenerSection {
             address: "0.0.0.0:7100".into(),
             protocol: "binary".into(),
             scanner_id: None,
+            allow: None,
         }
     }
 }
@@ -108,6 +126,9 @@ pub struct PlcSection {
     pub mode: PlcMode,
     /// The PLC's address (connect) or the address to listen on (listen).
     pub address: String,
+    /// Listen mode: the addresses a PLC may connect from, as CIDR blocks. Required (not
+    /// empty) in listen mode; ignored in connect mode.
+    pub allow: Vec<String>,
     /// SORT telegrams sent but not yet acknowledged, at most.
     pub window_max: usize,
     /// Retransmit unacknowledged telegrams after this long without an ACK.
@@ -127,6 +148,7 @@ impl Default for PlcSection {
         PlcSection {
             mode: PlcMode::Connect,
             address: "127.0.0.1:7200".into(),
+            allow: Vec::new(),
             window_max: 4096,
             ack_timeout_ms: 200,
             heartbeat_interval_ms: 1_000,

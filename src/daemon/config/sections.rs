@@ -121,20 +121,26 @@ pub(super) fn scanners(
             86_400_000,
         )?),
     };
-    let mut blocks = Vec::with_capacity(scanners.allow.len());
-    for (index, text) in scanners.allow.iter().enumerate() {
-        let block: Cidr = text.parse().map_err(|error: crate::net::cidr::CidrError| {
-            ConfigError::new(format!("scanners.allow[{index}]"), error.to_string())
-        })?;
-        blocks.push(block);
-    }
-    if blocks.is_empty() {
+    let allow = allow_list("scanners.allow", &scanners.allow)?;
+    if allow.is_empty() {
         return Err(ConfigError::new(
             "scanners.allow",
             "is empty, so no scanner could connect (use \"0.0.0.0/0\" and \"::/0\" to allow all)",
         ));
     }
-    Ok((listeners, limits, AllowList::new(blocks)))
+    Ok((listeners, limits, allow))
+}
+
+/// CIDR blocks under `key`, each error naming its index.
+fn allow_list(key: &str, texts: &[String]) -> Result<AllowList, ConfigError> {
+    let mut blocks = Vec::with_capacity(texts.len());
+    for (index, text) in texts.iter().enumerate() {
+        let block: Cidr = text.parse().map_err(|error: crate::net::cidr::CidrError| {
+            ConfigError::new(format!("{key}[{index}]"), error.to_string())
+        })?;
+        blocks.push(block);
+    }
+    Ok(AllowList::new(blocks))
 }
 
 fn listeners(
@@ -177,8 +183,22 @@ fn listeners(
                 ),
             ));
         };
+        let allow = match &listener.allow {
+            None => AllowList::everyone(),
+            Some(texts) => {
+                let allow = allow_list(&key("allow"), texts)?;
+                if allow.is_empty() {
+                    return Err(ConfigError::new(
+                        key("allow"),
+                        "is empty, so no scanner could connect (remove the key to use scanners.allow alone)",
+                    ));
+                }
+                allow
+            }
+        };
         listeners.push(Listener {
             address,
+            allow,
             framing,
             protocol_name: listener.protocol.clone(),
             scanner_id: listener.scanner_id,
@@ -189,9 +209,17 @@ fn listeners(
 
 /// `[plc]`: the ranges are the link's own ([`crate::plc::LinkConfig::validate`]).
 pub(super) fn plc(section: &PlcSection) -> Result<PlcSettings, ConfigError> {
+    let allow = allow_list("plc.allow", &section.allow)?;
+    if section.mode == PlcMode::Listen && allow.is_empty() {
+        return Err(ConfigError::new(
+            "plc.allow",
+            "is required in listen mode: name the PLC's address, e.g. allow = [\"10.20.1.5\"]",
+        ));
+    }
     let settings = PlcSettings {
         mode: section.mode,
         address: socket_address("plc.address", &section.address)?,
+        allow,
         window_max: section.window_max,
         ack_timeout: millis(section.ack_timeout_ms),
         heartbeat_interval: millis(section.heartbeat_interval_ms),
@@ -380,5 +408,51 @@ mod tests {
         };
         let error = pipeline(&section).expect_err("turbo is not a mode");
         assert_eq!(error.key, "pipeline.idle");
+    }
+
+    #[test]
+    fn listen_mode_needs_a_plc_allow_list_and_connect_mode_ignores_it() {
+        let mut section = PlcSection {
+            mode: PlcMode::Listen,
+            ..PlcSection::default()
+        };
+        assert_eq!(plc(&section).expect_err("empty").key, "plc.allow");
+        section.allow = vec!["10.20.1.5".into()];
+        let settings = plc(&section).expect("valid");
+        assert!(settings.allow.allows("10.20.1.5".parse().unwrap()));
+        assert!(!settings.allow.allows("10.20.1.6".parse().unwrap()));
+        section.allow = vec!["10.20.1.5/33".into()];
+        assert_eq!(plc(&section).expect_err("bad block").key, "plc.allow[0]");
+        assert!(
+            plc(&PlcSection::default()).is_ok(),
+            "connect mode needs none"
+        );
+    }
+
+    #[test]
+    fn scanners_default_to_loopback_and_private_ranges_and_listeners_narrow_it() {
+        let mut section = ScannersSection::default();
+        let (listeners, _, allow) = scanners(&section, &BTreeMap::new()).expect("defaults");
+        for (address, allowed) in [
+            ("127.0.0.1", true),
+            ("::1", true),
+            ("10.1.2.3", true),
+            ("172.31.0.1", true),
+            ("192.168.5.5", true),
+            ("fd00::5", true),
+            ("8.8.8.8", false),
+            ("172.32.0.1", false),
+            ("2001:db8::1", false),
+        ] {
+            assert_eq!(allow.allows(address.parse().unwrap()), allowed, "{address}");
+        }
+        assert!(listeners[0].allow.allows("8.8.8.8".parse().unwrap()));
+        section.listeners[0].allow = Some(vec!["10.20.3.41".into()]);
+        let (listeners, _, _) = scanners(&section, &BTreeMap::new()).expect("valid");
+        assert!(listeners[0].allow.allows("10.20.3.41".parse().unwrap()));
+        assert!(!listeners[0].allow.allows("10.20.3.42".parse().unwrap()));
+        section.listeners[0].allow = Some(vec!["x".into()]);
+        let error = scanners(&section, &BTreeMap::new()).expect_err("bad");
+        assert_eq!(error.key, "scanners.listeners[0].allow[0]");
     }
 }

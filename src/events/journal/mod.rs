@@ -264,7 +264,8 @@ impl ExportCursor {
         bytes.extend_from_slice(&acked_seq.to_le_bytes());
         let crc = crc32c::crc32c(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
-        let mut file = File::create(&tmp).map_err(|e| JournalError::io("create", &tmp, e))?;
+        let mut file = crate::util::fs::create_private_file(&tmp)
+            .map_err(|e| JournalError::io("create", &tmp, e))?;
         if step == CursorStep::HalfWritten {
             return file
                 .write_all(&bytes[..CURSOR_BYTES / 2])

@@ -153,7 +153,7 @@ impl JournalWriter {
                 message: "batch must hold at least two of the largest records",
             });
         }
-        fs::create_dir_all(&config.dir)
+        crate::util::fs::create_private_dir(&config.dir)
             .map_err(|error| JournalError::io("create dir", &config.dir, error))?;
         let stats = Arc::new(JournalStats::default());
         let recovered = recover(&config, &stats)?;
@@ -400,11 +400,7 @@ impl JournalWriter {
         let path = self.dir.join(segment_name(first_seq));
         // A file of that name holds no record at or after `first_seq` (open recovered
         // the journal up to there): at most a header left by a failed roll.
-        let mut file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&path)?;
+        let mut file = crate::util::fs::create_private_file(&path)?;
         if let Err(error) = file.write_all(&self.header) {
             drop(file);
             let _ = fs::remove_file(&path);

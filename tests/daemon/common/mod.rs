@@ -106,11 +106,28 @@ pub struct TestPlc {
 
 impl TestPlc {
     pub fn start(link_faults: Vec<LinkFault>, chute_events: Vec<ChuteEvent>) -> TestPlc {
+        TestPlc::start_in(
+            SimMode::Listen("127.0.0.1:0".parse().unwrap()),
+            link_faults,
+            chute_events,
+        )
+    }
+
+    /// A simulator that dials sortd at `sortd_plc_address` (sortd's `plc.mode = "listen"`).
+    pub fn dialling(sortd_plc_address: SocketAddr) -> TestPlc {
+        TestPlc::start_in(SimMode::Connect(sortd_plc_address), vec![], vec![])
+    }
+
+    fn start_in(
+        mode: SimMode,
+        link_faults: Vec<LinkFault>,
+        chute_events: Vec<ChuteEvent>,
+    ) -> TestPlc {
         let counters = Arc::new(PlcSimCounters::default());
         let recorder = Arc::new(Recorder::default());
         let sim = PlcSim::new(
             PlcSimOptions {
-                mode: SimMode::Listen("127.0.0.1:0".parse().unwrap()),
+                mode,
                 link: PeerConfig::default(),
                 confirm_delay: Some(Duration::from_millis(20)),
                 chute_faults: None,
@@ -121,7 +138,10 @@ impl TestPlc {
             Some(recorder.clone() as Arc<dyn SortObserver>),
         )
         .expect("PLC simulator binds");
-        let address = sim.local_address().expect("listening");
+        let address = match mode {
+            SimMode::Listen(_) => sim.local_address().expect("listening"),
+            SimMode::Connect(address) => address,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
