@@ -53,14 +53,9 @@ impl Default for EventsSection {
     }
 }
 
+/// `value` within `min..=max`, or an error naming `events.<key>`.
 fn range(key: &str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
-    if value < min || value > max {
-        return Err(ConfigError {
-            key: format!("events.{key}"),
-            message: format!("{value} is out of range {min}..={max}"),
-        });
-    }
-    Ok(value)
+    super::sections::within(&format!("events.{key}"), value, min, max)
 }
 
 /// Validates `[events]`: `None` when disabled.

@@ -59,14 +59,9 @@ pub struct PreAdviceConfig {
     pub maintenance_interval_ms: u64,
 }
 
+/// `value` within `min..=max`, or an error naming `preadvice.<key>`.
 fn range(key: &str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
-    if value < min || value > max {
-        return Err(ConfigError {
-            key: format!("preadvice.{key}"),
-            message: format!("{value} is out of range {min}..={max}"),
-        });
-    }
-    Ok(value)
+    super::sections::within(&format!("preadvice.{key}"), value, min, max)
 }
 
 /// Validates `[preadvice]`: `None` when disabled.

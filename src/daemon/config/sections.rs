@@ -24,7 +24,7 @@ use super::schema::{
 use super::{ConfigError, MetricsSettings, PipelineSettings};
 
 /// `value` if it lies in `min..=max`, or an error naming `key`.
-fn within<T: PartialOrd + fmt::Display + Copy>(
+pub(super) fn within<T: PartialOrd + fmt::Display + Copy>(
     key: &str,
     value: T,
     min: T,
