@@ -49,7 +49,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     init_logging(&config.log_filter);
     if let Some(export) = &config.export {
-        for warning in sortd::export::config::secret_exposure_warnings(&args.config, &export.auth) {
+        for warning in
+            sortd::export::config::secret_exposure_warnings(&args.config, &export.connection.auth)
+        {
             tracing::warn!("{warning}");
         }
     }

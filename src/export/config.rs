@@ -1,15 +1,19 @@
 //! The `[export]` section: how to reach NATS, where the events go, and how big and how
 //! many messages may be in flight. [`ExportSection`] is the TOML as written;
-//! [`ExportSection::validate`] turns it into [`ExportSettings`] or a [`ExportConfigError`]
-//! naming the key. Secrets are not read here: files are named, and read at every
-//! connection attempt by the exporter (so a rotated file is picked up on reconnect).
-//! [`secret_exposure_warnings`] tells the daemon which secrets others could read.
+//! [`ExportSection::validate`] turns it into [`ExportSettings`] or a [`ConfigKeyError`]
+//! naming the key. The connection keys (`urls`, `auth`, `tls`) are shared with every
+//! NATS-facing section and validated by [`super::connection`]; secrets are not read here.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use super::connection::bad;
+pub use super::connection::{
+    Auth, AuthSection, ConfigKeyError, NatsConnection, TlsSection, TlsSettings,
+    secret_exposure_warnings,
+};
 
 /// The stream the exporter writes into unless configured otherwise.
 pub const STREAM_NAME_DEFAULT: &str = "SORTD_EVENTS";
@@ -100,126 +104,11 @@ impl Default for ExportSection {
     }
 }
 
-/// `[export.auth]`: at most one way to authenticate. Prefer the `*_file` keys: the
-/// secret then stays out of the configuration file.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthSection {
-    /// A `.creds` file (user JWT and nkey seed), as `nsc` writes it.
-    pub creds_file: Option<PathBuf>,
-    /// A file holding an nkey seed (`SU...`).
-    pub nkey_seed_file: Option<PathBuf>,
-    /// A file holding a token.
-    pub token_file: Option<PathBuf>,
-    /// A token written inline (discouraged: see `token_file`).
-    pub token: Option<String>,
-    /// User name for user/password authentication.
-    pub user: Option<String>,
-    /// A file holding the password for `user`.
-    pub password_file: Option<PathBuf>,
-    /// The password for `user`, inline (discouraged: see `password_file`).
-    pub password: Option<String>,
-}
-
-/// `[export.tls]`
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsSection {
-    /// Require TLS even when the URLs say `nats://`.
-    pub required: bool,
-    /// PEM file of the CA(s) that sign the server's certificate. The server's name is
-    /// checked against the host in the URL.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate, for servers that verify clients (with `client_key_file`).
-    pub client_cert_file: Option<PathBuf>,
-    /// PEM private key of `client_cert_file`.
-    pub client_key_file: Option<PathBuf>,
-}
-
-/// How the exporter authenticates, validated: exactly one way, or none.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Auth {
-    /// No credentials.
-    None,
-    /// A `.creds` file.
-    CredsFile(PathBuf),
-    /// A file with an nkey seed.
-    NkeySeedFile(PathBuf),
-    /// A token, from a file (read at each connection attempt).
-    TokenFile(PathBuf),
-    /// A token written in the configuration.
-    Token(String),
-    /// User and password from a file (read at each connection attempt).
-    UserPasswordFile {
-        /// User name.
-        user: String,
-        /// File holding the password.
-        password_file: PathBuf,
-    },
-    /// User and password written in the configuration.
-    UserPassword {
-        /// User name.
-        user: String,
-        /// The password.
-        password: String,
-    },
-}
-
-impl fmt::Debug for Auth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never print a secret, not even in a debug dump of the configuration.
-        match self {
-            Auth::None => write!(f, "None"),
-            Auth::CredsFile(path) => write!(f, "CredsFile({})", path.display()),
-            Auth::NkeySeedFile(path) => write!(f, "NkeySeedFile({})", path.display()),
-            Auth::TokenFile(path) => write!(f, "TokenFile({})", path.display()),
-            Auth::Token(_) => write!(f, "Token(<inline>)"),
-            Auth::UserPasswordFile {
-                user,
-                password_file,
-            } => write!(f, "UserPasswordFile({user}, {})", password_file.display()),
-            Auth::UserPassword { user, .. } => write!(f, "UserPassword({user}, <inline>)"),
-        }
-    }
-}
-
-impl Auth {
-    /// Whether the configuration file itself holds a secret.
-    pub fn is_inline_secret(&self) -> bool {
-        matches!(self, Auth::Token(_) | Auth::UserPassword { .. })
-    }
-
-    /// The secret files this method reads.
-    pub fn secret_files(&self) -> Vec<&Path> {
-        match self {
-            Auth::CredsFile(path)
-            | Auth::NkeySeedFile(path)
-            | Auth::TokenFile(path)
-            | Auth::UserPasswordFile {
-                password_file: path,
-                ..
-            } => vec![path.as_path()],
-            Auth::None | Auth::Token(_) | Auth::UserPassword { .. } => Vec::new(),
-        }
-    }
-}
-
-/// Validated TLS settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// Refuse a connection without TLS.
-    pub required: bool,
-    /// Trust these CAs (besides none: the system roots are not used when this is set).
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key.
-    pub client_identity: Option<(PathBuf, PathBuf)>,
-}
-
 /// The validated exporter settings.
 #[derive(Debug, Clone)]
 pub struct ExportSettings {
-    /// Server URLs.
-    pub urls: Vec<String>,
+    /// How to reach NATS (URLs, credentials, TLS, connect timeout).
+    pub connection: NatsConnection,
     /// This sorter's id (in `Nats-Msg-Id`).
     pub sorter: String,
     /// The subject to publish to.
@@ -242,8 +131,6 @@ pub struct ExportSettings {
     pub publish_window_max: usize,
     /// Publish acknowledgement timeout.
     pub ack_timeout: Duration,
-    /// Connect timeout.
-    pub connect_timeout: Duration,
     /// First reconnect delay, ms.
     pub reconnect_backoff_min_ms: u32,
     /// Largest reconnect delay, ms.
@@ -252,38 +139,10 @@ pub struct ExportSettings {
     pub idle_poll: Duration,
     /// Cursor store period.
     pub cursor_store_interval: Duration,
-    /// Authentication.
-    pub auth: Auth,
-    /// TLS.
-    pub tls: TlsSettings,
-}
-
-/// A bad `[export]` key, with what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExportConfigError {
-    /// The key, e.g. `export.message_bytes_max`.
-    pub key: &'static str,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl fmt::Display for ExportConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}`: {}", self.key, self.message)
-    }
-}
-
-impl std::error::Error for ExportConfigError {}
-
-fn bad(key: &'static str, message: impl Into<String>) -> ExportConfigError {
-    ExportConfigError {
-        key,
-        message: message.into(),
-    }
 }
 
 /// A subject token (hub or sorter id) may not hold what NATS reads as structure.
-fn check_token(key: &'static str, token: &str) -> Result<(), ExportConfigError> {
+fn check_token(key: &'static str, token: &str) -> Result<(), ConfigKeyError> {
     let ok = !token.is_empty()
         && token.len() <= 64
         && token
@@ -299,11 +158,7 @@ fn check_token(key: &'static str, token: &str) -> Result<(), ExportConfigError> 
     }
 }
 
-fn check_subject(
-    key: &'static str,
-    subject: &str,
-    wildcards: bool,
-) -> Result<(), ExportConfigError> {
+fn check_subject(key: &'static str, subject: &str, wildcards: bool) -> Result<(), ConfigKeyError> {
     let tokens_ok = subject.split('.').all(|token| {
         !token.is_empty()
             && !token
@@ -319,22 +174,21 @@ fn check_subject(
 
 impl ExportSection {
     /// Checks every key; `None` when export is disabled.
-    pub fn validate(&self) -> Result<Option<ExportSettings>, ExportConfigError> {
+    pub fn validate(&self) -> Result<Option<ExportSettings>, ConfigKeyError> {
         if !self.enabled {
             return Ok(None);
         }
-        if self.urls.is_empty() || self.urls.len() > 16 {
-            return Err(bad("export.urls", "give 1 to 16 server URLs"));
+        if !(100..=600_000).contains(&self.ack_timeout_ms) {
+            return Err(bad("export.ack_timeout_ms", "between 100 and 600000 ms"));
         }
-        for url in &self.urls {
-            let scheme_ok = ["nats://", "tls://"].iter().any(|s| url.starts_with(s));
-            if !scheme_ok {
-                return Err(bad(
-                    "export.urls",
-                    format!("{url:?}: use nats://host:port or tls://host:port"),
-                ));
-            }
-        }
+        let connection = NatsConnection::validate(
+            "export",
+            &self.urls,
+            self.connect_timeout_ms,
+            self.ack_timeout_ms,
+            &self.auth,
+            &self.tls,
+        )?;
         check_token("export.hub", &self.hub)?;
         check_token("export.sorter", &self.sorter)?;
         let subject = match &self.subject {
@@ -384,14 +238,6 @@ impl ExportSection {
                 format!("between 1 and {PUBLISH_WINDOW_LIMIT}"),
             ));
         }
-        for (key, value) in [
-            ("export.ack_timeout_ms", self.ack_timeout_ms),
-            ("export.connect_timeout_ms", self.connect_timeout_ms),
-        ] {
-            if !(100..=600_000).contains(&value) {
-                return Err(bad(key, "between 100 and 600000 ms"));
-            }
-        }
         if self.reconnect_backoff_min_ms == 0
             || self.reconnect_backoff_min_ms > self.reconnect_backoff_max_ms
             || self.reconnect_backoff_max_ms > 600_000
@@ -410,10 +256,8 @@ impl ExportSection {
                 "between 1 and 60000",
             ));
         }
-        let auth = self.auth.validate()?;
-        let tls = self.tls.validate()?;
         Ok(Some(ExportSettings {
-            urls: self.urls.clone(),
+            connection,
             sorter: self.sorter.clone(),
             subject,
             stream: self.stream.clone(),
@@ -425,13 +269,10 @@ impl ExportSection {
             message_bytes_max: self.message_bytes_max,
             publish_window_max: self.publish_window_max,
             ack_timeout: Duration::from_millis(self.ack_timeout_ms),
-            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             reconnect_backoff_min_ms: self.reconnect_backoff_min_ms,
             reconnect_backoff_max_ms: self.reconnect_backoff_max_ms,
             idle_poll: Duration::from_millis(self.idle_poll_ms),
             cursor_store_interval: Duration::from_millis(self.cursor_store_interval_ms),
-            auth,
-            tls,
         }))
     }
 }
@@ -440,135 +281,9 @@ impl ExportSettings {
     /// Resolves relative secret and certificate paths against `base` (the directory of
     /// the configuration file).
     pub fn relative_to(mut self, base: &Path) -> Self {
-        let join = |path: &mut PathBuf| {
-            if path.is_relative() {
-                *path = base.join(&*path);
-            }
-        };
-        match &mut self.auth {
-            Auth::CredsFile(path)
-            | Auth::NkeySeedFile(path)
-            | Auth::TokenFile(path)
-            | Auth::UserPasswordFile {
-                password_file: path,
-                ..
-            } => join(path),
-            Auth::None | Auth::Token(_) | Auth::UserPassword { .. } => {}
-        }
-        if let Some(path) = &mut self.tls.ca_file {
-            join(path);
-        }
-        if let Some((cert, key)) = &mut self.tls.client_identity {
-            join(cert);
-            join(key);
-        }
+        self.connection = self.connection.relative_to(base);
         self
     }
-}
-
-impl AuthSection {
-    fn validate(&self) -> Result<Auth, ExportConfigError> {
-        let user_methods = usize::from(self.user.is_some());
-        let methods = usize::from(self.creds_file.is_some())
-            + usize::from(self.nkey_seed_file.is_some())
-            + usize::from(self.token_file.is_some())
-            + usize::from(self.token.is_some())
-            + user_methods;
-        if methods > 1 {
-            return Err(bad(
-                "export.auth",
-                "give one of creds_file, nkey_seed_file, token_file, token, user",
-            ));
-        }
-        if self.user.is_none() && (self.password.is_some() || self.password_file.is_some()) {
-            return Err(bad("export.auth.user", "a password needs a user"));
-        }
-        let auth = if let Some(path) = &self.creds_file {
-            Auth::CredsFile(path.clone())
-        } else if let Some(path) = &self.nkey_seed_file {
-            Auth::NkeySeedFile(path.clone())
-        } else if let Some(path) = &self.token_file {
-            Auth::TokenFile(path.clone())
-        } else if let Some(token) = &self.token {
-            Auth::Token(token.clone())
-        } else if let Some(user) = &self.user {
-            match (&self.password_file, &self.password) {
-                (Some(path), None) => Auth::UserPasswordFile {
-                    user: user.clone(),
-                    password_file: path.clone(),
-                },
-                (None, Some(password)) => Auth::UserPassword {
-                    user: user.clone(),
-                    password: password.clone(),
-                },
-                _ => {
-                    return Err(bad(
-                        "export.auth.password_file",
-                        "give exactly one of password_file, password",
-                    ));
-                }
-            }
-        } else {
-            Auth::None
-        };
-        Ok(auth)
-    }
-}
-
-impl TlsSection {
-    fn validate(&self) -> Result<TlsSettings, ExportConfigError> {
-        let client_identity = match (&self.client_cert_file, &self.client_key_file) {
-            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
-            (None, None) => None,
-            _ => {
-                return Err(bad(
-                    "export.tls.client_cert_file",
-                    "give both client_cert_file and client_key_file, or neither",
-                ));
-            }
-        };
-        Ok(TlsSettings {
-            required: self.required || self.ca_file.is_some() || client_identity.is_some(),
-            ca_file: self.ca_file.clone(),
-            client_identity,
-        })
-    }
-}
-
-/// Warnings for secrets that users other than the owner (group or others) may read:
-/// the configuration file when it holds a secret inline, and every secret file. The
-/// daemon logs each at start; none of them stops it.
-pub fn secret_exposure_warnings(config_path: &Path, auth: &Auth) -> Vec<String> {
-    let mut warnings = Vec::new();
-    if auth.is_inline_secret() && readable_by_others(config_path) {
-        warnings.push(format!(
-            "{} holds a NATS secret inline and is readable by group or others; \
-             chmod 600 it, or move the secret to export.auth.*_file",
-            config_path.display()
-        ));
-    }
-    for path in auth.secret_files() {
-        if readable_by_others(path) {
-            warnings.push(format!(
-                "NATS secret file {} is readable by group or others; chmod 600 it",
-                path.display()
-            ));
-        }
-    }
-    warnings
-}
-
-#[cfg(unix)]
-fn readable_by_others(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|meta| meta.permissions().mode() & 0o044 != 0)
-        .unwrap_or(false)
-}
-
-#[cfg(not(unix))]
-fn readable_by_others(_path: &Path) -> bool {
-    false
 }
 
 #[cfg(test)]
@@ -594,7 +309,7 @@ mod tests {
         section.sorter = "xb-1".into();
         let settings = section.validate().unwrap().unwrap();
         assert_eq!(settings.subject, "sortd.events.greven.xb-1");
-        assert_eq!(settings.auth, Auth::None);
+        assert_eq!(settings.connection.auth, Auth::None);
     }
 
     type Change = Box<dyn Fn(&mut ExportSection)>;

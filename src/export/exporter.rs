@@ -15,7 +15,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,12 +23,12 @@ use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{Config as StreamConfig, LastRawMessageErrorKind, StorageType};
 use async_nats::jetstream::{self, Context};
-use async_nats::{Client, ConnectOptions, Event};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::sync::{Notify, watch};
 
-use super::config::{Auth, ExportSettings};
+use super::config::ExportSettings;
+use super::connection::connect;
 use super::counters::{ExportCounters, ExportErrorKind, ExportState};
 use super::ledger::{Bounds, LagClock, Ledger};
 use super::source::{CursorStore, ExportSource};
@@ -50,8 +50,6 @@ pub fn message_id(sorter: &str, first_seq: u64, last_seq: u64) -> String {
 const LAG_SAMPLES_MAX: usize = 1024;
 /// While backing off, refresh the lag figures this often.
 const BACKOFF_TICK: Duration = Duration::from_millis(100);
-/// The client must never reconnect by itself (see the module docs).
-const CLIENT_RECONNECT_DELAY: Duration = Duration::from_secs(24 * 3600);
 
 /// A running exporter; dropping it stops it.
 #[derive(Debug)]
@@ -286,13 +284,19 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
         let lost = Arc::new(Notify::new());
         // A stop is not held up by a slow connect or a slow stream API.
         let connecting = tokio::select! {
-            result = connect(&self.settings, Arc::clone(&lost)) => Some(result),
+            result = connect(
+                &self.settings.connection,
+                format!("sortd-export-{}", self.settings.sorter),
+                Some(Arc::clone(&lost)),
+            ) => Some(result),
             _ = stop.changed() => None,
         };
         let client = match connecting {
             None => return SessionEnd::Stopped,
             Some(Ok(client)) => client,
-            Some(Err(detail)) => return self.lost(ExportErrorKind::Connect, &detail, false),
+            Some(Err(error)) => {
+                return self.lost(ExportErrorKind::Connect, &error.to_string(), false);
+            }
         };
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
         let js = jetstream::context::ContextBuilder::new()
@@ -584,76 +588,4 @@ fn publish_error_kind(kind: PublishErrorKind) -> ExportErrorKind {
         | PublishErrorKind::MaxAckPending
         | PublishErrorKind::Other => ExportErrorKind::Rejected,
     }
-}
-
-/// Connects once (no retries: the caller backs off), with the configured credentials
-/// and TLS. Secret files are read now, so a rotated file is used from the next
-/// connection on. `lost` is notified when this connection drops.
-async fn connect(settings: &ExportSettings, lost: Arc<Notify>) -> Result<Client, String> {
-    let connected = Arc::new(AtomicBool::new(false));
-    let connected_flag = Arc::clone(&connected);
-    let mut options = ConnectOptions::new()
-        .name(format!("sortd-export-{}", settings.sorter))
-        .connection_timeout(settings.connect_timeout)
-        .request_timeout(Some(settings.ack_timeout))
-        .ping_interval(Duration::from_secs(10))
-        .reconnect_delay_callback(move |_| {
-            if connected_flag.load(Ordering::Relaxed) {
-                CLIENT_RECONNECT_DELAY
-            } else {
-                Duration::ZERO
-            }
-        })
-        .event_callback(move |event| {
-            let lost = Arc::clone(&lost);
-            async move {
-                if matches!(event, Event::Disconnected | Event::Closed) {
-                    lost.notify_one();
-                }
-            }
-        })
-        .require_tls(settings.tls.required);
-    if let Some(ca_file) = &settings.tls.ca_file {
-        options = options.add_root_certificates(ca_file.clone());
-    }
-    if let Some((cert, key)) = &settings.tls.client_identity {
-        options = options.add_client_certificate(cert.clone(), key.clone());
-    }
-    options = match &settings.auth {
-        Auth::None => options,
-        Auth::CredsFile(path) => options
-            .credentials_file(path)
-            .await
-            .map_err(|e| format!("{}: {e}", path.display()))?,
-        Auth::NkeySeedFile(path) => options.nkey(read_secret(path)?),
-        Auth::TokenFile(path) => options.token(read_secret(path)?),
-        Auth::Token(token) => options.token(token.clone()),
-        Auth::UserPasswordFile {
-            user,
-            password_file,
-        } => options.user_and_password(user.clone(), read_secret(password_file)?),
-        Auth::UserPassword { user, password } => {
-            options.user_and_password(user.clone(), password.clone())
-        }
-    };
-    let client = options
-        .connect(settings.urls.as_slice())
-        .await
-        .map_err(|e| e.to_string())?;
-    connected.store(true, Ordering::Relaxed);
-    Ok(client)
-}
-
-/// A secret file's content without the trailing newline; bounded.
-fn read_secret(path: &std::path::Path) -> Result<String, String> {
-    const SECRET_BYTES_MAX: u64 = 64 * 1024;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.len() > SECRET_BYTES_MAX {
-        return Err(format!(
-            "{}: larger than {SECRET_BYTES_MAX} bytes",
-            path.display()
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(text.trim_end_matches(['\r', '\n']).to_string())
 }

@@ -4,7 +4,8 @@
 //! reads what the journal already holds, and when NATS is down the journal keeps the
 //! events until it is back.
 //!
-//! [`config`] is the `[export]` section; [`source`] the two traits the journal's reader
+//! [`connection`] is how any part of sortd reaches NATS (credentials, TLS, one client);
+//! [`config`] is the `[export]` section, [`hub_config`] the `[hub]` section; [`source`] the two traits the journal's reader
 //! and cursor implement (plus an in-memory stand-in for tests); [`ledger`] the pure
 //! decisions (in-flight batches, where to resume, lag); [`exporter`] the thread and the
 //! connection; [`counters`] what the metrics read. The record format itself belongs to
@@ -12,8 +13,10 @@
 //! `docs/export.md` for the message format and the exactly-once argument.
 
 pub mod config;
+pub mod connection;
 pub mod counters;
 pub mod exporter;
+pub mod hub_config;
 pub mod journal_source;
 pub mod ledger;
 pub mod source;
@@ -21,5 +24,6 @@ pub mod source;
 pub use config::{ExportSection, ExportSettings};
 pub use counters::{ExportCounters, ExportErrorKind, ExportState};
 pub use exporter::Exporter;
+pub use hub_config::{HubSection, HubSettings};
 pub use journal_source::JournalSource;
 pub use source::{CursorStore, ExportSource, MemoryCursor, MemoryLog, ReadBatch};

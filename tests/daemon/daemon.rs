@@ -481,6 +481,14 @@ fn bad_configuration_exits_64_and_names_the_key() {
             "[plan]\npath = \"plan.csv\"\n[[scanners.listeners]]\naddress = \"0.0.0.0:7100\"\nallow = []\n",
             "scanners.listeners[0].allow",
         ),
+        (
+            "[plan]\npath = \"plan.csv\"\n[hub]\nenabled = true\nnode = \"n1\"\ngroup = \"g\"\n",
+            "hub.preadvice",
+        ),
+        (
+            "[plan]\npath = \"plan.csv\"\n[hub]\nenabled = true\nnode = \"n1\"\ngroup = \"g\"\npreadvice = false\n[hub.tls]\nclient_key_file = \"k.pem\"\n",
+            "hub.tls.client_cert_file",
+        ),
     ];
     for (config, key) in cases {
         let folder = tempfile::tempdir().unwrap();

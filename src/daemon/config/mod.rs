@@ -97,6 +97,8 @@ pub struct Config {
     pub export: Option<crate::export::ExportSettings>,
     /// The pre-advice overlay; `None` when `[preadvice] enabled = false`.
     pub preadvice: Option<preadvice::PreAdviceConfig>,
+    /// Plans and pre-advice from the hub's NATS; `None` when `[hub] enabled = false`.
+    pub hub: Option<crate::export::HubSettings>,
 }
 
 impl Config {
@@ -181,10 +183,24 @@ pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, ConfigError> {
 
     let events = events::validate(&file.events, base, bad_input_warning_interval)?;
     let preadvice = preadvice::validate(&file.preadvice, base)?;
+    let hub = file
+        .hub
+        .validate(base)
+        .map_err(|error| ConfigError::new(error.key, error.message))?;
+    if let Some(hub) = &hub
+        && hub.preadvice
+        && preadvice.is_none()
+    {
+        return Err(ConfigError::new(
+            "hub.preadvice",
+            "taking pre-advice from the hub needs [preadvice] enabled = true",
+        ));
+    }
 
     Ok(Config {
         events,
         preadvice,
+        hub,
         drain_grace,
         metrics,
         export,

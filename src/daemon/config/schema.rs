@@ -34,6 +34,8 @@ pub struct ConfigFile {
     pub events: super::events::EventsSection,
     /// `[preadvice]`: the pre-advice overlay (`preadvice.rs`).
     pub preadvice: super::preadvice::PreAdviceSection,
+    /// `[hub]`: plans and pre-advice from the hub's NATS.
+    pub hub: crate::export::HubSection,
     /// `[text_profiles.NAME]`: custom scanner telegram layouts.
     pub text_profiles: BTreeMap<String, TextProfileSpec>,
 }
