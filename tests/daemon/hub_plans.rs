@@ -83,8 +83,20 @@ fn start_node(
         plan_csv(configured.0, configured.1),
     )
     .expect("plan written");
+    start_node_in(folder, "plan.csv", "", nats_url, plc, hub_dir)
+}
+
+/// A node of group north over the plan `plan` in `folder`, with `extra` configuration.
+fn start_node_in(
+    folder: tempfile::TempDir,
+    plan: &str,
+    extra: &str,
+    nats_url: &str,
+    plc: &TestPlc,
+    hub_dir: &Path,
+) -> DaemonProcess {
     let config = format!(
-        "[plan]\npath = \"plan.csv\"\n\
+        "{extra}[plan]\npath = \"{plan}\"\n\
          [[scanners.listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"binary\"\n\
          [plc]\naddress = \"{}\"\n\
          [metrics]\naddress = \"127.0.0.1:0\"\n\
@@ -99,10 +111,15 @@ fn start_node(
 
 /// Sends parcel `parcel_id` with destination 3301... and returns the chute decided.
 fn decide(daemon: &DaemonProcess, plc: &TestPlc, parcel_id: u64) -> u16 {
+    decide_barcode(daemon, plc, parcel_id, "YT1")
+}
+
+/// As [`decide`], with the parcel's barcode.
+fn decide_barcode(daemon: &DaemonProcess, plc: &TestPlc, parcel_id: u64, barcode: &str) -> u16 {
     let mut scanner = BinaryScanner::connect(daemon.scanner_addresses[0], 5);
     scanner.send(&Parcel {
         parcel_id,
-        barcodes: vec!["YT1"],
+        barcodes: vec![barcode],
         destination: Some("330106"),
     });
     plc.recorder.wait_for(5, parcel_id).chute
@@ -300,4 +317,89 @@ fn a_node_restarted_while_nats_is_down_sorts_with_the_last_good_plan() {
     let scrape = scrape(second.metrics_address());
     assert_eq!(scrape.value("sortd_plan_version", &[]), 2.0);
     assert_eq!(scrape.value("sortd_hub_connections_total", &[]), 0.0);
+}
+
+#[test]
+fn a_plan_from_the_hub_goes_under_the_pre_advice_overlay() {
+    let nats = NatsServer::start();
+    let plans = tempfile::tempdir().expect("temp dir");
+    let hub_dir = tempfile::tempdir().expect("temp dir");
+    let plc = TestPlc::start(vec![], vec![]);
+    let folder = tempfile::tempdir().expect("temp dir");
+    let path = folder.path();
+    let v1 = compiled(path, 1, 101);
+    std::fs::write(
+        path.join("batch.jsonl"),
+        "{\"op\":\"add\",\"barcode\":\"YT0000000000009\",\"chutes\":[42]}\n",
+    )
+    .expect("batch written");
+    let padv = path.join("padv");
+    let output = sortd(&[
+        "plan",
+        "preadvice",
+        "append",
+        "--dir",
+        padv.to_str().expect("utf-8"),
+        "--plan",
+        v1.to_str().expect("utf-8"),
+        path.join("batch.jsonl").to_str().expect("utf-8"),
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let daemon = start_node_in(
+        folder,
+        "v1.sortplan",
+        "[preadvice]\nenabled = true\ndir = \"padv\"\n",
+        &nats.url(),
+        &plc,
+        hub_dir.path(),
+    );
+    plc.wait_connected();
+    assert_eq!(decide_barcode(&daemon, &plc, 1, "YT0000000000009"), 42);
+    assert_eq!(decide(&daemon, &plc, 2), 101);
+    let v2 = compiled(plans.path(), 2, 202);
+    assert!(publish(&nats, &v2, &[]).status.success());
+    wait_taken(&daemon, 2);
+    assert_eq!(
+        decide_barcode(&daemon, &plc, 3, "YT0000000000009"),
+        42,
+        "the pre-advised parcel keeps its chute"
+    );
+    assert_eq!(
+        decide(&daemon, &plc, 4),
+        202,
+        "the others follow the new plan"
+    );
+}
+
+#[test]
+fn sighup_picks_between_the_configured_plan_and_the_hubs_by_the_start_rule() {
+    let nats = NatsServer::start();
+    let plans = tempfile::tempdir().expect("temp dir");
+    let hub_dir = tempfile::tempdir().expect("temp dir");
+    let plc = TestPlc::start(vec![], vec![]);
+    let daemon = start_node(&nats.url(), &plc, hub_dir.path(), (1, 101));
+    plc.wait_connected();
+    let v2 = compiled(plans.path(), 2, 202);
+    assert!(publish(&nats, &v2, &[]).status.success());
+    wait_taken(&daemon, 2);
+    let reloads = |daemon: &DaemonProcess| daemon.log_lines("sort plan reloaded").len();
+
+    // The configured plan is older than the hub's: SIGHUP keeps the hub's.
+    let before = reloads(&daemon);
+    daemon.signal("HUP");
+    wait_until("the reload", || reloads(&daemon) > before);
+    assert_eq!(decide(&daemon, &plc, 1), 202);
+
+    // An operator installs a newer local plan: SIGHUP takes it.
+    crate::common::replace_file(
+        &daemon.folder().join("plan.csv"),
+        plan_csv(3, 303).as_bytes(),
+    );
+    let before = reloads(&daemon);
+    daemon.signal("HUP");
+    wait_until("the reload", || reloads(&daemon) > before);
+    assert_eq!(decide(&daemon, &plc, 2), 303);
+    wait_until("the node to report its local plan", || {
+        node_report(&nats, "xb-1") == Some((3, "differs".into()))
+    });
 }
