@@ -162,6 +162,15 @@ fn a_published_plan_is_taken_reported_and_decides() {
     wait_until("the node to report version 2 as current", || {
         node_report(&nats, "xb-1") == Some((2, "current".into()))
     });
+    let report = status(&nats);
+    let node = &report["nodes"][0]["status"];
+    eprintln!(
+        "published -> swapped (metadata stamp to the node's since): {} ms",
+        node["since_unix_ms"].as_u64().unwrap_or(0) as i64
+            - report["published"]["published_unix_ms"]
+                .as_u64()
+                .unwrap_or(0) as i64
+    );
     // The plan and its metadata are kept, private to sortd.
     let kept = hub_dir.path().join("plan.sortplan");
     assert_eq!(
