@@ -190,7 +190,8 @@ pub fn start_plan(
 }
 
 /// Starts the `sortd-hub` thread: the plan watcher (when `[hub] plans`) and the status
-/// reporter.
+/// reporter. Another hub task (the pre-advice subscriber) is one more [`HubTask`] pushed
+/// onto `tasks`: it then shares the connection, the runtime and the reconnects.
 pub fn start_hub(
     settings: &HubSettings,
     swapper: &Arc<PlanSwapper>,

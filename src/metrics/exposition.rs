@@ -682,6 +682,13 @@ impl Collector for HubCollector {
         )?;
         counter(
             e,
+            "sortd_hub_sessions_lost",
+            "Hub sessions that ended (connection lost, or a hub task failed) and reconnected.",
+            None,
+            load(&x.sessions_lost),
+        )?;
+        counter(
+            e,
             "sortd_hub_plans_taken",
             "Plans from the hub verified and swapped in.",
             None,
