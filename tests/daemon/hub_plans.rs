@@ -86,7 +86,8 @@ fn start_node(
     start_node_in(folder, "plan.csv", "", nats_url, plc, hub_dir)
 }
 
-/// A node of group north over the plan `plan` in `folder`, with `extra` configuration.
+/// A node of group north over the plan `plan` in `folder`, with `extra` configuration
+/// appended right after the `[hub]` keys (more `[hub]` keys, or further sections).
 fn start_node_in(
     folder: tempfile::TempDir,
     plan: &str,
@@ -96,13 +97,13 @@ fn start_node_in(
     hub_dir: &Path,
 ) -> DaemonProcess {
     let config = format!(
-        "{extra}[plan]\npath = \"{plan}\"\n\
+        "[plan]\npath = \"{plan}\"\n\
          [[scanners.listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"binary\"\n\
          [plc]\naddress = \"{}\"\n\
          [metrics]\naddress = \"127.0.0.1:0\"\n\
          [hub]\nenabled = true\nurls = [\"{nats_url}\"]\nnode = \"xb-1\"\ngroup = \"north\"\n\
          preadvice = false\ndir = \"{}\"\nconnect_timeout_ms = 500\n\
-         reconnect_backoff_min_ms = 20\nreconnect_backoff_max_ms = 200\n",
+         reconnect_backoff_min_ms = 20\nreconnect_backoff_max_ms = 200\n{extra}",
         plc.address,
         hub_dir.display()
     );
@@ -411,4 +412,41 @@ fn sighup_picks_between_the_configured_plan_and_the_hubs_by_the_start_rule() {
     wait_until("the node to report its local plan", || {
         node_report(&nats, "xb-1") == Some((3, "differs".into()))
     });
+}
+
+#[test]
+fn a_plan_larger_than_plan_bytes_max_is_refused_before_download() {
+    let nats = NatsServer::start();
+    let plans = tempfile::tempdir().expect("temp dir");
+    let hub_dir = tempfile::tempdir().expect("temp dir");
+    let plc = TestPlc::start(vec![], vec![]);
+    let folder = tempfile::tempdir().expect("temp dir");
+    std::fs::write(folder.path().join("plan.csv"), plan_csv(1, 101)).expect("plan written");
+    let daemon = start_node_in(
+        folder,
+        "plan.csv",
+        "plan_bytes_max = 4096\n",
+        &nats.url(),
+        &plc,
+        hub_dir.path(),
+    );
+    plc.wait_connected();
+    // Version 2 with enough exact entries to pass 4 KiB.
+    let mut csv = plan_csv(2, 202);
+    for index in 0..400 {
+        csv.push_str(&format!("exact,YT{index:013},7\n"));
+    }
+    let source = plans.path().join("big.csv");
+    std::fs::write(&source, csv).expect("plan written");
+    let big = plans.path().join("big.sortplan");
+    sortd::plan::compile_file(&source, &big).expect("compiles");
+    assert!(std::fs::metadata(&big).expect("meta").len() > 4096);
+    assert!(publish(&nats, &big, &[]).status.success());
+    wait_until("the refusal", || {
+        scrape(daemon.metrics_address())
+            .value("sortd_hub_plans_refused_total", &[("reason", "too_large")])
+            == 1.0
+    });
+    assert_eq!(decide(&daemon, &plc, 1), 101);
+    assert!(!hub_dir.path().join("plan.sortplan").exists());
 }
