@@ -202,6 +202,7 @@ impl Hub {
             counters: Arc::clone(&counters),
             tasks,
             last_logged: None,
+            announced: false,
         };
         let thread = std::thread::Builder::new()
             .name("sortd-hub".into())
@@ -249,7 +250,10 @@ struct Shell {
     settings: Arc<HubSettings>,
     counters: Arc<HubCounters>,
     tasks: Vec<HubTask>,
+    /// The kind of the last interruption logged (one warning per kind).
     last_logged: Option<String>,
+    /// "hub connected" was logged since the last logged interruption.
+    announced: bool,
 }
 
 impl Shell {
@@ -313,6 +317,7 @@ impl Shell {
         if self.last_logged.as_deref() != Some(kind.as_str()) {
             tracing::warn!(detail, "hub connection interrupted; retrying with backoff");
             self.last_logged = Some(kind);
+            self.announced = false;
         } else {
             tracing::debug!(detail, "hub connection still interrupted");
         }
@@ -342,10 +347,11 @@ impl Shell {
         };
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
         self.counters.set_state(HubState::Connected);
-        if self.last_logged.is_none() {
+        // Once after start and after each logged interruption: a session that keeps
+        // failing the same way does not log a line per attempt.
+        if !self.announced {
             tracing::info!(node = %self.settings.node, group = %self.settings.group, "hub connected");
-        } else {
-            tracing::debug!("hub connected again");
+            self.announced = true;
         }
         let js = jetstream::context::ContextBuilder::new()
             .timeout(self.settings.request_timeout())
