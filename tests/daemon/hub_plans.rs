@@ -138,7 +138,7 @@ fn wait_taken(daemon: &DaemonProcess, version: u32) {
 
 #[test]
 fn a_published_plan_is_taken_reported_and_decides() {
-    let nats = NatsServer::start();
+    let mut nats = NatsServer::start();
     let plans = tempfile::tempdir().expect("temp dir");
     let hub_dir = tempfile::tempdir().expect("temp dir");
     let plc = TestPlc::start(vec![], vec![]);
@@ -188,6 +188,15 @@ fn a_published_plan_is_taken_reported_and_decides() {
         scrape.value("sortd_hub_state", &[("state", "connected")]),
         1.0
     );
+
+    // The broker restarts under the connected node: it reconnects and takes the next one.
+    nats.restart();
+    let v3 = compiled(plans.path(), 3, 303);
+    assert!(publish(&nats, &v3, &[]).status.success());
+    wait_taken(&daemon, 3);
+    assert_eq!(decide(&daemon, &plc, 3), 303);
+    let after = crate::common::scrape(daemon.metrics_address());
+    assert!(after.value("sortd_hub_sessions_lost_total", &[]) >= 1.0);
 }
 
 /// Stores `bytes` as group north's plan with `published`'s metadata, bypassing `plan
@@ -302,7 +311,7 @@ fn an_older_version_is_ignored_unless_published_as_a_rollback() {
 }
 
 #[test]
-fn a_node_restarted_while_nats_is_down_sorts_with_the_last_good_plan() {
+fn a_node_restarted_while_nats_is_down_sorts_with_the_last_good_plan_then_catches_up() {
     let mut nats = NatsServer::start();
     let url = nats.url();
     let plans = tempfile::tempdir().expect("temp dir");
@@ -324,9 +333,20 @@ fn a_node_restarted_while_nats_is_down_sorts_with_the_last_good_plan() {
         second.log()
     );
     assert_eq!(decide(&second, &plc, 7), 202);
-    let scrape = scrape(second.metrics_address());
-    assert_eq!(scrape.value("sortd_plan_version", &[]), 2.0);
-    assert_eq!(scrape.value("sortd_hub_connections_total", &[]), 0.0);
+    let before = scrape(second.metrics_address());
+    assert_eq!(before.value("sortd_plan_version", &[]), 2.0);
+    assert_eq!(before.value("sortd_hub_connections_total", &[]), 0.0);
+
+    // The broker comes back (same store): the node connects, reports, and takes what is
+    // published next.
+    nats.restart();
+    wait_until("the node to report after the broker is back", || {
+        node_report(&nats, "xb-1") == Some((2, "current".into()))
+    });
+    let v3 = compiled(plans.path(), 3, 303);
+    assert!(publish(&nats, &v3, &[]).status.success());
+    wait_taken(&second, 3);
+    assert_eq!(decide(&second, &plc, 8), 303);
 }
 
 #[test]
