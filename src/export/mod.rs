@@ -4,6 +4,11 @@
 //! reads what the journal already holds, and when NATS is down the journal keeps the
 //! events until it is back.
 //!
+//! The hub side ([`hub`]): the `sortd-hub` thread, one connection to the hub's NATS
+//! running the node's hub tasks: [`hub_plans`] watches the group's published plan and
+//! reports the running plan, by the pure rules of [`hub_plan`]; [`hub_admin`] is the
+//! operator's side (`sortd plan publish`, `sortd plan status`). See `docs/hub.md`.
+//!
 //! [`connection`] is how any part of sortd reaches NATS (credentials, TLS, one client);
 //! [`config`] is the `[export]` section, [`hub_config`] the `[hub]` section; [`source`] the two traits the journal's reader
 //! and cursor implement (plus an in-memory stand-in for tests); [`ledger`] the pure
@@ -16,7 +21,11 @@ pub mod config;
 pub mod connection;
 pub mod counters;
 pub mod exporter;
+pub mod hub;
+pub mod hub_admin;
 pub mod hub_config;
+pub mod hub_plan;
+pub mod hub_plans;
 pub mod journal_source;
 pub mod ledger;
 pub mod source;
@@ -24,6 +33,7 @@ pub mod source;
 pub use config::{ExportSection, ExportSettings};
 pub use counters::{ExportCounters, ExportErrorKind, ExportState};
 pub use exporter::Exporter;
+pub use hub::{Hub, HubCounters, HubSession, HubState, HubTask, PlanRefusal, TaskEnd};
 pub use hub_config::{HubSection, HubSettings};
 pub use journal_source::JournalSource;
 pub use source::{CursorStore, ExportSource, MemoryCursor, MemoryLog, ReadBatch};
