@@ -14,8 +14,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam::channel;
 use crossbeam::queue::ArrayQueue;
 use sortd::core::session::{Decider, DecisionSink, ScannerSession, SessionLimits, SessionObserver};
-use sortd::decision::Reason;
+use sortd::decision::{Reason, Rule};
 use sortd::pipeline::decide::Decision;
+use sortd::pipeline::facts::ScanFacts;
 use sortd::pipeline::queue::{Batch, BatchReceiver, BatchSender, Wake, batch_queue};
 use sortd::wire::{self, Barcodes, Decoded, Frame, ScanFlags, ScanFrame};
 
@@ -28,6 +29,7 @@ fn decision(parcel_id: u64, at: Instant) -> Decision {
         scanner_id: 1,
         chute: 12,
         reason: Reason::SortedPrimary,
+        rule: Rule::Exact,
         plan_version: 1,
         preadvice_seq: 0,
         late_chute: 996,
@@ -326,7 +328,8 @@ fn duplicate_window_warming(c: &mut Criterion) {
 
 /// The ingress side as the daemon runs it: a scanner session decodes binary SCANs (two
 /// barcodes, a destination, weight and dimensions), decides them against a small plan and
-/// pushes them into the real batch hand-off, whose batches are received and recycled.
+/// pushes them into the real batch hand-off, whose batches are received and recycled;
+/// with sort events off (decisions only) and on (the scans' facts copied beside them).
 fn scan_to_batch(c: &mut Criterion) {
     const FRAMES: usize = 4096;
     let csv = "kind,key,chutes\nprefix,3301,12|13\nexact,YT0000000000001,7\ndefault,no_read,998\ndefault,no_rule,999\ndefault,multi_read,997\ndefault,late,996\n";
@@ -360,9 +363,11 @@ fn scan_to_batch(c: &mut Criterion) {
     }
     let mut group = c.benchmark_group("scan_to_batch");
     group.throughput(Throughput::Elements(FRAMES as u64));
-    group.bench_function("events_off", |b| {
-        b.iter(|| black_box(run_scan_to_batch(&bytes, &handle, &chutes)))
-    });
+    for (name, events) in [("events_off", false), ("events_on", true)] {
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(run_scan_to_batch(&bytes, &handle, &chutes, events)))
+        });
+    }
     group.finish();
 }
 
@@ -380,9 +385,7 @@ struct BenchSink {
 
 impl DecisionSink for BenchSink {
     fn room(&self) -> usize {
-        self.sender
-            .batch_parcels_max()
-            .saturating_sub(self.batch.len())
+        self.batch.room()
     }
 
     fn flush(&mut self) -> bool {
@@ -398,8 +401,8 @@ impl DecisionSink for BenchSink {
         true
     }
 
-    fn push(&mut self, decision: Decision) {
-        self.batch.push(decision);
+    fn push(&mut self, decision: Decision, facts: &ScanFacts<'_>) {
+        self.batch.push(decision, facts);
     }
 }
 
@@ -410,6 +413,7 @@ fn run_scan_to_batch(
     bytes: &[u8],
     handle: &sortd::plan::PlanHandle,
     chutes: &sortd::plc::ChuteStateTable,
+    events: bool,
 ) -> u64 {
     let now = Instant::now();
     let limits = SessionLimits {
@@ -417,7 +421,7 @@ fn run_scan_to_batch(
         frame_deadline: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(10),
     };
-    let (sender, receiver) = batch_queue(64, 64, Arc::new(NoWake));
+    let (sender, receiver) = batch_queue(64, 64, events, Arc::new(NoWake));
     let mut sink = BenchSink {
         batch: sender.empty_batch(),
         sender,

@@ -15,6 +15,7 @@
 use std::time::{Duration, Instant};
 
 use crate::pipeline::decide::{Decision, decide};
+use crate::pipeline::facts::ScanFacts;
 use crate::plan::{DefaultKind, PlanView};
 use crate::plc::ChuteStateTable;
 use crate::wire::{DecodeError, Decoded, Frame, Framing, ScanFrame};
@@ -73,8 +74,9 @@ pub trait DecisionSink {
     fn room(&self) -> usize;
     /// Hands what it holds over; false when the hand-off refused it (it keeps it).
     fn flush(&mut self) -> bool;
-    /// Takes one decision; called only while `room() > 0`.
-    fn push(&mut self, decision: Decision);
+    /// Takes one decision and its scan's facts (which it copies only when sort events
+    /// are on); called only while `room() > 0`.
+    fn push(&mut self, decision: Decision, facts: &ScanFacts<'_>);
 }
 
 /// Bytes a session dropped, and why.
@@ -443,13 +445,14 @@ impl Scanner<'_> {
                     scanner_id,
                     chute: decided.chute,
                     reason: decided.reason,
+                    rule: decided.rule,
                     plan_version: view.plan.version(),
                     preadvice_seq: decided.preadvice_seq,
                     late_chute: view.plan.default_chute(DefaultKind::Late),
                     received_at: now,
                 };
                 observer.on_scan(scan, &decision);
-                sink.push(decision);
+                sink.push(decision, &ScanFacts::of_scan(scan, view.plan.name()));
             }
             Frame::Hello(hello) => {
                 let changed = *self.scanner_id != hello.scanner_id;

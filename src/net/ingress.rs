@@ -24,6 +24,7 @@ use crate::core::session::{
     SessionObserver, Skipped,
 };
 use crate::pipeline::decide::Decision;
+use crate::pipeline::facts::ScanFacts;
 use crate::pipeline::queue::{Batch, BatchSender};
 use crate::plan::{PlanHandle, PlanView};
 use crate::plc::ChuteStateTable;
@@ -75,9 +76,7 @@ struct Sink {
 impl DecisionSink for Sink {
     /// Decisions the batch can still take.
     fn room(&self) -> usize {
-        self.sender
-            .batch_parcels_max()
-            .saturating_sub(self.batch.len())
+        self.batch.room()
     }
 
     /// Hands the batch over; false when the queue is full (the batch stays).
@@ -98,8 +97,8 @@ impl DecisionSink for Sink {
         }
     }
 
-    fn push(&mut self, decision: Decision) {
-        self.batch.push(decision);
+    fn push(&mut self, decision: Decision, facts: &ScanFacts<'_>) {
+        self.batch.push(decision, facts);
     }
 }
 

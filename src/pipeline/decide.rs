@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use crate::decision::{ChuteNumber, Reason};
+use crate::decision::{ChuteNumber, Reason, Rule};
 use crate::plan::{DefaultKind, Outcome, PlanView, Resolution};
 use crate::plc::{ChuteState, ChuteStateTable};
 use crate::wire::ScanFlags;
@@ -25,6 +25,8 @@ pub struct Decision {
     pub chute: ChuteNumber,
     /// Why.
     pub reason: Reason,
+    /// Which kind of rule answered (for the sort event).
+    pub rule: Rule,
     /// The version of the plan that decided it.
     pub plan_version: u32,
     /// The sequence of the pre-advice batch whose entry decided it; 0 = none.
@@ -42,6 +44,8 @@ pub struct Decided {
     pub chute: ChuteNumber,
     /// Why.
     pub reason: Reason,
+    /// Which kind of rule answered: exact, prefix, a default chute, or pre-advice.
+    pub rule: Rule,
     /// The pre-advice batch whose entry resolved it; 0 = the plan alone.
     pub preadvice_seq: u64,
 }
@@ -65,14 +69,24 @@ pub fn decide(
         return Decided {
             chute: view.plan.default_chute(DefaultKind::MultiRead),
             reason: Reason::MultiRead,
+            rule: Rule::Default,
             preadvice_seq: 0,
         };
     }
     let resolved = view.resolve(barcodes, destination);
     let (chute, reason) = steer(view, chute_states, resolved.resolution);
+    let rule = match (reason, resolved.resolution.outcome) {
+        (Reason::SortedPrimary | Reason::SortedAlternate, _) if resolved.preadvice_seq != 0 => {
+            Rule::PreAdvice
+        }
+        (Reason::SortedPrimary | Reason::SortedAlternate, Outcome::Exact) => Rule::Exact,
+        (Reason::SortedPrimary | Reason::SortedAlternate, _) => Rule::Prefix,
+        _ => Rule::Default,
+    };
     Decided {
         chute,
         reason,
+        rule,
         preadvice_seq: resolved.preadvice_seq,
     }
 }
@@ -134,27 +148,52 @@ default,late,996
             ScanFlags,
             &'a [&'a [u8]],
             Option<&'a [u8]>,
-            (ChuteNumber, Reason),
+            (ChuteNumber, Reason, Rule),
         );
         let cases: &[Case] = &[
-            (ScanFlags::EMPTY, &[code], None, (7, Reason::SortedPrimary)),
-            (partial, &[code], None, (7, Reason::SortedPrimary)),
-            (multi, &[code], None, (997, Reason::MultiRead)),
-            (multi, &[], None, (997, Reason::MultiRead)),
-            (multi, &[], Some(b"330105"), (997, Reason::MultiRead)),
-            (ScanFlags::EMPTY, &[], None, (998, Reason::NoRead)),
+            (
+                ScanFlags::EMPTY,
+                &[code],
+                None,
+                (7, Reason::SortedPrimary, Rule::Exact),
+            ),
+            (
+                partial,
+                &[code],
+                None,
+                (7, Reason::SortedPrimary, Rule::Exact),
+            ),
+            (
+                multi,
+                &[code],
+                None,
+                (997, Reason::MultiRead, Rule::Default),
+            ),
+            (multi, &[], None, (997, Reason::MultiRead, Rule::Default)),
+            (
+                multi,
+                &[],
+                Some(b"330105"),
+                (997, Reason::MultiRead, Rule::Default),
+            ),
+            (
+                ScanFlags::EMPTY,
+                &[],
+                None,
+                (998, Reason::NoRead, Rule::Default),
+            ),
             (
                 ScanFlags::EMPTY,
                 &[],
                 Some(b"330105"),
-                (12, Reason::SortedPrimary),
+                (12, Reason::SortedPrimary, Rule::Prefix),
             ),
         ];
         for (flags, barcodes, destination, expected) in cases {
             assert_eq!(
                 {
                     let decided = decide(&view, &chutes, *flags, barcodes, *destination);
-                    (decided.chute, decided.reason)
+                    (decided.chute, decided.reason, decided.rule)
                 },
                 *expected,
                 "{flags:?} {barcodes:?} {destination:?}"
