@@ -200,4 +200,83 @@ default,late,996
             );
         }
     }
+
+    #[test]
+    fn the_rule_says_what_answered_exact_prefix_pre_advice_or_a_default() {
+        use crate::plan::{Chutes, OverlaySnapshot, PreAdviceEntry, PreAdviceValue};
+        let plan = std::sync::Arc::new(
+            Plan::from_bytes(compile_str("plan.csv", CSV).expect("compiles")).expect("opens"),
+        );
+        let entries = [
+            PreAdviceEntry {
+                barcode: b"PA1".to_vec().into_boxed_slice(),
+                value: PreAdviceValue::Chutes(Chutes::single(40).expect("a chute")),
+            },
+            PreAdviceEntry {
+                barcode: b"PA2".to_vec().into_boxed_slice(),
+                value: PreAdviceValue::Destination(b"330199".to_vec().into_boxed_slice()),
+            },
+        ];
+        let (overlay, _) = OverlaySnapshot::empty().with_batch(&entries, 5, 100);
+        let view = PlanView { plan, overlay };
+        let chutes = ChuteStateTable::new();
+        type Case<'a> = (
+            &'a [&'a [u8]],
+            Option<&'a [u8]>,
+            (ChuteNumber, Reason, Rule, u64),
+        );
+        let cases: &[Case] = &[
+            (
+                &[b"YT0000000000001"],
+                None,
+                (7, Reason::SortedPrimary, Rule::Exact, 0),
+            ),
+            (
+                &[b"LG1"],
+                Some(b"330105"),
+                (12, Reason::SortedPrimary, Rule::Prefix, 0),
+            ),
+            (
+                &[b"PA1"],
+                None,
+                (40, Reason::SortedPrimary, Rule::PreAdvice, 5),
+            ),
+            (
+                &[b"PA2"],
+                None,
+                (12, Reason::SortedPrimary, Rule::PreAdvice, 5),
+            ),
+            (
+                &[b"LG1"],
+                Some(b"9999"),
+                (999, Reason::NoRule, Rule::Default, 0),
+            ),
+        ];
+        for (barcodes, destination, expected) in cases {
+            let decided = decide(&view, &chutes, ScanFlags::EMPTY, barcodes, *destination);
+            assert_eq!(
+                (
+                    decided.chute,
+                    decided.reason,
+                    decided.rule,
+                    decided.preadvice_seq
+                ),
+                *expected,
+                "{barcodes:?} {destination:?}"
+            );
+        }
+        // Every chute of the exact entry full: the no_rule default chute answers.
+        chutes.set(7, ChuteState::Full);
+        let decided = decide(
+            &view,
+            &chutes,
+            ScanFlags::EMPTY,
+            &[b"YT0000000000001"],
+            None,
+        );
+        assert_eq!(
+            (decided.chute, decided.reason, decided.rule),
+            (999, Reason::ChuteUnavailable, Rule::Default)
+        );
+    }
 }
