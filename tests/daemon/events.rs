@@ -449,6 +449,14 @@ fn the_daemon_exports_every_event_once_across_a_kill_9_and_a_broker_restart() {
         (written + 1..=written + 100).all(|id| journal.outcomes.contains_key(&(SCANNER, id)))
             && scrape.value("sortd_export_acked_sequence", &[]) >= journaled
     });
+    // The operator page's snapshot shows the export connected and its cursor.
+    let (status, body) =
+        crate::common::http_exchange(metrics, b"GET /status.json HTTP/1.1\r\nHost: sortd\r\n\r\n");
+    assert_eq!(status, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let export = &status["journal"]["export"];
+    assert_eq!(export["broker_connected"], true, "{status}");
+    assert!(export["cursor_seq"].as_u64() > Some(written), "{export}");
     let (code, _) = second.terminate();
     assert_eq!(code, Some(0));
 
