@@ -16,7 +16,6 @@ use crossbeam::queue::ArrayQueue;
 use sortd::core::session::{Decider, DecisionSink, ScannerSession, SessionLimits, SessionObserver};
 use sortd::decision::{Reason, Rule};
 use sortd::pipeline::decide::Decision;
-use sortd::pipeline::facts::ScanFacts;
 use sortd::pipeline::queue::{Batch, BatchReceiver, BatchSender, Wake, batch_queue};
 use sortd::wire::{self, Barcodes, Decoded, Frame, ScanFlags, ScanFrame};
 
@@ -401,8 +400,8 @@ impl DecisionSink for BenchSink {
         true
     }
 
-    fn push(&mut self, decision: Decision, facts: &ScanFacts<'_>) {
-        self.batch.push(decision, facts);
+    fn push(&mut self, decision: Decision, scan: &ScanFrame<'_>, plan_name: &str) {
+        self.batch.push_scan(decision, scan, plan_name);
     }
 }
 

@@ -534,8 +534,8 @@ mod tests {
                 true
             }
         }
-        fn push(&mut self, decision: Decision, facts: &ScanFacts<'_>) {
-            self.batch.push(decision, facts);
+        fn push(&mut self, decision: Decision, scan: &crate::wire::ScanFrame<'_>, plan: &str) {
+            self.batch.push_scan(decision, scan, plan);
         }
     }
 

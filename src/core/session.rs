@@ -15,7 +15,6 @@
 use std::time::{Duration, Instant};
 
 use crate::pipeline::decide::{Decision, decide};
-use crate::pipeline::facts::ScanFacts;
 use crate::plan::{DefaultKind, PlanView};
 use crate::plc::ChuteStateTable;
 use crate::wire::{DecodeError, Decoded, Frame, Framing, ScanFrame};
@@ -74,9 +73,10 @@ pub trait DecisionSink {
     fn room(&self) -> usize;
     /// Hands what it holds over; false when the hand-off refused it (it keeps it).
     fn flush(&mut self) -> bool;
-    /// Takes one decision and its scan's facts (which it copies only when sort events
-    /// are on); called only while `room() > 0`.
-    fn push(&mut self, decision: Decision, facts: &ScanFacts<'_>);
+    /// Takes one decision and the scan it came from, decided by the plan named
+    /// `plan_name` (the scan's facts are copied only when sort events are on); called
+    /// only while `room() > 0`.
+    fn push(&mut self, decision: Decision, scan: &ScanFrame<'_>, plan_name: &str);
 }
 
 /// Bytes a session dropped, and why.
@@ -452,7 +452,7 @@ impl Scanner<'_> {
                     received_at: now,
                 };
                 observer.on_scan(scan, &decision);
-                sink.push(decision, &ScanFacts::of_scan(scan, view.plan.name()));
+                sink.push(decision, scan, view.plan.name());
             }
             Frame::Hello(hello) => {
                 let changed = *self.scanner_id != hello.scanner_id;

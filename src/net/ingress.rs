@@ -24,12 +24,12 @@ use crate::core::session::{
     SessionObserver, Skipped,
 };
 use crate::pipeline::decide::Decision;
-use crate::pipeline::facts::ScanFacts;
 use crate::pipeline::queue::{Batch, BatchSender};
 use crate::plan::{PlanHandle, PlanView};
 use crate::plc::ChuteStateTable;
 use crate::stats::Counters;
 use crate::util::rate_limit::RateLimit;
+use crate::wire::ScanFrame;
 
 use super::settings::{IngressSettings, Listener};
 
@@ -97,8 +97,8 @@ impl DecisionSink for Sink {
         }
     }
 
-    fn push(&mut self, decision: Decision, facts: &ScanFacts<'_>) {
-        self.batch.push(decision, facts);
+    fn push(&mut self, decision: Decision, scan: &ScanFrame<'_>, plan_name: &str) {
+        self.batch.push_scan(decision, scan, plan_name);
     }
 }
 

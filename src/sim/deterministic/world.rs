@@ -255,8 +255,8 @@ impl DecisionSink for SimSink {
         }
     }
 
-    fn push(&mut self, decision: Decision, facts: &ScanFacts<'_>) {
-        self.batch.push(decision, facts);
+    fn push(&mut self, decision: Decision, scan: &ScanFrame<'_>, plan_name: &str) {
+        self.batch.push_scan(decision, scan, plan_name);
     }
 }
 
