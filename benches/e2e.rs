@@ -4,6 +4,8 @@
 //!    1, 16 and 64 frames per write (closed loop).
 //! 2. Scanner-realistic latency: 64 connections, 1 frame per write, open loop at 100,000
 //!    parcels per second.
+//! 4. Text scanners: 4 connections playing `sick-dws` telegrams (the built-in profile
+//!    that carries a parcel id, so latency is measured too), 1 frame per write.
 //! 3. Beside it, in the same run and with the same connections and batching:
 //!    `redis-benchmark` GET against `redis-server` (pipeline depth 1, 16, 64), and a raw
 //!    loopback relay of the same byte stream through a trivial forwarder with the same
@@ -30,9 +32,12 @@ use sortd::loadgen::scanners::{ScannerCounters, ScannerOptions, SendTimes, run_s
 use sortd::loadgen::{LoadOptions, run_load};
 use sortd::plc::PeerConfig;
 use sortd::sim::plc::{PlcSim, PlcSimCounters, PlcSimOptions, SimMode};
+use sortd::wire::TextProfile;
 
 const CONNECTIONS: usize = 4;
 const BATCHINGS: [usize; 3] = [1, 16, 64];
+/// The text profile of the text-scanner row.
+const TEXT_PROFILE: &str = "sick-dws";
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -63,10 +68,13 @@ fn main() {
         let run = run_sortd(
             &sortd,
             &plan,
-            CONNECTIONS,
-            frames_per_write,
-            None,
-            seconds,
+            Load {
+                connections: CONNECTIONS,
+                frames_per_write,
+                rate_per_s: None,
+                seconds,
+                profile: None,
+            },
             confirm,
         );
         let redis = redis_get_rate(CONNECTIONS, frames_per_write, seconds);
@@ -76,10 +84,25 @@ fn main() {
     let latency = run_sortd(
         &sortd,
         &plan,
-        64,
-        1,
-        Some(100_000),
-        latency_seconds,
+        Load {
+            connections: 64,
+            frames_per_write: 1,
+            rate_per_s: Some(100_000),
+            seconds: latency_seconds,
+            profile: None,
+        },
+        confirm,
+    );
+    let text = run_sortd(
+        &sortd,
+        &plan,
+        Load {
+            connections: CONNECTIONS,
+            frames_per_write: 1,
+            rate_per_s: None,
+            seconds,
+            profile: TextProfile::builtin(TEXT_PROFILE),
+        },
         confirm,
     );
 
@@ -112,8 +135,14 @@ fn main() {
         l.p999,
         l.max
     );
-    let missing: u64 =
-        rows.iter().map(|row| row.1.report.missing).sum::<u64>() + latency.report.missing;
+    let t = text.report.latency_us;
+    println!(
+        "| {CONNECTIONS} conns, text `{TEXT_PROFILE}`, 1 frame/write | {:.0} | {:.0} | {:.1} | latency us: p50 {} p99 {} p99.9 {} | | | |",
+        text.rate, text.cpu_ns_per_parcel, text.rss_anon_mib, t.p50, t.p99, t.p999
+    );
+    let missing: u64 = rows.iter().map(|row| row.1.report.missing).sum::<u64>()
+        + latency.report.missing
+        + text.report.missing;
     println!();
     println!("parcels missing across all runs: {missing}");
 }
@@ -230,13 +259,14 @@ impl Drop for Daemon {
     }
 }
 
-fn start_daemon(sortd: &Path, plan: &Path, plc: SocketAddr) -> Daemon {
+/// `protocol`: the scanner listener's (`binary` or a text profile's name).
+fn start_daemon(sortd: &Path, plan: &Path, plc: SocketAddr, protocol: &str) -> Daemon {
     let folder = tempfile::tempdir().expect("temp dir");
     let config = folder.path().join("sortd.toml");
     std::fs::write(
         &config,
         format!(
-            "[plan]\npath = \"{}\"\n[[scanners.listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"binary\"\n[plc]\naddress = \"{plc}\"\n[log]\nfilter = \"warn,sortd::daemon=info\"\n[metrics]\naddress = \"127.0.0.1:0\"\n",
+            "[plan]\npath = \"{}\"\n[[scanners.listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"{protocol}\"\n[plc]\naddress = \"{plc}\"\n[log]\nfilter = \"warn,sortd::daemon=info\"\n[metrics]\naddress = \"127.0.0.1:0\"\n",
             plan.display()
         ),
     )
@@ -275,15 +305,25 @@ fn start_daemon(sortd: &Path, plan: &Path, plc: SocketAddr) -> Daemon {
     }
 }
 
-fn run_sortd(
-    sortd: &Path,
-    plan: &Path,
+/// One scenario's load.
+struct Load {
     connections: usize,
     frames_per_write: usize,
+    /// Open loop at this rate; `None`: as fast as the sockets take.
     rate_per_s: Option<u64>,
     seconds: f64,
-    confirm: bool,
-) -> SortdRun {
+    /// `None`: binary scanners; else text scanners of this profile.
+    profile: Option<TextProfile>,
+}
+
+fn run_sortd(sortd: &Path, plan: &Path, load: Load, confirm: bool) -> SortdRun {
+    let Load {
+        connections,
+        frames_per_write,
+        rate_per_s,
+        seconds,
+        profile,
+    } = load;
     let plc_address: SocketAddr = format!("127.0.0.1:{}", free_port())
         .parse()
         .expect("address");
@@ -300,7 +340,10 @@ fn run_sortd(
         None,
     )
     .expect("PLC simulator");
-    let daemon = start_daemon(sortd, plan, plc_address);
+    let protocol = profile
+        .as_ref()
+        .map_or("binary".to_string(), |p| p.name().to_string());
+    let daemon = start_daemon(sortd, plan, plc_address, &protocol);
     let pid = daemon.child.id();
     let options = LoadOptions {
         scanners: ScannerOptions {
@@ -311,6 +354,7 @@ fn run_sortd(
             duration: Some(Duration::from_secs_f64(seconds)),
             count: None,
             scanner_id_base: 1,
+            profile,
         },
         plan_path: plan.to_path_buf(),
         shares: MixShares {
@@ -481,6 +525,7 @@ fn relay_rate(plan: &Path, connections: usize, frames_per_write: usize, seconds:
         duration: Some(Duration::from_secs_f64(seconds)),
         count: None,
         scanner_id_base: 1,
+        profile: None,
     };
     let started = Instant::now();
     let bytes_sent = Arc::new(AtomicU64::new(0));
