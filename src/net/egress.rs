@@ -22,7 +22,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::core::egress::{EgressCore, EgressObserver, Fate, LinkAction};
-use crate::core::idle::{IdlePolicy, IdleStep, LINK_READ_DEFER_MAX};
+use crate::core::idle::{IdlePolicy, IdleStep, LINK_READ_DEFER_MAX, window_refilled};
 use crate::decision::{ChuteNumber, Reason};
 use crate::pipeline::decide::Decision;
 use crate::pipeline::finalize::Finalizer;
@@ -89,6 +89,8 @@ pub struct Egress {
     last_handoff: Option<Instant>,
     /// Time between the last two such turns.
     handoff_gap: Duration,
+    /// The link's window filled up and has not yet freed a quarter of itself.
+    window_waiting: bool,
 }
 
 impl std::fmt::Debug for Egress {
@@ -151,6 +153,7 @@ impl Egress {
             last_latency_publish: Instant::now(),
             last_handoff: None,
             handoff_gap: Duration::MAX,
+            window_waiting: false,
         })
     }
 
@@ -170,7 +173,11 @@ impl Egress {
                 // timers run (an acknowledgement waiting here is no reason to resend).
                 self.read_stream(now, false);
             }
-            let moved = self.core.pump(now, now_us, &self.queue, &mut self.observer);
+            let moved = if self.window_open() {
+                self.core.pump(now, now_us, &self.queue, &mut self.observer)
+            } else {
+                0
+            };
             if moved > 0 {
                 if let Some(last) = self.last_handoff.replace(now) {
                     self.handoff_gap = now.saturating_duration_since(last);
@@ -246,6 +253,16 @@ impl Egress {
             *idle_since = Some(now);
         }
         let since = *idle_since.get_or_insert(now);
+        if self.window_waiting {
+            // Nothing can go out before the PLC acknowledges: sleep until its bytes or a
+            // timer, whatever is queued (and ingress need not wake this thread).
+            let until_timer = self
+                .core
+                .link()
+                .poll_timeout()
+                .map_or(PARK_MAX, |at| at.saturating_duration_since(now));
+            return Some(until_timer.min(PARK_MAX));
+        }
         match self.shared.idle.step(now.saturating_duration_since(since)) {
             IdleStep::Spin => {
                 std::hint::spin_loop();
@@ -268,6 +285,19 @@ impl Egress {
             }
             IdleStep::Park => Some(Duration::ZERO),
         }
+    }
+
+    /// Whether decisions may be taken this turn: while the link is up, not after its
+    /// window filled until a quarter of it is free again ([`window_refilled`]).
+    fn window_open(&mut self) -> bool {
+        if !self.core.is_link_up() {
+            self.window_waiting = false;
+            return true;
+        }
+        let free = self.core.link().window_free();
+        let open = window_refilled(self.window_waiting, free, self.shared.plc.window_max);
+        self.window_waiting = free == 0 || (self.window_waiting && !open);
+        open
     }
 
     /// Turns the PLC socket's readable events off while parcels flow and the link is
