@@ -5,6 +5,8 @@
 //!    journal off and on (`[events]` into the daemon's temporary folder).
 //! 2. Scanner-realistic latency: 64 connections, 1 frame per write, open loop at 100,000
 //!    parcels per second.
+//! 4. Text scanners: 4 connections playing `sick-dws` telegrams (the built-in profile
+//!    that carries a parcel id, so latency is measured too), 1 frame per write.
 //! 3. Beside it, in the same run and with the same connections and batching:
 //!    `redis-benchmark` GET against `redis-server` (pipeline depth 1, 16, 64), and a raw
 //!    loopback relay of the same byte stream through a trivial forwarder with the same
@@ -31,9 +33,12 @@ use sortd::loadgen::scanners::{ScannerCounters, ScannerOptions, SendTimes, run_s
 use sortd::loadgen::{LoadOptions, run_load};
 use sortd::plc::PeerConfig;
 use sortd::sim::plc::{PlcSim, PlcSimCounters, PlcSimOptions, SimMode};
+use sortd::wire::TextProfile;
 
 const CONNECTIONS: usize = 4;
 const BATCHINGS: [usize; 3] = [1, 16, 64];
+/// The text profile of the text-scanner row.
+const TEXT_PROFILE: &str = "sick-dws";
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -66,6 +71,7 @@ fn main() {
             frames_per_write,
             rate_per_s: None,
             seconds,
+            profile: None,
         };
         let run = run_sortd(&sortd, &plan, &load, confirm, false);
         let journaling = run_sortd(&sortd, &plan, &load, confirm, true);
@@ -78,8 +84,17 @@ fn main() {
         frames_per_write: 1,
         rate_per_s: Some(100_000),
         seconds: latency_seconds,
+        profile: None,
     };
     let latency = run_sortd(&sortd, &plan, &latency_load, confirm, false);
+    let text_load = Load {
+        connections: CONNECTIONS,
+        frames_per_write: 1,
+        rate_per_s: None,
+        seconds,
+        profile: TextProfile::builtin(TEXT_PROFILE),
+    };
+    let text = run_sortd(&sortd, &plan, &text_load, confirm, false);
 
     println!();
     println!(
@@ -113,11 +128,17 @@ fn main() {
         l.p999,
         l.max
     );
+    let t = text.report.latency_us;
+    println!(
+        "| {CONNECTIONS} conns, text `{TEXT_PROFILE}`, 1 frame/write | {:.0} | {:.0} | {:.1} | latency us: p50 {} p99 {} p99.9 {} | | | |",
+        text.rate, text.cpu_ns_per_parcel, text.rss_anon_mib, t.p50, t.p99, t.p999
+    );
     let missing: u64 = rows
         .iter()
         .map(|row| row.1.report.missing + row.2.report.missing)
         .sum::<u64>()
-        + latency.report.missing;
+        + latency.report.missing
+        + text.report.missing;
     println!();
     println!("parcels missing across all runs: {missing}");
 }
@@ -234,7 +255,15 @@ impl Drop for Daemon {
     }
 }
 
-fn start_daemon(sortd: &Path, plan: &Path, plc: SocketAddr, events: bool) -> Daemon {
+/// `protocol`: the scanner listener's (`binary` or a text profile's name); `events`:
+/// journal sort events into the daemon's temporary folder.
+fn start_daemon(
+    sortd: &Path,
+    plan: &Path,
+    plc: SocketAddr,
+    protocol: &str,
+    events: bool,
+) -> Daemon {
     let folder = tempfile::tempdir().expect("temp dir");
     let config = folder.path().join("sortd.toml");
     let events = if events {
@@ -248,7 +277,7 @@ fn start_daemon(sortd: &Path, plan: &Path, plc: SocketAddr, events: bool) -> Dae
     std::fs::write(
         &config,
         format!(
-            "[plan]\npath = \"{}\"\n[[scanners.listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"binary\"\n[plc]\naddress = \"{plc}\"\n[log]\nfilter = \"warn,sortd::daemon=info\"\n[metrics]\naddress = \"127.0.0.1:0\"\n{events}",
+            "[plan]\npath = \"{}\"\n[[scanners.listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"{protocol}\"\n[plc]\naddress = \"{plc}\"\n[log]\nfilter = \"warn,sortd::daemon=info\"\n[metrics]\naddress = \"127.0.0.1:0\"\n{events}",
             plan.display()
         ),
     )
@@ -287,21 +316,25 @@ fn start_daemon(sortd: &Path, plan: &Path, plc: SocketAddr, events: bool) -> Dae
     }
 }
 
-/// The scanners' side of one run.
+/// One scenario's load.
 struct Load {
     connections: usize,
     frames_per_write: usize,
+    /// Open loop at this rate; `None`: as fast as the sockets take.
     rate_per_s: Option<u64>,
     seconds: f64,
+    /// `None`: binary scanners; else text scanners of this profile.
+    profile: Option<TextProfile>,
 }
 
 fn run_sortd(sortd: &Path, plan: &Path, load: &Load, confirm: bool, events: bool) -> SortdRun {
-    let &Load {
+    let Load {
         connections,
         frames_per_write,
         rate_per_s,
         seconds,
-    } = load;
+        ref profile,
+    } = *load;
     let plc_address: SocketAddr = format!("127.0.0.1:{}", free_port())
         .parse()
         .expect("address");
@@ -318,7 +351,10 @@ fn run_sortd(sortd: &Path, plan: &Path, load: &Load, confirm: bool, events: bool
         None,
     )
     .expect("PLC simulator");
-    let daemon = start_daemon(sortd, plan, plc_address, events);
+    let protocol = profile
+        .as_ref()
+        .map_or("binary".to_string(), |p| p.name().to_string());
+    let daemon = start_daemon(sortd, plan, plc_address, &protocol, events);
     let pid = daemon.child.id();
     let options = LoadOptions {
         scanners: ScannerOptions {
@@ -329,6 +365,7 @@ fn run_sortd(sortd: &Path, plan: &Path, load: &Load, confirm: bool, events: bool
             duration: Some(Duration::from_secs_f64(seconds)),
             count: None,
             scanner_id_base: 1,
+            profile: profile.clone(),
         },
         plan_path: plan.to_path_buf(),
         shares: MixShares {
@@ -500,6 +537,7 @@ fn relay_rate(plan: &Path, connections: usize, frames_per_write: usize, seconds:
         duration: Some(Duration::from_secs_f64(seconds)),
         count: None,
         scanner_id_base: 1,
+        profile: None,
     };
     let started = Instant::now();
     let bytes_sent = Arc::new(AtomicU64::new(0));

@@ -214,6 +214,7 @@ filter = "warn,sortd::net::egress=error"
             duration: Some(Duration::from_secs_f64(phase.seconds)),
             count: None,
             scanner_id_base: 1,
+            profile: None,
         },
         plan_path: plan_path.to_path_buf(),
         shares: MixShares::default(),

@@ -12,6 +12,7 @@ use sortd::loadgen::scanners::ScannerOptions;
 use sortd::loadgen::{LoadOptions, run_load};
 use sortd::plc::PeerConfig;
 use sortd::sim::plc::{PlcSim, PlcSimCounters, PlcSimOptions, SimMode};
+use sortd::wire::TextProfile;
 
 /// Arguments of `sortd loadgen`.
 #[derive(Debug, clap::Args)]
@@ -25,6 +26,12 @@ pub struct LoadgenArgs {
     /// Scanner connections.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Scanner protocol: `binary`, or a built-in text profile (`sick-dws`, `sick-clv`,
+    /// `datalogic`) to play those scanners; `--target` must be a listener of that
+    /// protocol. Without a parcel id in the telegram (sick-clv, datalogic) latency is
+    /// not measured and no duplicates are sent.
+    #[arg(long, default_value = "binary")]
+    profile: String,
     /// Frames per write (1 = one parcel per send; 16+ = a coalescing gateway).
     #[arg(long, default_value_t = 1)]
     frames_per_write: usize,
@@ -78,6 +85,15 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<ExitCode> {
         multi_read: args.mix.get(4).copied().unwrap_or(0),
         duplicate: args.mix.get(5).copied().unwrap_or(0),
     };
+    let profile = match args.profile.as_str() {
+        "binary" => None,
+        name => Some(TextProfile::builtin(name).with_context(|| {
+            format!(
+                "--profile {name}: not binary or a built-in text profile ({})",
+                TextProfile::builtin_names().join(", ")
+            )
+        })?),
+    };
     let options = LoadOptions {
         scanners: ScannerOptions {
             target: args.target,
@@ -87,6 +103,7 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<ExitCode> {
             duration: Some(Duration::from_secs_f64(args.duration_s.max(0.0))),
             count: args.count,
             scanner_id_base: 1,
+            profile,
         },
         plan_path: args.plan,
         shares,

@@ -9,6 +9,10 @@
 //! the machine has more cores than the daemon has busy threads; [`IdleMode::BusyPoll`]
 //! never parks (a dedicated, isolated core); [`IdleMode::Park`] never spins;
 //! [`IdleMode::Spin`] always spins first (the behaviour before adaptive waiting).
+//!
+//! The PLC thread's deferred reads are decided here too ([`IdlePolicy::defer_link_reads`]):
+//! while parcels flow, it need not wake for each acknowledgement the PLC sends back, and
+//! reads them on the next hand-off instead.
 
 use std::time::Duration;
 
@@ -45,6 +49,28 @@ impl IdleMode {
             IdleMode::Spin => "spin",
             IdleMode::BusyPoll => "busy_poll",
         }
+    }
+}
+
+/// Longest a PLC thread that parks leaves the PLC's bytes unread after the last hand-off
+/// (see [`IdlePolicy::defer_link_reads`]).
+pub const LINK_READ_DEFER_MAX: Duration = Duration::from_millis(5);
+
+/// Once the PLC link's window is full, the PLC thread takes no new decisions until this
+/// share of it is free again (1/4; see [`window_refilled`]).
+pub const WINDOW_RESUME_DIVISOR: usize = 4;
+
+/// Whether a sender whose window filled up (`waiting`) may send again: once a quarter
+/// of the window is free. Sending as each acknowledgement frees one slot would turn a
+/// full window into one wake-up, one read and one small write per SORT (measured at 64
+/// frames per write: 40-byte writes between 160 KiB ones); waiting for a quarter keeps
+/// writes large and wake-ups few. A sender that is not waiting sends whenever there is
+/// room.
+pub fn window_refilled(waiting: bool, window_free: usize, window_max: usize) -> bool {
+    if waiting {
+        window_free.saturating_mul(WINDOW_RESUME_DIVISOR) >= window_max
+    } else {
+        window_free > 0
     }
 }
 
@@ -95,6 +121,30 @@ impl IdlePolicy {
         self.spin_for
     }
 
+    /// Whether the PLC thread may stop waking for the PLC's bytes (acknowledgements,
+    /// confirmations, chute states) and read them on its next turn instead. Each
+    /// hand-off wakes the thread anyway, so while hand-offs come less than
+    /// [`LINK_READ_DEFER_MAX`] apart (`handoff_gap`, the last two) the PLC's answer to
+    /// one SORT is read, and acknowledged, with the next SORT in the same turn and the
+    /// same write: one wake-up per parcel instead of two. Slower traffic gains nothing
+    /// (the thread would wake at the deadline instead), so reads are deferred only
+    /// then, until [`LINK_READ_DEFER_MAX`] after the last hand-off, while at least half
+    /// the link's window is free, and when the policy parks at once (a spinning thread
+    /// turns often enough). The cost: a chute status reaches the decisions up to
+    /// [`LINK_READ_DEFER_MAX`] later.
+    pub fn defer_link_reads(
+        self,
+        since_handoff: Duration,
+        handoff_gap: Duration,
+        window_free: usize,
+        window_max: usize,
+    ) -> bool {
+        self.spin_for == Some(Duration::ZERO)
+            && handoff_gap < LINK_READ_DEFER_MAX
+            && since_handoff < LINK_READ_DEFER_MAX
+            && window_free.saturating_mul(2) >= window_max
+    }
+
     /// What to do after `idle_for` without work.
     pub fn step(self, idle_for: Duration) -> IdleStep {
         match self.spin_for {
@@ -134,6 +184,51 @@ mod tests {
         let busy = IdlePolicy::resolve(IdleMode::BusyPoll, SPIN, 1, 3);
         assert_eq!(busy.step(Duration::from_secs(3600)), IdleStep::Spin);
         assert_eq!(busy.spin_for(), None);
+    }
+
+    #[test]
+    fn link_reads_are_deferred_only_while_parcels_flow_and_the_window_is_free() {
+        let park = IdlePolicy::park();
+        let soon = Duration::from_millis(1);
+        let gap = Duration::from_millis(2);
+        assert!(park.defer_link_reads(soon, gap, 4096, 4096));
+        assert!(park.defer_link_reads(soon, gap, 2048, 4096));
+        assert!(
+            !park.defer_link_reads(soon, gap, 2047, 4096),
+            "window half used"
+        );
+        let late = LINK_READ_DEFER_MAX;
+        assert!(
+            !park.defer_link_reads(late, gap, 4096, 4096),
+            "traffic stopped"
+        );
+        assert!(
+            !park.defer_link_reads(soon, late, 4096, 4096),
+            "traffic too slow"
+        );
+        let spin = IdlePolicy::resolve(IdleMode::Spin, SPIN, 8, 3);
+        assert!(
+            !spin.defer_link_reads(soon, gap, 4096, 4096),
+            "spinning reads anyway"
+        );
+        let busy = IdlePolicy::resolve(IdleMode::BusyPoll, SPIN, 8, 3);
+        assert!(!busy.defer_link_reads(soon, gap, 4096, 4096));
+    }
+
+    #[test]
+    fn a_full_window_waits_for_a_quarter_of_it() {
+        assert!(
+            window_refilled(false, 1, 4096),
+            "room and not waiting: send"
+        );
+        assert!(!window_refilled(false, 0, 4096));
+        assert!(
+            !window_refilled(true, 1, 4096),
+            "one slot after a full window: wait"
+        );
+        assert!(!window_refilled(true, 1023, 4096));
+        assert!(window_refilled(true, 1024, 4096));
+        assert!(window_refilled(true, 1, 2), "a tiny window resumes at once");
     }
 
     #[test]

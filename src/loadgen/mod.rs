@@ -8,6 +8,7 @@
 pub mod mix;
 pub mod report;
 pub mod scanners;
+pub mod text;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -70,6 +71,9 @@ impl std::error::Error for LoadError {}
 struct LatencyObserver {
     send_times: Arc<SendTimes>,
     histogram: Mutex<hdrhistogram::Histogram<u64>>,
+    /// False when the scanners' telegrams carry no parcel id: the SORTs then carry the
+    /// daemon's synthetic ids, which name no send time.
+    measures: bool,
 }
 
 impl SortObserver for LatencyObserver {
@@ -78,6 +82,9 @@ impl SortObserver for LatencyObserver {
     }
 
     fn on_sorts(&self, sorts: &[SortCommand], arrived_at: Instant) {
+        if !self.measures {
+            return;
+        }
         if let Ok(mut histogram) = self.histogram.lock() {
             for sort in sorts {
                 if let Some(intended) = self.send_times.intended(sort.parcel_id) {
@@ -100,13 +107,29 @@ pub fn run_load(
     let plan = PlanSource::new(options.plan_path.clone())
         .open()
         .map_err(LoadError::Plan)?;
-    let mix = ParcelMix::from_plan(&plan, options.shares, options.seed).map_err(LoadError::Mix)?;
+    // Telegrams without a parcel id get a fresh synthetic id each, so a repeat would be
+    // a new parcel to the daemon: no duplicates then, and no latency by parcel id.
+    let carries_ids = options
+        .scanners
+        .profile
+        .as_ref()
+        .is_none_or(text::carries_parcel_id);
+    let shares = if carries_ids {
+        options.shares
+    } else {
+        MixShares {
+            duplicate: 0,
+            ..options.shares
+        }
+    };
+    let mix = ParcelMix::from_plan(&plan, shares, options.seed).map_err(LoadError::Mix)?;
     drop(plan);
 
     let send_times = Arc::new(SendTimes::new(Instant::now()));
     let observer = Arc::new(LatencyObserver {
         send_times: send_times.clone(),
         histogram: Mutex::new(new_latency_histogram()),
+        measures: carries_ids,
     });
     let plays_plc = plc.is_some();
     let sim_counters = plc

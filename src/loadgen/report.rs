@@ -121,11 +121,18 @@ impl LoadReport {
             let _ = writeln!(text, "busiest chutes: {}", chutes.join(", "));
         }
         let latency = self.latency_us;
-        let _ = writeln!(
-            text,
-            "latency, scan sent -> SORT at the PLC (us): p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-            latency.p50, latency.p90, latency.p99, latency.p999, latency.max
-        );
+        if latency.max == 0 {
+            let _ = writeln!(
+                text,
+                "latency: not measured (no SORT matched a sent parcel id; text telegrams without a parcel id get synthetic ones)"
+            );
+        } else {
+            let _ = writeln!(
+                text,
+                "latency, scan sent -> SORT at the PLC (us): p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+                latency.p50, latency.p90, latency.p99, latency.p999, latency.max
+            );
+        }
         let _ = writeln!(
             text,
             "missing {}  errors {}  PLC retransmissions ignored {}",

@@ -11,9 +11,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::wire::{self, Barcodes, Frame, Hello, ScanFlags, ScanFrame};
+use crate::wire::{self, Barcodes, Frame, Hello, ScanFlags, ScanFrame, TextProfile};
 
 use super::mix::{ParcelDraft, ParcelKind, ParcelMix};
+use super::text::encode_text;
 
 /// Parcels whose send time is remembered (a power of two): far more than are ever in
 /// flight at once.
@@ -77,6 +78,9 @@ pub struct ScannerOptions {
     pub count: Option<u64>,
     /// First scanner id; connection `c` is scanner `scanner_id_base + c`.
     pub scanner_id_base: u32,
+    /// `None`: sortd's binary protocol (a HELLO, then SCAN frames). A text profile: its
+    /// telegrams, no HELLO (the target must be a listener of that profile).
+    pub profile: Option<TextProfile>,
 }
 
 /// What the scanners did, live.
@@ -95,6 +99,7 @@ pub struct ScannerCounters {
 struct Scanner {
     stream: TcpStream,
     scanner_id: u32,
+    profile: Option<TextProfile>,
     pending: Vec<u8>,
     pending_sent: usize,
     drafts: Vec<(ParcelKind, ParcelDraft)>,
@@ -107,13 +112,16 @@ impl Scanner {
     fn connect(
         address: SocketAddr,
         scanner_id: u32,
+        profile: Option<TextProfile>,
         drafts: Vec<(ParcelKind, ParcelDraft)>,
     ) -> io::Result<Scanner> {
         let stream = TcpStream::connect(address)?;
         stream.set_nodelay(true)?;
+        let text = profile.is_some();
         let mut scanner = Scanner {
             stream,
             scanner_id,
+            profile,
             pending: Vec::with_capacity(64 * 1024),
             pending_sent: 0,
             drafts,
@@ -121,6 +129,11 @@ impl Scanner {
             last_parcel_id: 0,
             alive: true,
         };
+        if text {
+            // A text scanner says nothing before its first telegram.
+            scanner.stream.set_nonblocking(true)?;
+            return Ok(scanner);
+        }
         let hello = Frame::Hello(Hello {
             scanner_id,
             protocol_version: wire::PROTOCOL_VERSION,
@@ -162,7 +175,7 @@ impl Scanner {
         for (slot, code) in codes.iter_mut().zip(&draft.barcodes) {
             *slot = code.as_slice();
         }
-        let frame = Frame::Scan(ScanFrame {
+        let scan = ScanFrame {
             scanner_id: self.scanner_id,
             sequence: parcel_id as u32,
             parcel_id,
@@ -175,10 +188,14 @@ impl Scanner {
             width_mm: draft.dimensions_mm[1],
             height_mm: draft.dimensions_mm[2],
             flags: ScanFlags::default(),
-        });
+        };
         // Drafts come from the plan and respect the frame limits; an encode error would
-        // be a bug in the mix, and the parcel is then simply not sent.
-        let _ = wire::encode(&frame, &mut self.pending);
+        // be a bug in the mix (or a plan code a text profile cannot carry), and the
+        // parcel is then simply not sent: the run reports it missing.
+        let _ = match &self.profile {
+            Some(profile) => encode_text(profile, &scan, &mut self.pending).is_ok(),
+            None => wire::encode(&Frame::Scan(scan), &mut self.pending).is_ok(),
+        };
         self.last_parcel_id = parcel_id;
         (*kind, parcel_id)
     }
@@ -222,7 +239,12 @@ pub fn run_scanners(
         );
         let drafts = (0..DRAFTS_PER_CONNECTION).map(|_| fork.draw()).collect();
         let scanner_id = options.scanner_id_base.wrapping_add(index as u32);
-        scanners.push(Scanner::connect(options.target, scanner_id, drafts)?);
+        scanners.push(Scanner::connect(
+            options.target,
+            scanner_id,
+            options.profile.clone(),
+            drafts,
+        )?);
     }
     let frames_per_write = options.frames_per_write.max(1) as u64;
     let start = Instant::now();

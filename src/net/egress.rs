@@ -22,7 +22,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::core::egress::{EgressCore, EgressObserver, Fate, LinkAction};
-use crate::core::idle::{IdlePolicy, IdleStep};
+use crate::core::idle::{IdlePolicy, IdleStep, LINK_READ_DEFER_MAX, window_refilled};
 use crate::decision::{ChuteNumber, Reason};
 use crate::pipeline::decide::Decision;
 use crate::pipeline::facts::ScanFacts;
@@ -86,6 +86,12 @@ pub struct Egress {
     socket: LinkSocket,
     observer: DaemonObserver,
     last_latency_publish: Instant,
+    /// When the last turn that moved decisions began.
+    last_handoff: Option<Instant>,
+    /// Time between the last two such turns.
+    handoff_gap: Duration,
+    /// The link's window filled up and has not yet freed a quarter of itself.
+    window_waiting: bool,
 }
 
 impl std::fmt::Debug for Egress {
@@ -146,6 +152,9 @@ impl Egress {
             socket: LinkSocket::new(READ_CHUNK_BYTES),
             observer,
             last_latency_publish: Instant::now(),
+            last_handoff: None,
+            handoff_gap: Duration::MAX,
+            window_waiting: false,
         })
     }
 
@@ -160,10 +169,25 @@ impl Egress {
             if let Some(journal) = &mut self.observer.journal {
                 journal.start_turn(now, now_us);
             }
-            let moved = self.core.pump(now, now_us, &self.queue, &mut self.observer);
+            if self.socket.is_open() && !self.socket.read_events() {
+                // Deferred reads: what the PLC sent since the last turn, before the
+                // timers run (an acknowledgement waiting here is no reason to resend).
+                self.read_stream(now, false);
+            }
+            let moved = if self.window_open() {
+                self.core.pump(now, now_us, &self.queue, &mut self.observer)
+            } else {
+                0
+            };
+            if moved > 0 {
+                if let Some(last) = self.last_handoff.replace(now) {
+                    self.handoff_gap = now.saturating_duration_since(last);
+                }
+            }
             self.observer.publish_decisions();
             self.drive_link(now);
             self.flush_outbound(now);
+            self.choose_read_events(now);
             self.shared.counters.publish_plc_turn(
                 self.core.link().stats(),
                 self.core.is_link_up(),
@@ -200,7 +224,9 @@ impl Egress {
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    STREAM_TOKEN => self.on_stream_event(now),
+                    STREAM_TOKEN => {
+                        self.on_stream_event(now, event.is_read_closed() || event.is_error())
+                    }
                     LISTENER_TOKEN => self.accept_plc(now),
                     token => self.on_candidate_event(token, now),
                 }
@@ -213,19 +239,31 @@ impl Egress {
         }
     }
 
-    /// How long this turn's poll may sleep: zero after work or while the idle policy
-    /// spins; otherwise park until the link's next timer (at most [`PARK_MAX`]).
+    /// How long this turn's poll may sleep: zero while the idle policy spins or batches
+    /// wait; otherwise park until the link's next timer (at most [`PARK_MAX`]).
     fn wait_timeout(
         &self,
         moved: usize,
         now: Instant,
         idle_since: &mut Option<Instant>,
     ) -> Option<Duration> {
+        // After work the thread is idle from now on: a policy that spins polls again
+        // at once, one that parks sleeps until the next event (an empty poll first would
+        // be a system call per hand-off for nothing; ready events end the sleep at once).
         if moved > 0 {
-            *idle_since = None;
-            return Some(Duration::ZERO);
+            *idle_since = Some(now);
         }
         let since = *idle_since.get_or_insert(now);
+        if self.window_waiting {
+            // Nothing can go out before the PLC acknowledges: sleep until its bytes or a
+            // timer, whatever is queued (and ingress need not wake this thread).
+            let until_timer = self
+                .core
+                .link()
+                .poll_timeout()
+                .map_or(PARK_MAX, |at| at.saturating_duration_since(now));
+            return Some(until_timer.min(PARK_MAX));
+        }
         match self.shared.idle.step(now.saturating_duration_since(since)) {
             IdleStep::Spin => {
                 std::hint::spin_loop();
@@ -237,9 +275,54 @@ impl Egress {
                     .link()
                     .poll_timeout()
                     .map_or(PARK_MAX, |at| at.saturating_duration_since(now));
-                Some(until_timer.min(PARK_MAX))
+                let deferring = self.socket.is_open() && !self.socket.read_events();
+                let until_deferred_read = match self.last_handoff {
+                    Some(at) if deferring => {
+                        (at + LINK_READ_DEFER_MAX).saturating_duration_since(now)
+                    }
+                    _ => PARK_MAX,
+                };
+                Some(until_timer.min(until_deferred_read).min(PARK_MAX))
             }
             IdleStep::Park => Some(Duration::ZERO),
+        }
+    }
+
+    /// Whether decisions may be taken this turn: while the link is up, not after its
+    /// window filled until a quarter of it is free again ([`window_refilled`]).
+    fn window_open(&mut self) -> bool {
+        if !self.core.is_link_up() {
+            self.window_waiting = false;
+            return true;
+        }
+        let free = self.core.link().window_free();
+        let open = window_refilled(self.window_waiting, free, self.shared.plc.window_max);
+        self.window_waiting = free == 0 || (self.window_waiting && !open);
+        open
+    }
+
+    /// Turns the PLC socket's readable events off while parcels flow and the link is
+    /// calm, on otherwise ([`IdlePolicy::defer_link_reads`]); while they are off, every
+    /// turn reads the socket first, and the park is cut short to read at the latest
+    /// [`LINK_READ_DEFER_MAX`] after the last hand-off.
+    fn choose_read_events(&mut self, now: Instant) {
+        if !self.socket.is_open() {
+            return;
+        }
+        let since_handoff = self
+            .last_handoff
+            .map_or(Duration::MAX, |at| now.saturating_duration_since(at));
+        let link = self.core.link();
+        let defer = self.core.is_link_up()
+            && self.shared.idle.defer_link_reads(
+                since_handoff,
+                self.handoff_gap,
+                link.window_free(),
+                self.shared.plc.window_max,
+            );
+        if let Err(error) = self.socket.set_read_events(self.poll.registry(), !defer) {
+            tracing::warn!(%error, plc = %self.shared.plc.address, "PLC connection dropped: cannot register it");
+            self.drop_connection(now, true);
         }
     }
 
@@ -277,7 +360,9 @@ impl Egress {
         }
     }
 
-    fn on_stream_event(&mut self, now: Instant) {
+    /// `read_to_end`: the peer shut down its side (or the socket failed), so reading
+    /// goes on to the end instead of stopping at a short read.
+    fn on_stream_event(&mut self, now: Instant, read_to_end: bool) {
         if self.socket.is_connecting() {
             match self.socket.finish_connect() {
                 ConnectProgress::Connected => {
@@ -291,22 +376,35 @@ impl Egress {
                 }
             }
         }
-        self.read_stream(now);
+        self.read_stream(now, read_to_end);
         self.flush_outbound(now);
     }
 
     /// Reads while the link has room, applying its events between reads.
-    fn read_stream(&mut self, now: Instant) {
+    ///
+    /// The socket is polled edge-triggered: it is reported again only for bytes that
+    /// arrive after it was read dry, and a read that returns fewer bytes than asked has
+    /// emptied it (epoll(7)). So a short read ends the loop without the read that would
+    /// only say `EAGAIN`, unless `read_to_end` (the peer's end of stream must be seen).
+    fn read_stream(&mut self, now: Instant, read_to_end: bool) {
         loop {
-            match self.socket.read(self.core.link().receive_room()) {
-                ReadOutcome::Data(bytes) => self.core.link_mut().handle_input(now, bytes),
+            let asked = self.core.link().receive_room().min(READ_CHUNK_BYTES);
+            let drained = match self.socket.read(asked) {
+                ReadOutcome::Data(bytes) => {
+                    let drained = bytes.len() < asked && !read_to_end;
+                    self.core.link_mut().handle_input(now, bytes);
+                    drained
+                }
                 ReadOutcome::WouldBlock => return,
                 ReadOutcome::Closed => {
                     self.drop_connection(now, true);
                     return;
                 }
-            }
+            };
             self.drive_link(now);
+            if drained {
+                return;
+            }
         }
     }
 
@@ -389,7 +487,8 @@ impl Egress {
         self.core.link_mut().handle_connected(now);
         self.core.link_mut().handle_input(now, &hello);
         self.drive_link(now);
-        self.read_stream(now);
+        // Bytes that came before the connection was registered raised no edge.
+        self.read_stream(now, true);
         self.flush_outbound(now);
     }
 }

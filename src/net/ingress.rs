@@ -63,6 +63,9 @@ struct Connection {
     session: ScannerSession,
     /// Whether the slot is in the ready queue.
     queued: bool,
+    /// The peer has shut down its side (or the socket failed): read to the end instead
+    /// of stopping at a short read.
+    read_closed: bool,
     /// Slot in the per-scanner table of the operator page.
     stats_slot: Option<usize>,
 }
@@ -208,7 +211,11 @@ impl IngressWorker {
                 if token.0 < self.listener_count() {
                     self.accept_all(token.0, now);
                 } else {
-                    self.mark_ready(token.0 - self.listener_count());
+                    let slot = token.0 - self.listener_count();
+                    if event.is_read_closed() || event.is_error() {
+                        self.mark_read_closed(slot);
+                    }
+                    self.mark_ready(slot);
                 }
             }
             if blocked && !self.sink.flush() {
@@ -260,6 +267,12 @@ impl IngressWorker {
         }
     }
 
+    fn mark_read_closed(&mut self, slot: usize) {
+        if let Some(Some(connection)) = self.connections.get_mut(slot) {
+            connection.read_closed = true;
+        }
+    }
+
     /// Gives the connection in `slot` one turn of its session; `None` when it is empty.
     fn serve_slot(&mut self, slot: usize, now: Instant, plan: &PlanView) -> Option<Served> {
         let connection = self.connections.get_mut(slot)?.as_mut()?;
@@ -279,12 +292,14 @@ impl IngressWorker {
             stream,
             session,
             stats_slot,
+            read_closed,
             ..
         } = connection;
         let stats_slot = *stats_slot;
+        let mut reader = DrainingReader::new(stream, *read_closed);
         let served = session.serve(
             now,
-            |spare| read_some(stream, spare),
+            |spare| reader.read(spare),
             &mut decider,
             &mut self.sink,
             &mut observer,
@@ -412,6 +427,7 @@ impl IngressWorker {
                 peer,
                 session,
                 queued: false,
+                read_closed: false,
                 stats_slot: self.shared.counters.scanners.open(peer),
             });
         }
@@ -477,6 +493,42 @@ impl IngressWorker {
         Counters::add(&counters.frames_in, counts.frames_in);
         Counters::add(&counters.scans_in, counts.scans_in);
         Counters::add(&counters.bytes_skipped, counts.bytes_skipped);
+    }
+}
+
+/// Reads a scanner socket for one turn, without the read that would only say `EAGAIN`.
+///
+/// mio polls edge-triggered: a connection is reported again only when new bytes arrive
+/// after it was read dry. For a stream socket a read that returns fewer bytes than asked
+/// has emptied the receive queue (epoll(7)), so the read after it could only say
+/// `EAGAIN`; this reader answers [`ReadResult::WouldBlock`] itself instead. Once the peer
+/// has shut down its side the end must still be read, so then it reads until the socket
+/// says so.
+struct DrainingReader<'a> {
+    stream: &'a mut TcpStream,
+    read_to_end: bool,
+    drained: bool,
+}
+
+impl<'a> DrainingReader<'a> {
+    fn new(stream: &'a mut TcpStream, read_to_end: bool) -> DrainingReader<'a> {
+        DrainingReader {
+            stream,
+            read_to_end,
+            drained: false,
+        }
+    }
+
+    fn read(&mut self, spare: &mut [u8]) -> ReadResult {
+        if self.drained {
+            return ReadResult::WouldBlock;
+        }
+        let asked = spare.len();
+        let result = read_some(self.stream, spare);
+        if let ReadResult::Data(count) = result {
+            self.drained = count < asked && !self.read_to_end;
+        }
+        result
     }
 }
 

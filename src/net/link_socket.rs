@@ -35,7 +35,10 @@ pub enum ReadOutcome<'a> {
 #[derive(Debug)]
 pub struct LinkSocket {
     stream: Option<TcpStream>,
+    token: Token,
     connecting: bool,
+    /// Whether the stream is registered for readable events (it always is for writable).
+    read_events: bool,
     outbound: Vec<u8>,
     outbound_sent: usize,
     inbound: Box<[u8]>,
@@ -46,7 +49,9 @@ impl LinkSocket {
     pub fn new(read_chunk_bytes: usize) -> LinkSocket {
         LinkSocket {
             stream: None,
+            token: Token(0),
             connecting: false,
+            read_events: false,
             outbound: Vec::with_capacity(64 * 1024),
             outbound_sent: 0,
             inbound: vec![0; read_chunk_bytes.max(1)].into_boxed_slice(),
@@ -69,7 +74,34 @@ impl LinkSocket {
             let _ = stream.set_nodelay(true);
         }
         self.stream = Some(stream);
+        self.token = token;
         self.connecting = connecting;
+        self.read_events = true;
+        Ok(())
+    }
+
+    /// Whether readable events are reported (see [`LinkSocket::set_read_events`]).
+    pub fn read_events(&self) -> bool {
+        self.read_events
+    }
+
+    /// Stops (`false`) or resumes (`true`) readable events for the connection; writable
+    /// events and errors are always reported. While they are off, bytes wait in the
+    /// kernel until the owner reads; resuming reports bytes already waiting at once.
+    pub fn set_read_events(&mut self, registry: &Registry, on: bool) -> io::Result<()> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        if on == self.read_events {
+            return Ok(());
+        }
+        let interest = if on {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::WRITABLE
+        };
+        registry.reregister(stream, self.token, interest)?;
+        self.read_events = on;
         Ok(())
     }
 
@@ -78,6 +110,7 @@ impl LinkSocket {
         self.outbound.clear();
         self.outbound_sent = 0;
         self.connecting = false;
+        self.read_events = false;
         match self.stream.take() {
             Some(mut stream) => {
                 let _ = registry.deregister(&mut stream);

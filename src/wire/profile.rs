@@ -140,6 +140,21 @@ impl TextProfile {
         self.telegram_bytes_max
     }
 
+    /// The byte between fields, if the layout has more than one.
+    pub fn field_separator(&self) -> Option<u8> {
+        self.field_separator
+    }
+
+    /// The byte between several codes in a `barcodes` field.
+    pub fn code_separator(&self) -> Option<u8> {
+        self.code_separator
+    }
+
+    /// The codes that mean "nothing read", in configuration order.
+    pub fn no_read_markers(&self) -> impl Iterator<Item = &[u8]> {
+        self.no_read_markers.iter().map(Vec::as_slice)
+    }
+
     pub(super) fn is_no_read(&self, code: &[u8]) -> bool {
         self.no_read_markers.iter().any(|marker| marker == code)
     }

@@ -3,6 +3,7 @@
 
 mod check_and_generate;
 mod common;
+mod cost;
 mod daemon;
 mod events;
 mod export_nats;

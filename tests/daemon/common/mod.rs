@@ -225,6 +225,11 @@ pub fn field(line: &str, key: &str) -> Option<String> {
 }
 
 impl DaemonProcess {
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Log lines so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().map(|log| log.clone()).unwrap_or_default()
