@@ -218,6 +218,7 @@ fn start_web(daemon: &Daemon, settings: WebSettings) -> Option<WebServer> {
         ingress_workers: daemon.ingress_workers(),
         export: daemon.export.clone(),
         journal: daemon.journal.clone(),
+        hub_preadvice: daemon.hub_preadvice.clone(),
     };
     match WebServer::start(settings, sources) {
         Ok(server) => {

@@ -85,6 +85,9 @@ pub struct Daemon {
     /// The NATS exporter's counters; `None` when `[export]` is off.
     pub export: Option<Arc<crate::export::ExportCounters>>,
     exporter: Option<crate::export::Exporter>,
+    /// The hub pre-advice subscriber's counters; `None` when it does not run.
+    pub hub_preadvice: Option<Arc<crate::export::preadvice_sub::PreadviceCounters>>,
+    hub_feed: Option<preadvice::HubFeed>,
     plan_source: PlanSource,
     stop: Arc<AtomicBool>,
     ingress_wakers: Vec<Arc<Waker>>,
@@ -279,6 +282,13 @@ impl Daemon {
             let name = format!("sortd-ingress-{}", threads.len() - 1);
             threads.push(spawn(name, Box::new(move || worker.run()))?);
         }
+        let hub_feed = match (&config.hub, &maintained) {
+            (Some(hub), Some((opened, _))) if hub.preadvice => Some(
+                preadvice::HubFeed::start(hub, Arc::clone(opened))
+                    .map_err(|error| DaemonError::Thread(format!("hub pre-advice: {error}")))?,
+            ),
+            _ => None,
+        };
         if let Some((opened, interval)) = maintained {
             let stop = Arc::clone(&stop);
             threads.push(spawn(
@@ -295,6 +305,8 @@ impl Daemon {
                 .as_ref()
                 .map(|exporter| exporter.counters().clone()),
             exporter,
+            hub_preadvice: hub_feed.as_ref().map(|feed| Arc::clone(&feed.counters)),
+            hub_feed,
             plan_source,
             stop,
             ingress_wakers,
@@ -385,6 +397,9 @@ impl Daemon {
                     first_error.get_or_insert(DaemonError::Thread(format!("{name} panicked")));
                 }
             }
+        }
+        if let Some(feed) = self.hub_feed {
+            feed.stop();
         }
         // The exporter last: it sends what the drain journaled, then stores its cursor.
         if let Some(exporter) = self.exporter {

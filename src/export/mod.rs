@@ -4,7 +4,8 @@
 //! reads what the journal already holds, and when NATS is down the journal keeps the
 //! events until it is back.
 //!
-//! [`connection`] is how any part of sortd reaches NATS (credentials, TLS, one client);
+//! [`preadvice_sub`] takes pre-advice batches from the hub's stream into the node's
+//! overlay (an async task the daemon runs). [`connection`] is how any part of sortd reaches NATS (credentials, TLS, one client);
 //! [`config`] is the `[export]` section, [`hub_config`] the `[hub]` section; [`source`] the two traits the journal's reader
 //! and cursor implement (plus an in-memory stand-in for tests); [`ledger`] the pure
 //! decisions (in-flight batches, where to resume, lag); [`exporter`] the thread and the
@@ -19,6 +20,7 @@ pub mod exporter;
 pub mod hub_config;
 pub mod journal_source;
 pub mod ledger;
+pub mod preadvice_sub;
 pub mod source;
 
 pub use config::{ExportSection, ExportSettings};

@@ -61,6 +61,8 @@ pub struct WebSources {
     pub export: Option<Arc<crate::export::ExportCounters>>,
     /// The sort-event journal's counters, when `[events]` is on.
     pub journal: Option<Arc<crate::events::journal::JournalStats>>,
+    /// The hub pre-advice subscriber's counters, when it runs.
+    pub hub_preadvice: Option<Arc<crate::export::preadvice_sub::PreadviceCounters>>,
 }
 
 /// Where and how to serve.
@@ -113,6 +115,7 @@ impl WebServer {
                 Some(sources.chute_states.clone()),
                 sources.export.clone(),
                 sources.journal.clone(),
+                sources.hub_preadvice.clone(),
             ),
             sources,
             security: security.clone(),
