@@ -22,6 +22,7 @@ pub mod journal_source;
 pub mod ledger;
 pub mod preadvice_sub;
 pub mod source;
+pub mod stream_read;
 
 pub use config::{ExportSection, ExportSettings};
 pub use counters::{ExportCounters, ExportErrorKind, ExportState};

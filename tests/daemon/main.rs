@@ -8,6 +8,7 @@ mod events;
 mod export_nats;
 mod faults;
 mod hostile;
+mod hub_cluster;
 mod hub_preadvice;
 mod preadvice;
 mod prometheus;
