@@ -217,3 +217,69 @@ fn pre_advice_from_nats_decides_survives_restarts_of_node_and_broker() {
         assert_eq!(by_parcel(parcel), Some(seq), "parcel {parcel}");
     }
 }
+
+/// Publication to applied, on loopback: 200 one-entry batches, 20 ms apart, published
+/// while the node runs. The node measures each batch from the broker's receive time
+/// (in the message metadata) to the moment the batch is in the view it sorts with; the
+/// baseline in the same run is the client's publish-to-acknowledgement round trip.
+/// Not a pass/fail test: `cargo test --release --test daemon measure_publish_to_applied
+/// -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement; run by hand"]
+fn measure_publish_to_applied() {
+    const BATCHES: u64 = 200;
+    let nats = NatsServer::start();
+    let plc = TestPlc::start(vec![], vec![]);
+    let state_dir = tempfile::tempdir().expect("temp dir");
+    let node = start_node(&plc, &nats, state_dir.path());
+    wait_until("the subscriber to connect", || {
+        metric(&node, "sortd_hub_preadvice_connections_total") >= 1.0
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut round_trips_us: Vec<u64> = runtime.block_on(async {
+        let client = async_nats::connect(nats.url()).await.expect("connects");
+        let js = async_nats::jetstream::new(client);
+        js.get_or_create_stream(sortd::export::preadvice_sub::stream_config(
+            sortd::export::hub_config::PREADVICE_STREAM_DEFAULT,
+        ))
+        .await
+        .expect("stream");
+        let subject = sortd::export::hub_config::preadvice_subject(GROUP);
+        let mut round_trips = Vec::new();
+        for index in 0..BATCHES {
+            let line = format!(
+                "{{\"op\":\"add\",\"barcode\":\"YTM{index:012}\",\"chutes\":[{}]}}\n",
+                index % 100 + 1
+            );
+            let started = std::time::Instant::now();
+            js.publish(subject.clone(), line.into_bytes().into())
+                .await
+                .expect("published")
+                .await
+                .expect("acknowledged");
+            round_trips.push(started.elapsed().as_micros() as u64);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        round_trips
+    });
+    wait_until("every batch applied", || {
+        metric(&node, "sortd_hub_preadvice_batches_total") >= BATCHES as f64
+    });
+    let scrape = scrape(node.metrics_address());
+    let mean_ms = scrape.value("sortd_hub_preadvice_delay_seconds_sum", &[]) * 1e3 / BATCHES as f64;
+    let max_ms = scrape.value("sortd_hub_preadvice_delay_seconds_max", &[]) * 1e3;
+    round_trips_us.sort_unstable();
+    let median_rtt_ms = round_trips_us[round_trips_us.len() / 2] as f64 / 1e3;
+    let max_rtt_ms = round_trips_us[round_trips_us.len() - 1] as f64 / 1e3;
+    println!(
+        "publish-to-applied over {BATCHES} batches: mean {mean_ms:.2} ms, max {max_ms:.2} ms; \
+         baseline publish-to-ack round trip: median {median_rtt_ms:.2} ms, max {max_rtt_ms:.2} ms; \
+         load average {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+}
