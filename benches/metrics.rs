@@ -194,6 +194,7 @@ fn scrape_http(c: &mut Criterion) {
             ingress_workers: 2,
             export: None,
             journal: None,
+            hub: None,
             hub_preadvice: None,
         },
     )

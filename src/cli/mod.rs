@@ -15,6 +15,7 @@ mod frames;
 mod generate;
 mod loadgen;
 mod plan;
+mod plan_hub;
 mod plan_preadvice;
 mod plc_sim;
 mod run;

@@ -1,4 +1,5 @@
-//! `sortd plan`: compile, verify, look up, inspect, compare and generate sort plans.
+//! `sortd plan`: compile, verify, look up, inspect, compare and generate sort plans;
+//! publish them to the hub and show what the hub's nodes run (`plan_hub.rs`).
 //!
 //! Each subcommand is a thin shell over `sortd::plan`: it parses arguments, calls the
 //! library and prints for an operator. CSV errors print one line each
@@ -75,6 +76,10 @@ pub enum PlanCommand {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Publish a compiled plan to the hub for a sorter group (see docs/hub.md).
+    Publish(super::plan_hub::PublishArgs),
+    /// Show the plan published for a group and what each of its nodes runs.
+    Status(super::plan_hub::StatusArgs),
     /// Append, list or compact a node's pre-advice (see docs/preadvice.md).
     #[command(subcommand)]
     Preadvice(super::plan_preadvice::PreadviceCommand),
@@ -122,6 +127,8 @@ pub fn run(command: PlanCommand) -> anyhow::Result<ExitCode> {
             preadvice: None,
         } => lookup(file, barcodes, code),
         PlanCommand::Preadvice(command) => super::plan_preadvice::run(command),
+        PlanCommand::Publish(args) => super::plan_hub::publish(args),
+        PlanCommand::Status(args) => super::plan_hub::status(args),
         PlanCommand::Stats { file } => stats(file),
         PlanCommand::Diff { old, new, limit } => diff(old, new, limit),
         PlanCommand::Generate {

@@ -55,6 +55,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             tracing::warn!("{warning}");
         }
     }
+    if let Some(hub) = &config.hub {
+        for warning in
+            sortd::export::config::secret_exposure_warnings(&args.config, &hub.connection.auth)
+        {
+            tracing::warn!("{warning}");
+        }
+    }
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
     let metrics_settings = config.metrics.clone();
@@ -218,6 +225,7 @@ fn start_web(daemon: &Daemon, settings: WebSettings) -> Option<WebServer> {
         ingress_workers: daemon.ingress_workers(),
         export: daemon.export.clone(),
         journal: daemon.journal.clone(),
+        hub: daemon.hub.clone(),
         hub_preadvice: daemon.hub_preadvice.clone(),
     };
     match WebServer::start(settings, sources) {

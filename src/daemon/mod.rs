@@ -5,6 +5,7 @@
 //! in the sans-IO layers. Configuration is validated (see [`config`]) before this runs.
 
 pub mod config;
+pub mod hub;
 pub mod plan_source;
 pub mod preadvice;
 pub mod systemd;
@@ -84,11 +85,16 @@ pub struct Daemon {
     pub journal: Option<Arc<crate::events::journal::JournalStats>>,
     /// The NATS exporter's counters; `None` when `[export]` is off.
     pub export: Option<Arc<crate::export::ExportCounters>>,
-    exporter: Option<crate::export::Exporter>,
+    /// The hub connection's counters; `None` when `[hub]` is off.
+    pub hub: Option<Arc<crate::export::HubCounters>>,
     /// The hub pre-advice subscriber's counters; `None` when it does not run.
     pub hub_preadvice: Option<Arc<crate::export::preadvice_sub::PreadviceCounters>>,
-    hub_feed: Option<preadvice::HubFeed>,
+    exporter: Option<crate::export::Exporter>,
+    hub_thread: Option<crate::export::Hub>,
     plan_source: PlanSource,
+    plan_path: std::path::PathBuf,
+    hub_settings: Option<crate::export::HubSettings>,
+    swapper: Arc<hub::PlanSwapper>,
     stop: Arc<AtomicBool>,
     ingress_wakers: Vec<Arc<Waker>>,
     egress_waker: Arc<Waker>,
@@ -127,10 +133,14 @@ impl Daemon {
     pub fn start(config: Config) -> Result<Daemon, DaemonError> {
         let config = Arc::new(config);
         let plan_source = PlanSource::new(config.plan_path.clone());
-        let plan = plan_source.open().map_err(DaemonError::Plan)?;
+        let (plan, origin) = hub::start_plan(&plan_source, &config.plan_path, config.hub.as_ref())?;
+        let running = Arc::new(crate::export::hub_plans::RunningPlanCell::new(
+            hub::running_plan(&plan, origin),
+        ));
         tracing::info!(
             plan = plan.name(),
             version = plan.version(),
+            origin = origin.name(),
             path = %config.plan_path.display(),
             "sort plan loaded"
         );
@@ -146,6 +156,11 @@ impl Daemon {
         let plan = Arc::new(plan);
         let counters = Arc::new(Counters::default());
         counters.mark_plan_loaded();
+        let swapper = Arc::new(hub::PlanSwapper::new(
+            Arc::clone(&plan),
+            Arc::clone(&counters),
+            running,
+        ));
         let chute_states = Arc::new(ChuteStateTable::new());
         let stop = Arc::new(AtomicBool::new(false));
 
@@ -282,13 +297,16 @@ impl Daemon {
             let name = format!("sortd-ingress-{}", threads.len() - 1);
             threads.push(spawn(name, Box::new(move || worker.run()))?);
         }
-        let hub_feed = match (&config.hub, &maintained) {
-            (Some(hub), Some((opened, _))) if hub.preadvice => Some(
-                preadvice::HubFeed::start(hub, Arc::clone(opened))
-                    .map_err(|error| DaemonError::Thread(format!("hub pre-advice: {error}")))?,
-            ),
+        let hub_preadvice = match (&config.hub, &maintained) {
+            (Some(hub), Some((opened, _))) if hub.preadvice => Some(hub::HubPreAdvice {
+                preadvice: Arc::clone(opened),
+                counters: Arc::default(),
+            }),
             _ => None,
         };
+        let hub_preadvice_counters = hub_preadvice
+            .as_ref()
+            .map(|feed| Arc::clone(&feed.counters));
         if let Some((opened, interval)) = maintained {
             let stop = Arc::clone(&stop);
             threads.push(spawn(
@@ -296,8 +314,21 @@ impl Daemon {
                 Box::new(move || preadvice::maintain(&opened, &stop, interval)),
             )?);
         }
+        let (hub_thread, hub_counters) = match &config.hub {
+            Some(settings) => {
+                let (thread, counters) = hub::start_hub(settings, &swapper, hub_preadvice)?;
+                (Some(thread), Some(counters))
+            }
+            None => (None, None),
+        };
         Ok(Daemon {
             counters,
+            hub: hub_counters,
+            hub_preadvice: hub_preadvice_counters,
+            hub_thread,
+            hub_settings: config.hub.clone(),
+            plan_path: config.plan_path.clone(),
+            swapper,
             plan,
             chute_states,
             journal: journal_stats,
@@ -305,8 +336,6 @@ impl Daemon {
                 .as_ref()
                 .map(|exporter| exporter.counters().clone()),
             exporter,
-            hub_preadvice: hub_feed.as_ref().map(|feed| Arc::clone(&feed.counters)),
-            hub_feed,
             plan_source,
             stop,
             ingress_wakers,
@@ -321,34 +350,27 @@ impl Daemon {
         &self.scanner_addresses
     }
 
-    /// Loads the plan again from its configured path; the old plan stays on any failure.
-    /// Logs and counts the outcome either way.
+    /// Loads the plan again (SIGHUP): the configured plan, or with plans from the hub on,
+    /// the plan the start rule picks between it and the last good plan from the hub. The
+    /// old plan stays on any failure; the outcome is logged and counted either way (the
+    /// same code a plan from the hub goes through).
     pub fn reload_plan(&self) -> Result<SwapReport, String> {
-        match self.plan_source.swap_into(&self.plan) {
-            Ok(report) => {
-                Counters::add(&self.counters.plan_reloads_ok, 1);
-                self.counters.mark_plan_loaded();
-                tracing::info!(
-                    old_plan = report.old_name,
-                    old_version = report.old_version,
-                    plan = report.new_name,
-                    version = report.new_version,
-                    "sort plan reloaded"
-                );
-                Ok(report)
-            }
-            Err(error) => {
-                Counters::add(&self.counters.plan_reloads_failed, 1);
-                let current = self.plan.load();
-                // A compiler's report spans lines; a log record should not (journald).
-                tracing::error!(
-                    error = %error.replace('\n', "; "),
-                    plan = current.name(),
-                    version = current.version(),
-                    "sort plan reload failed; still serving the previous plan"
-                );
-                Err(error)
-            }
+        let hub_plans = self.hub_settings.as_ref().filter(|hub| hub.plans);
+        if hub_plans.is_none() {
+            return self.swapper.swap(
+                &self.plan_source,
+                crate::export::hub_plan::PlanOrigin::Configured,
+            );
+        }
+        let configured = self.plan_source.open().ok().map(|plan| plan.version());
+        let configured_source = PlanSource::new(self.plan_path.clone());
+        match hub::choose(configured, configured_source, hub_plans) {
+            Some(chosen) => self.swapper.swap(&chosen.source, chosen.origin),
+            // Neither opens: the configured plan's error is the one to report.
+            None => self.swapper.swap(
+                &self.plan_source,
+                crate::export::hub_plan::PlanOrigin::Configured,
+            ),
         }
     }
 
@@ -398,8 +420,8 @@ impl Daemon {
                 }
             }
         }
-        if let Some(feed) = self.hub_feed {
-            feed.stop();
+        if let Some(hub) = self.hub_thread {
+            hub.stop();
         }
         // The exporter last: it sends what the drain journaled, then stores its cursor.
         if let Some(exporter) = self.exporter {

@@ -2,8 +2,8 @@
 //! and the background thread that merges the overlay's delta layer and compacts the
 //! overlay into a new compiled plan when they are due.
 //!
-//! [`HubFeed`] runs the NATS subscriber (`crate::export::preadvice_sub`) that applies the
-//! hub's batches. This module does not resolve parcels (the decide path reads the view
+//! It does not receive pre-advice (the hub task `crate::export::preadvice_sub` calls
+//! [`PreAdvice::apply`]) and does not resolve parcels (the decide path reads the view
 //! through the plan handle).
 
 use std::io;
@@ -11,12 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-
 use super::DaemonError;
 use super::config::preadvice::PreAdviceConfig;
-use crate::export::HubSettings;
-use crate::export::preadvice_sub::{PreadviceCounters, run_preadvice};
 use crate::plan::{Plan, PreAdvice};
 
 /// How often the maintenance thread looks at the stop flag.
@@ -72,60 +68,4 @@ pub fn maintain(preadvice: &PreAdvice, stop: &AtomicBool, interval: Duration) ->
         }
     }
     Ok(())
-}
-
-/// Pre-advice from the hub's NATS: the subscriber task on a small runtime of its own, in
-/// thread `sortd-hub-preadvice`. Dropping it stops it.
-#[derive(Debug)]
-pub struct HubFeed {
-    stop: watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    /// What the metrics read.
-    pub counters: Arc<PreadviceCounters>,
-}
-
-impl HubFeed {
-    /// Starts taking pre-advice for the group in `settings` into `preadvice`. Connecting
-    /// happens on the thread: the daemon starts and sorts without the broker.
-    pub fn start(settings: &HubSettings, preadvice: Arc<PreAdvice>) -> io::Result<HubFeed> {
-        let (stop, stop_rx) = watch::channel(false);
-        let counters = Arc::new(PreadviceCounters::default());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let task = run_preadvice(
-            Arc::new(settings.clone()),
-            preadvice,
-            Arc::clone(&counters),
-            stop_rx,
-        );
-        let thread = std::thread::Builder::new()
-            .name("sortd-hub-preadvice".into())
-            .spawn(move || runtime.block_on(task))?;
-        Ok(HubFeed {
-            stop,
-            thread: Some(thread),
-            counters,
-        })
-    }
-
-    /// Stops the task and joins its thread.
-    pub fn stop(mut self) {
-        self.stop_and_join();
-    }
-
-    fn stop_and_join(&mut self) {
-        self.stop.send_replace(true);
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!("pre-advice subscriber thread panicked");
-        }
-    }
-}
-
-impl Drop for HubFeed {
-    fn drop(&mut self) {
-        self.stop_and_join();
-    }
 }

@@ -8,7 +8,7 @@
 //! Only parsing and validation: the plan watcher and the pre-advice subscriber that use
 //! these settings live beside the exporter in this layer; nothing here touches NATS.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,6 +21,9 @@ pub const PLAN_BUCKET_DEFAULT: &str = "sortd-plans";
 pub const STATUS_BUCKET_DEFAULT: &str = "sortd-nodes";
 /// The stream that holds pre-advice unless configured otherwise.
 pub const PREADVICE_STREAM_DEFAULT: &str = "SORTD_PREADVICE";
+/// Where a node keeps the last good plan it took from the hub (under the state
+/// directory).
+pub const DIR_DEFAULT: &str = "/var/lib/sortd/hub";
 /// The subjects of a pre-advice stream sortd creates: every group's pre-advice.
 pub const PREADVICE_STREAM_SUBJECTS_DEFAULT: &str = "sortd.preadvice.>";
 
@@ -61,6 +64,9 @@ pub struct HubSection {
     pub reconnect_backoff_max_ms: u32,
     /// The largest plan the node will download, in bytes.
     pub plan_bytes_max: u64,
+    /// Where the last good plan from the hub is kept (with its metadata); relative paths
+    /// are taken from the configuration's folder.
+    pub dir: PathBuf,
     /// How to authenticate (at most one method).
     pub auth: AuthSection,
     /// TLS to the server.
@@ -86,6 +92,7 @@ impl Default for HubSection {
             reconnect_backoff_min_ms: 100,
             reconnect_backoff_max_ms: 10_000,
             plan_bytes_max: 8 << 30,
+            dir: PathBuf::from(DIR_DEFAULT),
             auth: AuthSection::default(),
             tls: TlsSection::default(),
         }
@@ -121,6 +128,8 @@ pub struct HubSettings {
     pub reconnect_backoff_max_ms: u32,
     /// The largest plan downloaded, in bytes.
     pub plan_bytes_max: u64,
+    /// The directory of the last good plan from the hub.
+    pub dir: PathBuf,
 }
 
 impl HubSettings {
@@ -226,6 +235,11 @@ impl HubSection {
             reconnect_backoff_min_ms: self.reconnect_backoff_min_ms,
             reconnect_backoff_max_ms: self.reconnect_backoff_max_ms,
             plan_bytes_max: self.plan_bytes_max,
+            dir: if self.dir.is_relative() {
+                base.join(&self.dir)
+            } else {
+                self.dir.clone()
+            },
         }))
     }
 }
@@ -254,6 +268,13 @@ mod tests {
         let settings = enabled().validate(Path::new("/")).unwrap().unwrap();
         assert_eq!(settings.preadvice_subject, "sortd.preadvice.north");
         assert_eq!(settings.plan_bucket, PLAN_BUCKET_DEFAULT);
+        assert_eq!(settings.dir, Path::new(DIR_DEFAULT));
+        let relative = HubSection {
+            dir: "hub".into(),
+            ..enabled()
+        };
+        let settings = relative.validate(Path::new("/etc/sortd")).unwrap().unwrap();
+        assert_eq!(settings.dir, Path::new("/etc/sortd/hub"));
     }
 
     type Change = Box<dyn Fn(&mut HubSection)>;

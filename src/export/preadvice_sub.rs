@@ -9,14 +9,15 @@
 //! then acknowledged; a message at or below the last applied sequence is a redelivery,
 //! acknowledged and skipped. At every (re)connection [`consumer_action`] compares the
 //! durable consumer's position with the log's last sequence and recreates the consumer at
-//! `last + 1` when it would skip something or sits on unacknowledged deliveries. A lost
-//! connection, a failed apply or a broken consumer ends the session; the next one starts
-//! after a backoff ([`crate::plc::backoff`]) and resumes from the log. Sorting never waits
-//! for any of it: the decide path only reads the published view.
+//! `last + 1` when it would skip something or sits on unacknowledged deliveries. A failed
+//! apply or a broken consumer ends the task; the hub thread ([`super::hub`]) then tears
+//! the session down, reconnects with backoff, and the next session resumes from the log.
+//! Sorting never waits for any of it: the decide path only reads the published view.
 //!
-//! [`run_preadvice`] is an async task: the daemon runs it on a runtime of its choosing
-//! and stops it through a `watch` channel. This module does not parse the configuration
-//! ([`super::hub_config`]) and does not own the overlay ([`crate::plan::preadvice`]).
+//! [`task`] is the [`HubTask`] the daemon gives the hub thread; [`publish_batch`] is the
+//! operator's side (`sortd plan preadvice publish`). This module does not parse the
+//! configuration ([`super::hub_config`]) and does not own the overlay
+//! ([`crate::plan::preadvice`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -26,14 +27,13 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
 use async_nats::jetstream::{self, Context};
 use futures_util::StreamExt;
-use tokio::sync::{Notify, watch};
 
 use super::connection::connect;
 use super::counters::ExportState;
+use super::hub::{HubSession, HubTask, TaskEnd};
 use super::hub_config::{HubSettings, PREADVICE_STREAM_SUBJECTS_DEFAULT};
 use crate::plan::PreAdvice;
 use crate::plan::preadvice_msg::parse_message;
-use crate::plc::backoff::Backoff;
 
 /// How long the pre-advice stream keeps a batch when sortd creates it: a node offline
 /// longer than this misses the batches that aged out (it keeps what it applied).
@@ -235,125 +235,75 @@ pub fn classify(stream_seq: u64, last_applied: u64) -> Delivery {
     }
 }
 
-/// How a session ended.
-enum SessionEnd {
-    Stopped,
-    Lost {
-        kind: PreadviceErrorKind,
-        progressed: bool,
-    },
-}
-
-/// Takes pre-advice for `settings.group` from the hub's stream into `preadvice` until
-/// `stop` turns true. Never returns an error: every failure is counted, logged once per
-/// kind, and followed by a reconnect with backoff.
-pub async fn run_preadvice(
-    settings: Arc<HubSettings>,
-    preadvice: Arc<PreAdvice>,
-    counters: Arc<PreadviceCounters>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// The hub task that takes the group's pre-advice into `preadvice`: spawned by the hub
+/// thread on every connection ([`super::hub`]), sharing its client, runtime and
+/// reconnects.
+pub fn task(preadvice: Arc<PreAdvice>, counters: Arc<PreadviceCounters>) -> HubTask {
     counters
         .last_applied_seq
         .store(preadvice.last_seq(), Ordering::Relaxed);
-    let seed = u64::from(std::process::id()) ^ preadvice.last_seq();
-    let mut backoff = Backoff::new(
-        settings.reconnect_backoff_min_ms,
-        settings.reconnect_backoff_max_ms,
-        seed,
-    );
-    let mut last_logged: Option<PreadviceErrorKind> = None;
-    let mut first = true;
-    loop {
-        if !first {
-            counters.set_state(ExportState::BackingOff);
-            let delay = backoff.next_delay();
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = stop.changed() => {}
-            }
-        }
-        first = false;
-        if *stop.borrow() {
-            break;
-        }
-        let mut session = Session {
-            settings: &settings,
-            preadvice: &preadvice,
-            counters: &counters,
-            progressed: false,
-        };
-        match session.run(&mut stop).await {
-            SessionEnd::Stopped => break,
-            SessionEnd::Lost { kind, progressed } => {
-                counters.count_error(kind);
-                if progressed {
-                    backoff.reset();
-                    last_logged = None;
-                }
-                if last_logged != Some(kind) {
-                    tracing::warn!(
-                        kind = kind.name(),
-                        "pre-advice from NATS interrupted; retrying with backoff"
-                    );
-                    last_logged = Some(kind);
-                }
-            }
-        }
+    HubTask {
+        name: "preadvice",
+        start: Box::new(move |session| {
+            Box::pin(run_preadvice(
+                session,
+                Arc::clone(&preadvice),
+                Arc::clone(&counters),
+            ))
+        }),
     }
-    counters.set_state(ExportState::Stopped);
 }
 
-struct Session<'a> {
+/// Marks the subscriber not connected when its session's future ends or is dropped (the
+/// hub drops every task of a lost connection).
+struct StateGuard(Arc<PreadviceCounters>);
+
+impl Drop for StateGuard {
+    fn drop(&mut self) {
+        self.0.set_state(ExportState::BackingOff);
+    }
+}
+
+/// One session of the subscriber on the hub's connection: positions the durable
+/// consumer after the local log, then applies and acknowledges batches until something
+/// breaks. Returns why it ended (the failure is counted); the hub then reconnects with
+/// backoff and starts it again.
+pub async fn run_preadvice(
+    session: HubSession,
+    preadvice: Arc<PreAdvice>,
+    counters: Arc<PreadviceCounters>,
+) -> TaskEnd {
+    let _state = StateGuard(Arc::clone(&counters));
+    counters.set_state(ExportState::Connecting);
+    let subscriber = Subscriber {
+        settings: &session.settings,
+        preadvice: &preadvice,
+        counters: &counters,
+    };
+    let (kind, detail) = subscriber.run(&session.js).await;
+    counters.count_error(kind);
+    TaskEnd {
+        detail: format!("pre-advice ({}): {detail}", kind.name()),
+    }
+}
+
+struct Subscriber<'a> {
     settings: &'a HubSettings,
-    preadvice: &'a PreAdvice,
-    counters: &'a PreadviceCounters,
-    progressed: bool,
+    preadvice: &'a Arc<PreAdvice>,
+    counters: &'a Arc<PreadviceCounters>,
 }
 
-impl Session<'_> {
-    fn lost(&self, kind: PreadviceErrorKind, detail: &str) -> SessionEnd {
-        tracing::debug!(kind = kind.name(), detail, "pre-advice session ended");
-        SessionEnd::Lost {
-            kind,
-            progressed: self.progressed,
-        }
-    }
-
-    async fn run(&mut self, stop: &mut watch::Receiver<bool>) -> SessionEnd {
-        self.counters.set_state(ExportState::Connecting);
-        let lost = Arc::new(Notify::new());
-        let connecting = tokio::select! {
-            result = connect(
-                &self.settings.connection,
-                format!("sortd-preadvice-{}", self.settings.node),
-                Some(Arc::clone(&lost)),
-            ) => Some(result),
-            _ = stop.changed() => None,
-        };
-        let client = match connecting {
-            None => return SessionEnd::Stopped,
-            Some(Ok(client)) => client,
-            Some(Err(error)) => return self.lost(PreadviceErrorKind::Connect, &error.to_string()),
-        };
-        self.counters.connections.fetch_add(1, Ordering::Relaxed);
-        let js = jetstream::context::ContextBuilder::new()
-            .timeout(self.settings.request_timeout())
-            .build(client);
-        let preparing = tokio::select! {
-            result = self.consumer(&js) => Some(result),
-            _ = stop.changed() => None,
-            _ = lost.notified() => Some(Err("connection lost".to_string())),
-        };
-        let consumer = match preparing {
-            None => return SessionEnd::Stopped,
-            Some(Ok(consumer)) => consumer,
-            Some(Err(detail)) => return self.lost(PreadviceErrorKind::Stream, &detail),
+impl Subscriber<'_> {
+    async fn run(&self, js: &Context) -> (PreadviceErrorKind, String) {
+        let consumer = match self.consumer(js).await {
+            Ok(consumer) => consumer,
+            Err(detail) => return (PreadviceErrorKind::Stream, detail),
         };
         let mut messages = match consumer.messages().await {
             Ok(messages) => messages,
-            Err(error) => return self.lost(PreadviceErrorKind::Stream, &error.to_string()),
+            Err(error) => return (PreadviceErrorKind::Stream, error.to_string()),
         };
+        self.counters.connections.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             subject = %self.settings.preadvice_subject,
             last_seq = self.preadvice.last_seq(),
@@ -361,20 +311,10 @@ impl Session<'_> {
         );
         self.counters.set_state(ExportState::Live);
         loop {
-            let next = tokio::select! {
-                biased;
-                _ = stop.changed() => return SessionEnd::Stopped,
-                _ = lost.notified() => {
-                    return self.lost(PreadviceErrorKind::Disconnected, "connection lost");
-                }
-                next = messages.next() => next,
-            };
-            let message = match next {
+            let message = match messages.next().await {
                 Some(Ok(message)) => message,
-                Some(Err(error)) => {
-                    return self.lost(PreadviceErrorKind::Disconnected, &error.to_string());
-                }
-                None => return self.lost(PreadviceErrorKind::Disconnected, "consumer ended"),
+                Some(Err(error)) => return (PreadviceErrorKind::Disconnected, error.to_string()),
+                None => return (PreadviceErrorKind::Disconnected, "consumer ended".into()),
             };
             if let Err(end) = self.handle(&message).await {
                 return end;
@@ -451,14 +391,17 @@ impl Session<'_> {
 
     /// Applies one message (or skips a redelivery) and acknowledges it. An error ends
     /// the session without acknowledging: the batch comes again.
-    async fn handle(&mut self, message: &jetstream::Message) -> Result<(), SessionEnd> {
+    async fn handle(
+        &self,
+        message: &jetstream::Message,
+    ) -> Result<(), (PreadviceErrorKind, String)> {
         let (stream_seq, pending, published_ns) = match message.info() {
             Ok(info) => (
                 info.stream_sequence,
                 info.pending,
                 info.published.unix_timestamp_nanos(),
             ),
-            Err(error) => return Err(self.lost(PreadviceErrorKind::Message, &error.to_string())),
+            Err(error) => return Err((PreadviceErrorKind::Message, error.to_string())),
         };
         self.counters
             .pending_batches
@@ -467,13 +410,15 @@ impl Session<'_> {
             Delivery::Redelivery => {
                 self.counters.redeliveries.fetch_add(1, Ordering::Relaxed);
             }
-            Delivery::Apply(seq) => self.apply(seq, &message.payload, published_ns)?,
+            Delivery::Apply(seq) => {
+                self.apply(seq, message.payload.clone(), published_ns)
+                    .await?
+            }
         }
         // A lost acknowledgement only means a redelivery, which is skipped.
         if let Err(error) = message.ack().await {
-            return Err(self.lost(PreadviceErrorKind::Disconnected, &error.to_string()));
+            return Err((PreadviceErrorKind::Disconnected, error.to_string()));
         }
-        self.progressed = true;
         self.counters.set_state(if pending > 0 {
             ExportState::CatchingUp
         } else {
@@ -482,26 +427,38 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn apply(&self, seq: u64, payload: &[u8], published_ns: i128) -> Result<(), SessionEnd> {
-        let parsed = parse_message(payload);
+    async fn apply(
+        &self,
+        seq: u64,
+        payload: bytes::Bytes,
+        published_ns: i128,
+    ) -> Result<(), (PreadviceErrorKind, String)> {
+        // Parsing and the synced log write block: off the hub's runtime thread, so the
+        // other hub tasks are not held up by a disk sync.
+        let preadvice = Arc::clone(self.preadvice);
+        let (parsed, applied) = tokio::task::spawn_blocking(move || {
+            let parsed = parse_message(&payload);
+            let applied = preadvice.apply(&parsed.entries, seq);
+            (parsed, applied)
+        })
+        .await
+        .map_err(|error| (PreadviceErrorKind::Apply, error.to_string()))?;
         let subject = &self.settings.preadvice_subject;
         for error in parsed.errors.iter().take(BAD_LINES_LOGGED_MAX) {
             tracing::warn!(seq, %subject, line = error.line, error = %error.kind, "pre-advice: bad line skipped");
         }
+        let counters = self.counters;
         if parsed.too_large {
             tracing::warn!(seq, %subject, "pre-advice: message over the size limit skipped");
-            self.counters
-                .batches_too_large
-                .fetch_add(1, Ordering::Relaxed);
+            counters.batches_too_large.fetch_add(1, Ordering::Relaxed);
         }
-        let applied = match self.preadvice.apply(&parsed.entries, seq) {
+        let applied = match applied {
             Ok(applied) => applied,
             Err(error) => {
                 tracing::error!(seq, %error, "pre-advice: batch not applied; it will come again");
-                return Err(self.lost(PreadviceErrorKind::Apply, &error.to_string()));
+                return Err((PreadviceErrorKind::Apply, error.to_string()));
             }
         };
-        let counters = self.counters;
         counters
             .bad_lines
             .fetch_add(parsed.bad_lines, Ordering::Relaxed);

@@ -23,7 +23,9 @@ use super::format::{Format, openmetrics_to_classic};
 use crate::decision::Reason;
 use crate::events::journal::{JournalStats, LossReason};
 use crate::export::preadvice_sub::{PreadviceCounters, PreadviceErrorKind};
-use crate::export::{ExportCounters, ExportErrorKind, ExportState};
+use crate::export::{
+    ExportCounters, ExportErrorKind, ExportState, HubCounters, HubState, PlanRefusal,
+};
 use crate::plan::PlanHandle;
 use crate::plc::{ChuteState, ChuteStateTable};
 use crate::stats::Counters;
@@ -54,7 +56,16 @@ pub struct Exposition {
 impl Exposition {
     /// An exposition of `counters` and `plan` for a daemon with `ingress_workers` workers.
     pub fn new(counters: Arc<Counters>, plan: Arc<PlanHandle>, ingress_workers: usize) -> Self {
-        Self::with_parts(counters, plan, ingress_workers, None, None, None, None)
+        Self::with_parts(
+            counters,
+            plan,
+            ingress_workers,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
     }
 
     /// As [`Exposition::new`], also reporting `chute_states` as `sortd_chute_state`.
@@ -72,12 +83,16 @@ impl Exposition {
             None,
             None,
             None,
+            None,
         )
     }
 
     /// Everything the daemon exposes: the counters and plan, the chute states when given,
     /// the NATS exporter's state and counters when it runs, and the sort-event journal's
-    /// counters when it is on, and the hub pre-advice subscriber's when it runs.
+    /// counters when it is on, the hub connection's when the node joins a hub, and the
+    /// hub pre-advice subscriber's when it runs. One optional part per subsystem, each
+    /// named at the call.
+    #[allow(clippy::too_many_arguments)]
     pub fn with_parts(
         counters: Arc<Counters>,
         plan: Arc<PlanHandle>,
@@ -85,6 +100,7 @@ impl Exposition {
         chute_states: Option<Arc<ChuteStateTable>>,
         export: Option<Arc<ExportCounters>>,
         journal: Option<Arc<JournalStats>>,
+        hub: Option<Arc<HubCounters>>,
         hub_preadvice: Option<Arc<PreadviceCounters>>,
     ) -> Self {
         let mut registry = Registry::default();
@@ -99,6 +115,9 @@ impl Exposition {
         }
         if let Some(journal) = journal {
             registry.register_collector(Box::new(JournalCollector(journal)));
+        }
+        if let Some(hub) = hub {
+            registry.register_collector(Box::new(HubCollector(hub)));
         }
         if let Some(feed) = hub_preadvice {
             registry.register_collector(Box::new(HubPreadviceCollector(feed)));
@@ -507,10 +526,18 @@ impl Collector for DaemonCollector {
             "Version of the sort plan deciding parcels now.",
             i64::from(plan.version()),
         )?;
+        let since = ConstGauge::new(load(&c.plan_since_unix_ms) as f64 / 1000.0);
+        since.encode(e.encode_descriptor(
+            "sortd_plan_loaded_timestamp_seconds",
+            "When the sort plan deciding now was swapped in (Unix time).",
+            None,
+            since.metric_type(),
+        )?)?;
         family(
             e,
             "sortd_plan_reloads",
-            "Plan reloads (SIGHUP) by result; a failed reload keeps the previous plan.",
+            "Plan swaps (SIGHUP, or a plan from the hub) by result; a failed one keeps the \
+             previous plan.",
             None,
             MetricType::Counter,
             [
@@ -638,6 +665,85 @@ impl Collector for ExportCollector {
                     ConstGauge::new(i64::from(s == state)),
                 )
             }),
+        )
+    }
+}
+
+/// The hub connection's figures (`sortd_hub_*`).
+#[derive(Debug)]
+struct HubCollector(Arc<HubCounters>);
+
+impl Collector for HubCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let x = &*self.0;
+        let e = &mut encoder;
+        let state = x.state();
+        family(
+            e,
+            "sortd_hub_state",
+            "The hub connection's state: 1 for the current one.",
+            None,
+            MetricType::Gauge,
+            HubState::ALL.map(|s| {
+                (
+                    [("state", s.name())],
+                    ConstGauge::new(i64::from(s == state)),
+                )
+            }),
+        )?;
+        counter(
+            e,
+            "sortd_hub_connections",
+            "Successful connections to the hub's NATS.",
+            None,
+            load(&x.connections),
+        )?;
+        counter(
+            e,
+            "sortd_hub_sessions_lost",
+            "Hub sessions that ended (connection lost, or a hub task failed) and reconnected.",
+            None,
+            load(&x.sessions_lost),
+        )?;
+        counter(
+            e,
+            "sortd_hub_plans_taken",
+            "Plans from the hub verified and swapped in.",
+            None,
+            load(&x.plans_taken),
+        )?;
+        counter(
+            e,
+            "sortd_hub_plans_ignored",
+            "Published plans ignored: not newer than the running plan and not a rollback.",
+            None,
+            load(&x.plans_ignored),
+        )?;
+        family(
+            e,
+            "sortd_hub_plans_refused",
+            "Plans from the hub refused by reason; the running plan keeps sorting.",
+            None,
+            MetricType::Counter,
+            PlanRefusal::ALL.map(|reason| {
+                (
+                    [("reason", reason.name())],
+                    ConstCounter::new(x.refused(reason)),
+                )
+            }),
+        )?;
+        gauge(
+            e,
+            "sortd_hub_published_plan_version",
+            "Version of the plan published for this node's group, as last seen (0: none).",
+            i64::try_from(load(&x.published_version)).unwrap_or(i64::MAX),
+        )?;
+        counter(
+            e,
+            "sortd_hub_status_reports",
+            "Running-plan reports written to the hub's status bucket.",
+            None,
+            load(&x.status_reports),
         )
     }
 }
@@ -930,6 +1036,7 @@ mod tests {
             1,
             None,
             Some(export),
+            None,
             None,
             None,
         );

@@ -44,6 +44,8 @@ pub struct SwapReport {
     pub new_name: String,
     /// Version of the plan now published.
     pub new_version: u32,
+    /// Checksum ([`Plan::checksum`]) of the plan now published.
+    pub new_checksum: u64,
 }
 
 impl PlanHandle {
@@ -101,6 +103,7 @@ impl PlanHandle {
         let old = self.load();
         let new_name = plan.name().to_string();
         let new_version = plan.version();
+        let new_checksum = plan.checksum();
         match &self.source {
             Source::Plain(view) => view.store(Arc::new(PlanView {
                 plan: Arc::new(plan),
@@ -113,6 +116,7 @@ impl PlanHandle {
             old_version: old.version(),
             new_name,
             new_version,
+            new_checksum,
         }
     }
 }

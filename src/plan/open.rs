@@ -147,6 +147,12 @@ impl Plan {
         self.header.plan_version
     }
 
+    /// The footer checksum (xxh3-64 of everything before the footer), as written: an id
+    /// of the plan's content. Cheap (reads 8 bytes); [`Plan::verify`] checks it.
+    pub fn checksum(&self) -> u64 {
+        format::read_u64(self.data(), self.layout.footer).unwrap_or(0)
+    }
+
     /// One of the four default chutes.
     pub fn default_chute(&self, which: DefaultKind) -> ChuteNumber {
         self.header

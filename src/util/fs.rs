@@ -45,6 +45,11 @@ pub fn open_private_append(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Syncs a directory, so that a rename or a new file in it survives a power loss.
+pub fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
 /// `OpenOptions` that create files with mode 0640; the caller sets the access mode.
 pub fn private_options() -> OpenOptions {
     let mut options = OpenOptions::new();

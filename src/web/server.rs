@@ -61,6 +61,8 @@ pub struct WebSources {
     pub export: Option<Arc<crate::export::ExportCounters>>,
     /// The sort-event journal's counters, when `[events]` is on.
     pub journal: Option<Arc<crate::events::journal::JournalStats>>,
+    /// The hub connection's counters, when `[hub]` is on.
+    pub hub: Option<Arc<crate::export::HubCounters>>,
     /// The hub pre-advice subscriber's counters, when it runs.
     pub hub_preadvice: Option<Arc<crate::export::preadvice_sub::PreadviceCounters>>,
 }
@@ -115,6 +117,7 @@ impl WebServer {
                 Some(sources.chute_states.clone()),
                 sources.export.clone(),
                 sources.journal.clone(),
+                sources.hub.clone(),
                 sources.hub_preadvice.clone(),
             ),
             sources,

@@ -9,6 +9,7 @@ mod export_nats;
 mod faults;
 mod hostile;
 mod hub_cluster;
+mod hub_plans;
 mod hub_preadvice;
 mod preadvice;
 mod prometheus;
