@@ -2,8 +2,8 @@
 //! scanner load, exporting its events and taking the group's pre-advice. Pre-advice
 //! published once is resolved by all three; one node is killed with SIGKILL and
 //! restarted, the broker is restarted, and `sortd events reconcile` still finds every
-//! event once, no gap per sorter, every parcel decided once.
-//! (Plans from the hub, "publish a plan -> all three swap", come with the plan watcher.)
+//! event once, no gap per sorter, every parcel decided once. A plan published once is
+//! taken by all three (under the pre-advice), and the killed node restarts with it.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use crate::common::nats::NatsServer;
 use crate::common::{
-    BinaryScanner, DaemonProcess, Parcel, ScanLoad, TestPlc, scrape, start_daemon, wait_until,
+    BinaryScanner, DaemonProcess, Parcel, ScanLoad, TestPlc, scrape, start_daemon_with_plan,
+    wait_until,
 };
 use crate::hub_preadvice::{hub_config, metric, publish, wait_applied};
 
@@ -31,10 +32,11 @@ struct Node {
 impl Node {
     fn start(&mut self, nats: &NatsServer) {
         let links = self.plc.counters.connections.load(Ordering::Relaxed);
-        let daemon = start_daemon(
+        let daemon = start_daemon_with_plan(
             self.plc.address,
             &["protocol = \"binary\""],
-            &hub_config(&nats.url(), &self.state, &self.name, true),
+            &hub_config(&nats.url(), &self.state, &self.name, true, true),
+            &plan_csv(1, 9),
         );
         wait_until("the node's PLC link", || {
             self.plc.counters.connections.load(Ordering::Relaxed) > links
@@ -45,6 +47,26 @@ impl Node {
     fn daemon(&self) -> &DaemonProcess {
         self.daemon.as_ref().expect("node running")
     }
+}
+
+/// The test plan at `version`, with the load's barcode going to `chute`.
+fn plan_csv(version: u32, chute: u16) -> String {
+    format!(
+        "kind,key,chutes\nmeta,name,hub cluster\nmeta,version,{version}\n\
+         exact,YT0000000000002,{chute}\nexact,{PRE_ADVISED},{chute}\nprefix,33,101\n\
+         default,no_read,998\ndefault,no_rule,999\ndefault,multi_read,997\ndefault,late,996\n"
+    )
+}
+
+/// Sends one parcel with `barcode` to `node` from a scanner of its own; its chute.
+fn sort_one(node: &Node, scanner_id: u32, parcel_id: u64, barcode: &str) -> u16 {
+    let mut scanner = BinaryScanner::connect(node.daemon().scanner_addresses[0], scanner_id);
+    scanner.send(&Parcel {
+        parcel_id,
+        barcodes: vec![barcode],
+        destination: None,
+    });
+    node.plc.recorder.wait_for(scanner_id, parcel_id).chute
 }
 
 fn scanner_of(index: usize) -> u32 {
@@ -102,19 +124,36 @@ fn three_nodes_take_pre_advice_and_reconcile_exactly_through_kill_9_and_a_broker
     );
     for (index, node) in nodes.iter().enumerate() {
         wait_applied(node.daemon(), seq);
-        let scanner_id = 100 + index as u32;
-        let mut scanner = BinaryScanner::connect(node.daemon().scanner_addresses[0], scanner_id);
-        scanner.send(&Parcel {
-            parcel_id: 1,
-            barcodes: vec![PRE_ADVISED],
-            destination: None,
+        let chute = sort_one(node, 100 + index as u32, 1, PRE_ADVISED);
+        assert_eq!(chute, 55, "{}", node.name);
+    }
+
+    // A plan published once: every node swaps to it, under the pre-advice.
+    let plan_dir = tempfile::tempdir().expect("temp dir");
+    let csv = plan_dir.path().join("v2.csv");
+    std::fs::write(&csv, plan_csv(2, 61)).expect("plan written");
+    let compiled = plan_dir.path().join("v2.sortplan");
+    sortd::plan::compile_file(&csv, &compiled).expect("plan compiles");
+    let output = Command::new(env!("CARGO_BIN_EXE_sortd"))
+        .args(["plan", "publish"])
+        .arg(&compiled)
+        .args([
+            "--nats",
+            &nats.url(),
+            "--group",
+            crate::hub_preadvice::GROUP,
+        ])
+        .output()
+        .expect("sortd runs");
+    assert!(output.status.success(), "{output:?}");
+    for (index, node) in nodes.iter().enumerate() {
+        let daemon = node.daemon();
+        wait_until(&format!("{} to swap to version 2", node.name), || {
+            metric(daemon, "sortd_plan_version") == 2.0
         });
-        assert_eq!(
-            node.plc.recorder.wait_for(scanner_id, 1).chute,
-            55,
-            "{}",
-            node.name
-        );
+        let scanner_id = 100 + index as u32;
+        assert_eq!(sort_one(node, scanner_id, 2, "YT0000000000002"), 61);
+        assert_eq!(sort_one(node, scanner_id, 3, PRE_ADVISED), 55);
     }
 
     // kill -9 one node mid-load, restart the broker while it is down, restart the node.
@@ -133,6 +172,8 @@ fn three_nodes_take_pre_advice_and_reconcile_exactly_through_kill_9_and_a_broker
     });
     assert_eq!(metric(daemon, "sortd_hub_preadvice_last_seq"), seq as f64);
     assert_eq!(metric(daemon, "sortd_hub_preadvice_batches_total"), 0.0);
+    // It starts with the plan it took from the hub (from disk, before NATS answers).
+    assert_eq!(metric(daemon, "sortd_plan_version"), 2.0);
     loads[killed] = Some(ScanLoad::start(
         nodes[killed].daemon().scanner_addresses[0],
         scanner_of(killed),

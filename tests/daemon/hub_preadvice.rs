@@ -16,16 +16,19 @@ use crate::common::{
 
 pub const GROUP: &str = "north";
 
-/// `[events]`, `[preadvice]` and `[hub]` for a node `node` whose state lives in `state`.
-pub fn hub_config(nats_url: &str, state: &Path, node: &str, export: bool) -> String {
+/// `[events]`, `[preadvice]` and `[hub]` for a node `node` whose state lives in `state`;
+/// with `export`, `[export]` too; with `plans`, the node also takes the group's plans.
+pub fn hub_config(nats_url: &str, state: &Path, node: &str, export: bool, plans: bool) -> String {
     let mut config = format!(
         "[events]\nenabled = true\ndir = \"{events}\"\nhub_id = \"hub1\"\nsorter_id = \"{node}\"\n\
          [preadvice]\nenabled = true\ndir = \"{padv}\"\nentries_max = 100000\ncompact_entries = 100000\n\
          [hub]\nenabled = true\nurls = [\"{nats_url}\"]\nnode = \"{node}\"\ngroup = \"{GROUP}\"\n\
-         plans = false\nreconnect_backoff_min_ms = 50\nreconnect_backoff_max_ms = 500\n\
+         plans = {plans}\ndir = \"{hub}\"\n\
+         reconnect_backoff_min_ms = 50\nreconnect_backoff_max_ms = 500\n\
          connect_timeout_ms = 1000\nrequest_timeout_ms = 2000\n",
         events = state.join("events").display(),
         padv = state.join("preadvice").display(),
+        hub = state.join("hub").display(),
     );
     if export {
         config.push_str(&format!(
@@ -116,7 +119,7 @@ fn start_node(plc: &TestPlc, nats: &NatsServer, state: &Path) -> DaemonProcess {
     start_daemon(
         plc.address,
         &["protocol = \"binary\""],
-        &hub_config(&nats.url(), state, "n1", false),
+        &hub_config(&nats.url(), state, "n1", false, false),
     )
 }
 
