@@ -20,8 +20,9 @@
 # median, max) and the total; CPU (% of one core, from /proc/PID/stat) and peak memory
 # (VmHWM, /proc/PID/status) per daemon (min, median, max; per-node rows in nodes.tsv);
 # pre-advice publication-to-applied latency (each node's own measurement from the
-# broker's receive time, sortd_hub_preadvice_delay_seconds_*); and the reconciliation.
-# Plans from the hub (publish -> last node swapped) are not part of this run yet.
+# broker's receive time, sortd_hub_preadvice_delay_seconds_*); the time from `sortd plan
+# publish` starting to the last node's swap (sortd_plan_loaded_timestamp_seconds); and
+# the reconciliation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,6 +65,8 @@ cleanup() {
 trap cleanup EXIT
 
 "$sortd" plan compile config/example-plan.csv -o "$out/plan.sortplan" > /dev/null
+sed 's/^meta,version,1$/meta,version,2/' config/example-plan.csv > "$out/plan-v2.csv"
+"$sortd" plan compile "$out/plan-v2.csv" -o "$out/plan-v2.sortplan" > /dev/null
 nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$out/nats" 2> "$out/nats.log" &
 pids+=($!)
 for _ in $(seq 100); do
@@ -110,7 +113,8 @@ enabled = true
 urls = ["$nats_url"]
 node = "s$i"
 group = "bench"
-plans = false
+plans = true
+dir = "$dir/hub"
 TOML
   "$sortd" run --config "$dir/sortd.toml" 2> "$dir/sortd.log" &
   daemon_pids+=($!)
@@ -160,6 +164,11 @@ for i in $(seq 1 "$nodes"); do
     --json "$out/node-$i/loadgen.json" > "$out/node-$i/loadgen.txt" 2>&1 &
   loadgens+=($!)
 done
+# Halfway: a new plan for the group, published once.
+sleep $((duration / 2))
+date +%s.%N > "$out/plan-published-at"
+"$sortd" plan publish "$out/plan-v2.sortplan" --nats "$nats_url" --group bench \
+  > "$out/plan-publish.log" 2>&1 || echo "plan publish failed: see $out/plan-publish.log"
 for pid in "${loadgens[@]}"; do wait "$pid" || true; done
 ended=$(date +%s.%N)
 kill "$feed_pid" 2>/dev/null || true
@@ -173,7 +182,7 @@ for i in $(seq 1 "$nodes"); do
   done
 done
 last_feed=$(grep -o ' seq [0-9]*' "$out/feed.log" | tail -1 | awk '{print $2}')
-printf "node\tparcels_per_s\tcpu_pct\tvmhwm_mib\tpadv_last_seq\tpadv_batches\tpadv_mean_ms\tpadv_max_ms\n" > "$out/nodes.tsv"
+printf "node\tparcels_per_s\tcpu_pct\tvmhwm_mib\tpadv_last_seq\tpadv_batches\tpadv_mean_ms\tpadv_max_ms\tplan_version\tplan_loaded_s\n" > "$out/nodes.tsv"
 for i in $(seq 1 "$nodes"); do
   pid=${daemon_pids[$((i - 1))]}
   scrape=$(metrics "$i")
@@ -182,13 +191,15 @@ for i in $(seq 1 "$nodes"); do
   delay_sum=$(sum_of sortd_hub_preadvice_delay_seconds_sum <<< "$scrape")
   delay_max=$(sum_of sortd_hub_preadvice_delay_seconds_max <<< "$scrape")
   last_seq=$(sum_of sortd_hub_preadvice_last_seq <<< "$scrape")
+  plan_version=$(sum_of sortd_plan_version <<< "$scrape")
+  plan_loaded=$(sum_of sortd_plan_loaded_timestamp_seconds <<< "$scrape")
   cpu=$(echo "($(ticks "$pid") - ${ticks_before[$i]}) / $clk_tck / $elapsed * 100" | bc -l)
   hwm=$(awk '/^VmHWM/ {print $2 / 1024}' "/proc/$pid/status")
-  printf "s%d\t%.2f\t%.2f\t%.1f\t%.0f\t%.0f\t%.2f\t%.2f\n" "$i" \
+  printf "s%d\t%.2f\t%.2f\t%.1f\t%.0f\t%.0f\t%.2f\t%.2f\t%.0f\t%.3f\n" "$i" \
     "$(echo "($decided - ${decided_before[$i]}) / $duration" | bc -l)" "$cpu" "$hwm" \
     "$last_seq" "$batches" \
     "$(echo "if ($batches > 0) $delay_sum / $batches * 1000 else 0" | bc -l)" \
-    "$(echo "$delay_max * 1000" | bc -l)" >> "$out/nodes.tsv"
+    "$(echo "$delay_max * 1000" | bc -l)" "$plan_version" "$plan_loaded" >> "$out/nodes.tsv"
 done
 for pid in "${daemon_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 for pid in "${daemon_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -206,6 +217,10 @@ stats() {
 total_rate=$(tail -n +2 "$out/nodes.tsv" | awk -F'\t' '{s += $2} END {printf "%.1f", s}')
 worst_padv=$(tail -n +2 "$out/nodes.tsv" | awk -F'\t' '$8 > m {m = $8} END {printf "%.2f", m}')
 behind=$(tail -n +2 "$out/nodes.tsv" | awk -F'\t' -v last="$last_feed" '$5 != last' | wc -l)
+published_at=$(cat "$out/plan-published-at")
+swapped=$(tail -n +2 "$out/nodes.tsv" | awk -F'\t' '$9 == 2' | wc -l)
+last_swap_s=$(tail -n +2 "$out/nodes.tsv" | awk -F'\t' -v t0="$published_at" \
+  '$9 == 2 && $10 - t0 > m {m = $10 - t0} END {printf "%.2f", m}')
 {
   echo "## Hub run: $nodes nodes x $rate parcels/s for $duration s"
   echo
@@ -222,6 +237,7 @@ behind=$(tail -n +2 "$out/nodes.tsv" | awk -F'\t' -v last="$last_feed" '$5 != la
   echo
   echo "Total: $total_rate parcels/s over $nodes nodes ($(echo "$total_rate * 3600" | bc) parcels/h)."
   echo "Pre-advice: $(grep -c ' seq ' "$out/feed.log" || true) batches of $feed_entries entries published, last stream seq $last_feed; nodes not at it: $behind; worst publication-to-applied: $worst_padv ms."
+  echo "Plan: version 2 published once at half time; $swapped of $nodes nodes swapped; \`plan publish\` start to the last node's swap: $last_swap_s s."
   echo "Reconciliation (sortd events reconcile, exit $reconciled):"
   echo
   echo '```'
