@@ -1,7 +1,8 @@
 //! The end-to-end benchmark: `cargo bench --bench e2e` prints one table.
 //!
 //! 1. Throughput: 4 scanner connections, binary protocol, a plan with 10 M exact keys, at
-//!    1, 16 and 64 frames per write (closed loop).
+//!    1, 16 and 64 frames per write (closed loop); each batching twice, with the sort-event
+//!    journal off and on (`[events]` into the daemon's temporary folder).
 //! 2. Scanner-realistic latency: 64 connections, 1 frame per write, open loop at 100,000
 //!    parcels per second.
 //! 3. Beside it, in the same run and with the same connections and batching:
@@ -60,40 +61,40 @@ fn main() {
 
     let mut rows = Vec::new();
     for frames_per_write in BATCHINGS {
-        let run = run_sortd(
-            &sortd,
-            &plan,
-            CONNECTIONS,
+        let load = Load {
+            connections: CONNECTIONS,
             frames_per_write,
-            None,
+            rate_per_s: None,
             seconds,
-            confirm,
-        );
+        };
+        let run = run_sortd(&sortd, &plan, &load, confirm, false);
+        let journaling = run_sortd(&sortd, &plan, &load, confirm, true);
         let redis = redis_get_rate(CONNECTIONS, frames_per_write, seconds);
         let relay = relay_rate(&plan, CONNECTIONS, frames_per_write, seconds);
-        rows.push((frames_per_write, run, redis, relay));
+        rows.push((frames_per_write, run, journaling, redis, relay));
     }
-    let latency = run_sortd(
-        &sortd,
-        &plan,
-        64,
-        1,
-        Some(100_000),
-        latency_seconds,
-        confirm,
-    );
+    let latency_load = Load {
+        connections: 64,
+        frames_per_write: 1,
+        rate_per_s: Some(100_000),
+        seconds: latency_seconds,
+    };
+    let latency = run_sortd(&sortd, &plan, &latency_load, confirm, false);
 
     println!();
     println!(
-        "| scenario | sortd parcels/s | daemon CPU ns/parcel | daemon RSS anon MiB | redis GET/s | sortd / redis | raw relay frames/s | sortd / relay |"
+        "| scenario | sortd parcels/s | daemon CPU ns/parcel | daemon RSS anon MiB | events on parcels/s | events on / off | events on CPU ns/parcel | redis GET/s | sortd / redis | raw relay frames/s | sortd / relay |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for (frames_per_write, run, redis, relay) in &rows {
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (frames_per_write, run, journaling, redis, relay) in &rows {
         println!(
-            "| {CONNECTIONS} conns, {frames_per_write} frames/write | {:.0} | {:.0} | {:.1} | {} | {} | {:.0} | {:.2} |",
+            "| {CONNECTIONS} conns, {frames_per_write} frames/write | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.0} | {} | {} | {:.0} | {:.2} |",
             run.rate,
             run.cpu_ns_per_parcel,
             run.rss_anon_mib,
+            journaling.rate,
+            journaling.rate / run.rate.max(1.0),
+            journaling.cpu_ns_per_parcel,
             redis.map_or("n/a".to_string(), |r| format!("{r:.0}")),
             redis.map_or("n/a".to_string(), |r| format!("{:.2}", run.rate / r)),
             relay,
@@ -102,7 +103,7 @@ fn main() {
     }
     let l = latency.report.latency_us;
     println!(
-        "| 64 conns, 1 frame/write, open loop 100,000/s, {latency_seconds:.0} s | {:.0} | {:.0} | {:.1} | latency us: p50 {} p90 {} p99 {} p99.9 {} max {} | | | |",
+        "| 64 conns, 1 frame/write, open loop 100,000/s, {latency_seconds:.0} s | {:.0} | {:.0} | {:.1} | | | | latency us: p50 {} p90 {} p99 {} p99.9 {} max {} | | | |",
         latency.rate,
         latency.cpu_ns_per_parcel,
         latency.rss_anon_mib,
@@ -112,8 +113,11 @@ fn main() {
         l.p999,
         l.max
     );
-    let missing: u64 =
-        rows.iter().map(|row| row.1.report.missing).sum::<u64>() + latency.report.missing;
+    let missing: u64 = rows
+        .iter()
+        .map(|row| row.1.report.missing + row.2.report.missing)
+        .sum::<u64>()
+        + latency.report.missing;
     println!();
     println!("parcels missing across all runs: {missing}");
 }
@@ -230,13 +234,21 @@ impl Drop for Daemon {
     }
 }
 
-fn start_daemon(sortd: &Path, plan: &Path, plc: SocketAddr) -> Daemon {
+fn start_daemon(sortd: &Path, plan: &Path, plc: SocketAddr, events: bool) -> Daemon {
     let folder = tempfile::tempdir().expect("temp dir");
     let config = folder.path().join("sortd.toml");
+    let events = if events {
+        format!(
+            "[events]\nenabled = true\ndir = \"{}\"\nhub_id = \"bench\"\nsorter_id = \"bench\"\n",
+            folder.path().join("events").display()
+        )
+    } else {
+        String::new()
+    };
     std::fs::write(
         &config,
         format!(
-            "[plan]\npath = \"{}\"\n[[scanners.listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"binary\"\n[plc]\naddress = \"{plc}\"\n[log]\nfilter = \"warn,sortd::daemon=info\"\n[metrics]\naddress = \"127.0.0.1:0\"\n",
+            "[plan]\npath = \"{}\"\n[[scanners.listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"binary\"\n[plc]\naddress = \"{plc}\"\n[log]\nfilter = \"warn,sortd::daemon=info\"\n[metrics]\naddress = \"127.0.0.1:0\"\n{events}",
             plan.display()
         ),
     )
@@ -275,15 +287,21 @@ fn start_daemon(sortd: &Path, plan: &Path, plc: SocketAddr) -> Daemon {
     }
 }
 
-fn run_sortd(
-    sortd: &Path,
-    plan: &Path,
+/// The scanners' side of one run.
+struct Load {
     connections: usize,
     frames_per_write: usize,
     rate_per_s: Option<u64>,
     seconds: f64,
-    confirm: bool,
-) -> SortdRun {
+}
+
+fn run_sortd(sortd: &Path, plan: &Path, load: &Load, confirm: bool, events: bool) -> SortdRun {
+    let &Load {
+        connections,
+        frames_per_write,
+        rate_per_s,
+        seconds,
+    } = load;
     let plc_address: SocketAddr = format!("127.0.0.1:{}", free_port())
         .parse()
         .expect("address");
@@ -300,7 +318,7 @@ fn run_sortd(
         None,
     )
     .expect("PLC simulator");
-    let daemon = start_daemon(sortd, plan, plc_address);
+    let daemon = start_daemon(sortd, plan, plc_address, events);
     let pid = daemon.child.id();
     let options = LoadOptions {
         scanners: ScannerOptions {
@@ -328,8 +346,9 @@ fn run_sortd(
     drop(daemon);
     let rate = report.decided as f64 / report.elapsed_s.max(1e-9);
     eprintln!(
-        "sortd {connections} conns x {frames_per_write} frames/write{}: {:.0} parcels/s, p99.9 {} us, missing {}",
+        "sortd {connections} conns x {frames_per_write} frames/write{}{}: {:.0} parcels/s, p99.9 {} us, missing {}",
         rate_per_s.map_or(String::new(), |r| format!(" at {r}/s")),
+        if events { ", events on" } else { "" },
         rate,
         report.latency_us.p999,
         report.missing

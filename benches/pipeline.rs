@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam::channel;
 use crossbeam::queue::ArrayQueue;
-use sortd::decision::Reason;
+use sortd::core::session::{Decider, DecisionSink, ScannerSession, SessionLimits, SessionObserver};
+use sortd::decision::{Reason, Rule};
 use sortd::pipeline::decide::Decision;
+use sortd::pipeline::queue::{Batch, BatchReceiver, BatchSender, Wake, batch_queue};
 use sortd::wire::{self, Barcodes, Decoded, Frame, ScanFlags, ScanFrame};
 
 const PARCELS: u64 = 1 << 16;
@@ -26,6 +28,7 @@ fn decision(parcel_id: u64, at: Instant) -> Decision {
         scanner_id: 1,
         chute: 12,
         reason: Reason::SortedPrimary,
+        rule: Rule::Exact,
         plan_version: 1,
         preadvice_seq: 0,
         late_chute: 996,
@@ -199,6 +202,7 @@ fn frame_ownership(c: &mut Criterion) {
 criterion_group!(
     benches,
     hand_off,
+    scan_to_batch,
     frame_ownership,
     plan_warming,
     duplicate_window_warming
@@ -319,4 +323,120 @@ fn duplicate_window_warming(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// The ingress side as the daemon runs it: a scanner session decodes binary SCANs (two
+/// barcodes, a destination, weight and dimensions), decides them against a small plan and
+/// pushes them into the real batch hand-off, whose batches are received and recycled;
+/// with sort events off (decisions only) and on (the scans' facts copied beside them).
+fn scan_to_batch(c: &mut Criterion) {
+    const FRAMES: usize = 4096;
+    let csv = "kind,key,chutes\nprefix,3301,12|13\nexact,YT0000000000001,7\ndefault,no_read,998\ndefault,no_rule,999\ndefault,multi_read,997\ndefault,late,996\n";
+    let Ok(compiled) = sortd::plan::compile_str("bench.csv", csv) else {
+        return;
+    };
+    let Ok(plan) = sortd::plan::Plan::from_bytes(compiled) else {
+        return;
+    };
+    let handle = sortd::plan::PlanHandle::new(plan);
+    let chutes = sortd::plc::ChuteStateTable::new();
+    let mut bytes = Vec::new();
+    for index in 0..FRAMES as u64 {
+        let first = format!("YT{:013}", index % 3);
+        let second = format!("JD{index:013}");
+        let codes: [&[u8]; 2] = [first.as_bytes(), second.as_bytes()];
+        let frame = Frame::Scan(ScanFrame {
+            scanner_id: 7,
+            sequence: index as u32,
+            parcel_id: index + 1,
+            scanned_at_us: 0,
+            barcodes: Barcodes::from_slice(&codes).unwrap_or_default(),
+            destination: Some(b"330106001005"),
+            weight_g: 1200,
+            length_mm: 300,
+            width_mm: 200,
+            height_mm: 100,
+            flags: ScanFlags::WEIGHT_MEASURED.union(ScanFlags::DIMENSIONS_MEASURED),
+        });
+        let _ = wire::encode(&frame, &mut bytes);
+    }
+    let mut group = c.benchmark_group("scan_to_batch");
+    group.throughput(Throughput::Elements(FRAMES as u64));
+    for (name, events) in [("events_off", false), ("events_on", true)] {
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(run_scan_to_batch(&bytes, &handle, &chutes, events)))
+        });
+    }
+    group.finish();
+}
+
+struct NoWake;
+impl Wake for NoWake {
+    fn wake(&self) {}
+}
+
+struct BenchSink {
+    batch: Batch,
+    sender: BatchSender,
+    receiver: BatchReceiver,
+    received: u64,
+}
+
+impl DecisionSink for BenchSink {
+    fn room(&self) -> usize {
+        self.batch.room()
+    }
+
+    fn flush(&mut self) -> bool {
+        let full = std::mem::replace(&mut self.batch, self.sender.empty_batch());
+        if let Err(back) = self.sender.try_send(full) {
+            self.batch = back;
+            return false;
+        }
+        while let Some(batch) = self.receiver.try_recv() {
+            self.received += batch.len() as u64;
+            self.receiver.recycle(batch);
+        }
+        true
+    }
+
+    fn push(&mut self, decision: Decision, scan: &ScanFrame<'_>, plan_name: &str) {
+        self.batch.push_scan(decision, scan, plan_name);
+    }
+}
+
+struct Quiet;
+impl SessionObserver for Quiet {}
+
+fn run_scan_to_batch(
+    bytes: &[u8],
+    handle: &sortd::plan::PlanHandle,
+    chutes: &sortd::plc::ChuteStateTable,
+    events: bool,
+) -> u64 {
+    let now = Instant::now();
+    let limits = SessionLimits {
+        buffer_bytes: bytes.len(),
+        frame_deadline: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(10),
+    };
+    let (sender, receiver) = batch_queue(64, 64, events, Arc::new(NoWake));
+    let mut sink = BenchSink {
+        batch: sender.empty_batch(),
+        sender,
+        receiver,
+        received: 0,
+    };
+    let mut session = ScannerSession::new(wire::Framing::Binary, 7, limits, now);
+    session.handle_input(now, bytes);
+    let view = handle.view();
+    let mut synthetic = 0u64;
+    let mut decider = Decider {
+        plan: &view,
+        chute_states: chutes,
+        synthetic_parcel_id: &mut synthetic,
+    };
+    session.poll_decisions(now, &mut decider, &mut sink, &mut Quiet);
+    sink.flush();
+    sink.received
 }

@@ -1,5 +1,5 @@
-//! The vocabulary of a sort decision shared by every layer: chute numbers and the
-//! reason a parcel went where it went.
+//! The vocabulary of a sort decision shared by every layer: chute numbers, the reason a
+//! parcel went where it went, and the kind of plan rule that answered.
 //!
 //! This module only names things; resolving a parcel is the plan's job and sending the
 //! decision is the PLC link's.
@@ -79,6 +79,64 @@ impl Reason {
     }
 }
 
+/// Which kind of plan rule answered for a parcel: the `rule` of its sort event.
+///
+/// The numeric values are part of the sort-event record (PROTOCOL.md) and never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Rule {
+    /// No rule was consulted.
+    None = 0,
+    /// An `exact` barcode entry of the plan.
+    Exact = 1,
+    /// A `prefix` destination-code entry of the plan.
+    Prefix = 2,
+    /// One of the plan's default chutes (no read, no rule, multi read, unavailable, late).
+    Default = 3,
+    /// A pre-advice entry (its batch is the event's `pre_advice_seq`), naming chutes or a
+    /// destination code resolved through the plan's prefixes.
+    PreAdvice = 4,
+}
+
+impl Rule {
+    /// Every rule kind, in code order.
+    pub const ALL: [Rule; 5] = [
+        Rule::None,
+        Rule::Exact,
+        Rule::Prefix,
+        Rule::Default,
+        Rule::PreAdvice,
+    ];
+
+    /// The record code.
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The rule kind for a record code.
+    pub const fn from_code(code: u8) -> Option<Rule> {
+        match code {
+            0 => Some(Rule::None),
+            1 => Some(Rule::Exact),
+            2 => Some(Rule::Prefix),
+            3 => Some(Rule::Default),
+            4 => Some(Rule::PreAdvice),
+            _ => None,
+        }
+    }
+
+    /// snake_case name for JSON and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Rule::None => "none",
+            Rule::Exact => "exact",
+            Rule::Prefix => "prefix",
+            Rule::Default => "default",
+            Rule::PreAdvice => "pre_advice",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +150,15 @@ mod tests {
         }
         assert_eq!(Reason::from_code(0), None);
         assert_eq!(Reason::from_code(9), None);
+    }
+
+    #[test]
+    fn rule_codes_round_trip_and_names_are_unique() {
+        let mut names = std::collections::HashSet::new();
+        for rule in Rule::ALL {
+            assert_eq!(Rule::from_code(rule.code()), Some(rule));
+            assert!(names.insert(rule.as_str()));
+        }
+        assert_eq!(Rule::from_code(5), None);
     }
 }

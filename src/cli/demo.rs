@@ -1,6 +1,8 @@
 //! `sortd demo`: the first thing a newcomer runs. In one process it starts a simulated
 //! PLC, the daemon with the built-in example plan, and scanners, runs two short phases (a
-//! busy hub at a steady rate, then flat out), and explains what happened.
+//! busy hub at a steady rate, then flat out), and explains what happened. The first phase
+//! journals every sort event ([events] on, in the temporary folder) and tells one
+//! parcel's story from the journal, as `sortd events find` does.
 //!
 //! Nothing to prepare: the example plan is compiled into the binary and written to a
 //! private temporary folder.
@@ -12,6 +14,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sortd::daemon::{Daemon, config};
+use sortd::events::journal::JournalReader;
+use sortd::events::record::{self, Action, Event, RecordDecoded};
 use sortd::loadgen::mix::MixShares;
 use sortd::loadgen::report::LoadReport;
 use sortd::loadgen::scanners::ScannerOptions;
@@ -44,6 +48,9 @@ struct Phase {
     frames_per_write: usize,
     rate_per_s: Option<u64>,
     seconds: f64,
+    /// Journal the phase's sort events (the flat-out phase does not: its figure is
+    /// sortd's raw speed, and its events would take gigabytes of temporary disk).
+    journal: bool,
 }
 
 /// Runs the demo; exits non-zero if any parcel went missing.
@@ -77,6 +84,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             frames_per_write: 1,
             rate_per_s: Some(args.rate.max(1)),
             seconds: seconds * 0.6,
+            journal: true,
         },
         Phase {
             title: "Phase 2: flat out",
@@ -85,14 +93,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             frames_per_write: 64,
             rate_per_s: None,
             seconds: seconds * 0.4,
+            journal: false,
         },
     ];
     let mut all_good = true;
     for (index, phase) in phases.iter().enumerate() {
         println!();
         println!("{}: {}", phase.title, phase.story);
-        let report = run_phase(phase, &plan_path, &chutes, index as u64)?;
+        let journal_dir = folder.path().join(format!("events-phase-{}", index + 1));
+        let journal = phase.journal.then_some(journal_dir.as_path());
+        let report = run_phase(phase, &plan_path, &chutes, index as u64, journal)?;
         explain(&report, phase);
+        if let Some(dir) = journal {
+            explain_events(dir, confirm_delay(phase))?;
+        }
         if index == 0 {
             if let Some(path) = &args.plot {
                 std::fs::write(path, report.svg())
@@ -125,18 +139,26 @@ fn busy_chutes(plan: &Plan) -> Vec<u16> {
     chutes
 }
 
+/// How long after a SORT the simulated PLC confirms it (the parcel's ride to its
+/// chute): 1.5 s, shorter in a short phase so that most parcels' outcomes come in before
+/// it ends.
+fn confirm_delay(phase: &Phase) -> Duration {
+    Duration::from_millis(1500).min(Duration::from_secs_f64(phase.seconds / 4.0))
+}
+
 fn run_phase(
     phase: &Phase,
     plan_path: &Path,
     chutes: &[u16],
     seed: u64,
+    journal: Option<&Path>,
 ) -> anyhow::Result<LoadReport> {
     let counters = Arc::new(PlcSimCounters::default());
     let sim = PlcSim::new(
         PlcSimOptions {
             mode: SimMode::Listen("127.0.0.1:0".parse()?),
             link: PeerConfig::default(),
-            confirm_delay: Some(Duration::from_millis(1500)),
+            confirm_delay: Some(confirm_delay(phase)),
             chute_faults: Some(ChuteFaults {
                 seed: seed + 7,
                 interval_mean: Duration::from_millis(300),
@@ -154,6 +176,13 @@ fn run_phase(
     let plc_address = sim
         .local_address()
         .context("the PLC simulator has no address")?;
+    let quoted = |path: &Path| path.display().to_string().replace('\\', "\\\\");
+    let events = journal.map_or(String::new(), |dir| {
+        format!(
+            "[events]\nenabled = true\ndir = \"{}\"\nhub_id = \"demo\"\nsorter_id = \"demo-sorter\"\n",
+            quoted(dir)
+        )
+    });
     let config_text = format!(
         r#"
 [plan]
@@ -165,8 +194,8 @@ protocol = "binary"
 address = "{plc_address}"
 [log]
 filter = "warn,sortd::net::egress=error"
-"#,
-        plan = plan_path.display().to_string().replace('\\', "\\\\")
+{events}"#,
+        plan = quoted(plan_path)
     );
     let file = config::parse(&config_text).map_err(|error| anyhow::anyhow!("{error}"))?;
     let config =
@@ -249,4 +278,90 @@ this is queueing time; phase 1 shows sortd's own latency)"
     for discrepancy in &report.discrepancies {
         println!("  MISMATCH: {discrepancy}");
     }
+}
+
+/// What a phase's journal holds: decisions by action, outcomes, bytes, and a parcel
+/// worth telling (sent, with barcodes, a destination and an outcome).
+#[derive(Default)]
+struct JournalSummary {
+    decisions: u64,
+    not_actuated: u64,
+    outcomes: u64,
+    bytes: u64,
+    /// Sent parcels with barcodes and a destination, awaiting their outcome.
+    candidates: std::collections::HashSet<(u32, u64)>,
+    story: Option<u64>,
+}
+
+/// Candidates looked at, at most, for the story.
+const STORY_CANDIDATES_MAX: usize = 1000;
+
+fn summarize(dir: &Path) -> anyhow::Result<JournalSummary> {
+    let mut reader = JournalReader::open(dir).context("opening the demo's journal")?;
+    let mut summary = JournalSummary::default();
+    let mut buf = Vec::with_capacity(1 << 20);
+    loop {
+        buf.clear();
+        let batch = reader.read_batch(&mut buf, 4096, 1 << 20)?;
+        if batch.records == 0 {
+            return Ok(summary);
+        }
+        let mut rest = buf.as_slice();
+        while let RecordDecoded::Complete { record, consumed } = record::decode(rest) {
+            summary.bytes += consumed as u64;
+            match record.event {
+                Event::Decision(d) => {
+                    summary.decisions += 1;
+                    if d.action != Action::Sent {
+                        summary.not_actuated += 1;
+                    } else if !d.barcodes.is_empty()
+                        && !d.destination.is_empty()
+                        && summary.candidates.len() < STORY_CANDIDATES_MAX
+                    {
+                        summary.candidates.insert((d.scanner_id, d.parcel_id));
+                    }
+                }
+                Event::Outcome(o) => {
+                    summary.outcomes += 1;
+                    if summary.story.is_none()
+                        && summary.candidates.contains(&(o.scanner_id, o.parcel_id))
+                    {
+                        summary.story = Some(o.parcel_id);
+                    }
+                }
+            }
+            rest = rest.get(consumed..).unwrap_or_default();
+        }
+    }
+}
+
+fn explain_events(dir: &Path, confirm_delay: Duration) -> anyhow::Result<()> {
+    let summary = summarize(dir)?;
+    println!(
+        "  sort events journaled: {} decisions ({} sent to the PLC, {} not actuated) and {} \
+PLC outcomes, {:.1} MB",
+        summary.decisions,
+        summary.decisions.saturating_sub(summary.not_actuated),
+        summary.not_actuated,
+        summary.outcomes,
+        summary.bytes as f64 / 1e6
+    );
+    let sent = summary.decisions.saturating_sub(summary.not_actuated);
+    if summary.outcomes < sent {
+        println!(
+            "  (the simulated PLC confirms a SORT {:.1} s after it; the last parcels' outcomes \
+were still on their way when the phase stopped)",
+            confirm_delay.as_secs_f64()
+        );
+    }
+    let Some(parcel) = summary.story else {
+        return Ok(());
+    };
+    println!("  one parcel's story, as `sortd events find --parcel {parcel}` tells it:");
+    let mut story = Vec::new();
+    super::events::find(dir, Some(parcel), None, false, &mut story)?;
+    for line in String::from_utf8_lossy(&story).lines() {
+        println!("    {line}");
+    }
+    Ok(())
 }

@@ -200,7 +200,9 @@ struct Story {
     outcomes: Vec<(String, String)>,
 }
 
-fn find(
+/// Prints the stories of the parcels that match (their decisions and outcomes); exit 1
+/// when none does. Only matching records are rendered.
+pub(crate) fn find(
     dir: &Path,
     parcel: Option<u64>,
     barcode: Option<&str>,
@@ -213,10 +215,12 @@ fn find(
     let mut latest: HashMap<(u64, u32), usize> = HashMap::new();
     let mut by_seq: HashMap<u64, usize> = HashMap::new();
     drain(&mut reader, |record, ids| {
-        let line = if json {
-            to_json_line(record, ids)
-        } else {
-            human(record)
+        let line = || {
+            if json {
+                to_json_line(record, ids)
+            } else {
+                human(record)
+            }
         };
         match &record.event {
             Event::Decision(d) => {
@@ -243,7 +247,7 @@ fn find(
                         ),
                     };
                     stories.push(Story {
-                        decision_line: line,
+                        decision_line: line(),
                         seq: record.seq,
                         key,
                         summary,
@@ -259,7 +263,7 @@ fn find(
                 if let Some(story) = index.and_then(|index| stories.get_mut(index)) {
                     if story.key == (o.parcel_id, o.scanner_id) && record.seq > story.seq {
                         let verdict = format!("{} at chute {}", o.outcome.as_str(), o.chute);
-                        story.outcomes.push((line, verdict));
+                        story.outcomes.push((line(), verdict));
                     }
                 }
             }

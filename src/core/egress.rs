@@ -9,17 +9,18 @@
 //! [`EgressCore::poll_action`] applies what the link reports (chute states into the
 //! shared table, confirmations, held SORTs released or expired) and tells the driver
 //! when to dial or drop the transport. Every parcel's fate (exactly one per finalized
-//! decision, a held one's when the link settles it) and every confirmation goes to an
-//! [`EgressObserver`] (the daemon's counters and latency histogram, the simulator's
-//! checker, later the sort-event journal). The socket, the clock and the thread are the
-//! driver's.
+//! decision, a held one's when the link settles it), with its scan's facts when the
+//! batches carry them, and every confirmation goes to an [`EgressObserver`] (the
+//! daemon's counters, latency histogram and sort-event journal, the simulator's checker).
+//! The socket, the clock and the thread are the driver's.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::decision::{ChuteNumber, Reason};
+use crate::decision::{ChuteNumber, Reason, Rule};
 use crate::pipeline::decide::Decision;
+use crate::pipeline::facts::{FactsArena, ScanFacts};
 use crate::pipeline::finalize::Finalizer;
 use crate::pipeline::queue::{Batch, BatchReceiver};
 use crate::plc::{
@@ -51,8 +52,15 @@ pub trait EgressObserver {
     /// A decision met `fate` at `now`, with its final chute and reason: exactly once per
     /// decision taken from the queue. Usually at finalization; for a decision the link
     /// held while down, when the link released it (`Sent`) or its deadline passed
-    /// (`Undelivered`, reason `late`).
-    fn on_decision(&mut self, now: Instant, decision: &Decision, fate: Fate);
+    /// (`Undelivered`, reason `late`). `facts` are its scan's, when the batches carry
+    /// them (sort events on).
+    fn on_decision(
+        &mut self,
+        now: Instant,
+        decision: &Decision,
+        facts: Option<&ScanFacts<'_>>,
+        fate: Fate,
+    );
     /// The PLC reported what happened to a parcel.
     fn on_confirm(&mut self, _confirm: &SortConfirm, _plc_seq: u32) {}
     /// A chute changed state (already applied to the shared table).
@@ -84,8 +92,10 @@ pub struct EgressCore {
     current: Option<(Batch, usize)>,
     /// Finalized decisions whose SORT the link holds unnumbered (the link is down), in
     /// submission order; their fate is reported when the link releases or expires them.
-    /// At most the link's window.
-    held: VecDeque<Decision>,
+    /// At most the link's window. Each keeps a copy of its scan's facts (one-parcel
+    /// arenas, reused through `spare_facts`) when its batch carried them.
+    held: VecDeque<(Decision, Option<FactsArena>)>,
+    spare_facts: Vec<FactsArena>,
 }
 
 impl EgressCore {
@@ -97,6 +107,7 @@ impl EgressCore {
     ) -> EgressCore {
         EgressCore {
             held: VecDeque::with_capacity(link.window_free()),
+            spare_facts: Vec::new(),
             link,
             finalizer,
             chute_states,
@@ -155,7 +166,7 @@ impl EgressCore {
                 Some(current) => current,
                 None => match queue.try_recv() {
                     Some(batch) => {
-                        std::hint::black_box(self.finalizer.warm(&batch));
+                        std::hint::black_box(self.finalizer.warm(batch.decisions()));
                         (batch, 0)
                     }
                     None => break,
@@ -167,20 +178,21 @@ impl EgressCore {
                     break;
                 }
                 let decision = self.finalizer.finalize(decision, now);
+                let facts = batch.facts(index);
                 let fate = if decision.reason == Reason::Duplicate {
                     Some(Fate::Duplicate)
                 } else {
                     match self.submit_sort(&decision, decided_at_us) {
                         Ok(Some(plc_seq)) => Some(Fate::Sent { plc_seq }),
                         Ok(None) => {
-                            self.held.push_back(decision);
+                            self.hold(decision, facts.as_ref());
                             None
                         }
                         Err(_) => Some(Fate::Undelivered),
                     }
                 };
                 if let Some(fate) = fate {
-                    observer.on_decision(now, &decision, fate);
+                    observer.on_decision(now, &decision, facts.as_ref(), fate);
                 }
                 index += 1;
                 moved += 1;
@@ -217,17 +229,45 @@ impl EgressCore {
         )
     }
 
+    /// Keeps a decision whose SORT the link holds, with a copy of its facts.
+    fn hold(&mut self, decision: Decision, facts: Option<&ScanFacts<'_>>) {
+        let kept = facts.map(|facts| {
+            let mut arena = self.spare_facts.pop().unwrap_or_else(|| FactsArena::new(1));
+            arena.push(facts);
+            arena
+        });
+        self.held.push_back((decision, kept));
+    }
+
     /// Takes the held decision whose SORT the link released or expired. The link keeps
     /// held SORTs in submission order and the finalizer lets a parcel through only once,
     /// so the first match is the one.
-    fn take_held(&mut self, sort: &SortCommand) -> Option<Decision> {
-        let index = self.held.iter().position(|decision| {
+    fn take_held(&mut self, sort: &SortCommand) -> Option<(Decision, Option<FactsArena>)> {
+        let index = self.held.iter().position(|(decision, _)| {
             decision.parcel_id == sort.parcel_id
                 && decision.scanner_id == sort.scanner_id
                 && decision.chute == sort.chute
                 && decision.reason == sort.reason
         })?;
         self.held.remove(index)
+    }
+
+    /// Reports a held decision's fate, then keeps its facts' arena for reuse.
+    fn settle_held(
+        &mut self,
+        now: Instant,
+        (decision, facts): (Decision, Option<FactsArena>),
+        fate: Fate,
+        observer: &mut impl EgressObserver,
+    ) {
+        let copy = facts.as_ref().and_then(|arena| arena.get(0));
+        observer.on_decision(now, &decision, copy.as_ref(), fate);
+        if let Some(mut arena) = facts {
+            arena.clear();
+            if self.spare_facts.len() < self.held.capacity() {
+                self.spare_facts.push(arena);
+            }
+        }
     }
 
     /// Runs the link's timers when one is due at `now`.
@@ -261,18 +301,19 @@ impl EgressCore {
                     observer.on_link_up(peer_session_changed, resending);
                 }
                 HostEvent::HeldReleased { sort, seq } => {
-                    if let Some(decision) = self.take_held(&sort) {
-                        observer.on_decision(now, &decision, Fate::Sent { plc_seq: seq });
+                    if let Some(held) = self.take_held(&sort) {
+                        self.settle_held(now, held, Fate::Sent { plc_seq: seq }, observer);
                     }
                 }
                 HostEvent::HeldExpired { sort } => {
-                    if let Some(decision) = self.take_held(&sort) {
+                    if let Some((decision, facts)) = self.take_held(&sort) {
                         let late = Decision {
                             chute: decision.late_chute,
                             reason: Reason::Late,
+                            rule: Rule::Default,
                             ..decision
                         };
-                        observer.on_decision(now, &late, Fate::Undelivered);
+                        self.settle_held(now, (late, facts), Fate::Undelivered, observer);
                     }
                 }
                 HostEvent::LinkDown { why } => {
@@ -312,7 +353,13 @@ mod tests {
     }
 
     impl EgressObserver for Fates {
-        fn on_decision(&mut self, _now: Instant, decision: &Decision, fate: Fate) {
+        fn on_decision(
+            &mut self,
+            _now: Instant,
+            decision: &Decision,
+            _facts: Option<&ScanFacts<'_>>,
+            fate: Fate,
+        ) {
             assert!(
                 self.seen.iter().all(|seen| seen.0 != decision.parcel_id),
                 "parcel {} got a second fate",
@@ -329,6 +376,7 @@ mod tests {
             scanner_id: 1,
             chute: 7,
             reason: Reason::SortedPrimary,
+            rule: Rule::Exact,
             plan_version: 1,
             preadvice_seq: 0,
             late_chute: 996,
@@ -353,7 +401,7 @@ mod tests {
     fn decisions_held_while_the_link_is_down_get_one_fate_each_when_it_settles() {
         let start = Instant::now();
         let ms = Duration::from_millis;
-        let (sender, receiver) = batch_queue(4, 8, Arc::new(NoWake));
+        let (sender, receiver) = batch_queue(4, 8, false, Arc::new(NoWake));
         let link = HostLink::new(
             LinkConfig {
                 window_max: 4,
@@ -368,14 +416,14 @@ mod tests {
         // Link down: parcels 1 and 2 at start (deadline +500 ms), 3 and 4 at +300 ms
         // (deadline +800 ms), 5 finds the window (4) full of held SORTs.
         let mut batch = sender.empty_batch();
-        batch.push(decision(1, start));
-        batch.push(decision(2, start));
+        batch.push(decision(1, start), &ScanFacts::default());
+        batch.push(decision(2, start), &ScanFacts::default());
         sender.try_send(batch).ok();
         assert_eq!(core.pump(start, 0, &receiver, &mut fates), 2);
         let later = start + ms(300);
         let mut batch = sender.empty_batch();
         for parcel_id in 3..=5 {
-            batch.push(decision(parcel_id, later));
+            batch.push(decision(parcel_id, later), &ScanFacts::default());
         }
         sender.try_send(batch).ok();
         assert_eq!(core.pump(later, 0, &receiver, &mut fates), 3);
@@ -419,7 +467,7 @@ mod tests {
     #[test]
     fn a_plc_new_to_the_session_resets_chute_states_then_announces_its_own() {
         let start = Instant::now();
-        let (_sender, receiver) = batch_queue(1, 1, Arc::new(NoWake));
+        let (_sender, receiver) = batch_queue(1, 1, false, Arc::new(NoWake));
         let chutes = Arc::new(ChuteStateTable::new());
         // What an earlier PLC said: chutes 5 and 6 full.
         chutes.set(5, ChuteState::Full);
@@ -441,5 +489,182 @@ mod tests {
         );
         assert_eq!(chutes.get(6), ChuteState::Disabled, "announced after HELLO");
         assert_eq!(chutes.unavailable_count(), 1);
+    }
+
+    /// Records every fate with the facts that came with it.
+    #[derive(Default)]
+    struct FactsSeen {
+        seen: Vec<(u64, Fate, Rule, String)>,
+    }
+
+    impl EgressObserver for FactsSeen {
+        fn on_decision(
+            &mut self,
+            _now: Instant,
+            decision: &Decision,
+            facts: Option<&ScanFacts<'_>>,
+            fate: Fate,
+        ) {
+            self.seen.push((
+                decision.parcel_id,
+                fate,
+                decision.rule,
+                format!("{facts:?}"),
+            ));
+        }
+    }
+
+    struct DecisionsOnly;
+    impl crate::core::session::SessionObserver for DecisionsOnly {}
+
+    /// The sink the daemon's ingress uses, reduced to the hand-off.
+    struct QueueSink {
+        batch: Batch,
+        sender: crate::pipeline::queue::BatchSender,
+    }
+
+    impl crate::core::session::DecisionSink for QueueSink {
+        fn room(&self) -> usize {
+            self.batch.room()
+        }
+        fn flush(&mut self) -> bool {
+            let full = std::mem::take(&mut self.batch);
+            self.sender.try_send(full).is_ok() && {
+                self.batch = self.sender.empty_batch();
+                true
+            }
+        }
+        fn push(&mut self, decision: Decision, scan: &crate::wire::ScanFrame<'_>, plan: &str) {
+            self.batch.push_scan(decision, scan, plan);
+        }
+    }
+
+    /// Scans `bytes` in one scanner session into a queue carrying facts (or not).
+    fn scan_into_queue(
+        framing: crate::wire::Framing,
+        bytes: &[u8],
+        carry_facts: bool,
+        now: Instant,
+    ) -> BatchReceiver {
+        use crate::core::session::{Decider, ScannerSession, SessionLimits};
+        let csv = "kind,key,chutes\nmeta,name,wave-3\nprefix,3301,12|13\n\
+                   exact,JD0000000000002,7\ndefault,no_read,998\ndefault,no_rule,999\n\
+                   default,multi_read,997\ndefault,late,996\n";
+        let compiled = crate::plan::compile_str("wave-3.csv", csv).expect("compiles");
+        let plan =
+            crate::plan::PlanHandle::new(crate::plan::Plan::from_bytes(compiled).expect("opens"));
+        let (sender, receiver) = batch_queue(4, 8, carry_facts, Arc::new(NoWake));
+        let mut sink = QueueSink {
+            batch: sender.empty_batch(),
+            sender,
+        };
+        let limits = SessionLimits {
+            buffer_bytes: 4096,
+            frame_deadline: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(10),
+        };
+        let mut session = ScannerSession::new(framing, 101, limits, now);
+        assert_eq!(session.handle_input(now, bytes), bytes.len());
+        let view = plan.view();
+        let chutes = ChuteStateTable::new();
+        let mut synthetic = 0;
+        let mut decider = Decider {
+            plan: &view,
+            chute_states: &chutes,
+            synthetic_parcel_id: &mut synthetic,
+        };
+        assert!(session.poll_decisions(now, &mut decider, &mut sink, &mut DecisionsOnly));
+        assert!(crate::core::session::DecisionSink::flush(&mut sink));
+        receiver
+    }
+
+    #[test]
+    fn a_scans_facts_reach_the_egress_observer_sent_at_once_or_held_while_the_link_is_down() {
+        use crate::wire::{Barcodes, Frame, Framing, ScanFlags, ScanFrame, TextProfile};
+        let start = Instant::now();
+        let codes: [&[u8]; 2] = [b"YT0000000000001", b"JD0000000000002"];
+        let mut binary = Vec::new();
+        crate::wire::encode(
+            &Frame::Scan(ScanFrame {
+                scanner_id: 7,
+                sequence: 1,
+                parcel_id: 41,
+                scanned_at_us: 0,
+                barcodes: Barcodes::from_slice(&codes).expect("two"),
+                destination: Some(b"330106"),
+                weight_g: 1234,
+                length_mm: 300,
+                width_mm: 200,
+                height_mm: 100,
+                flags: ScanFlags::WEIGHT_MEASURED.union(ScanFlags::DIMENSIONS_MEASURED),
+            }),
+            &mut binary,
+        )
+        .expect("encodes");
+        let dws = b"\x020145;1JVGL0012345;000081212;g;0;0321;0150;0087;mm;0000;4189050\x03";
+        let profile = Framing::Text(TextProfile::builtin("sick-dws").expect("built in"));
+
+        // Events off: the batches carry no facts.
+        let plain = scan_into_queue(Framing::Binary, &binary, false, start);
+        let link = HostLink::new(LinkConfig::default(), start);
+        let finalizer = Finalizer::new(Duration::from_secs(1), Duration::ZERO, 8);
+        let mut core = EgressCore::new(link, finalizer, Arc::new(ChuteStateTable::new()));
+        let mut seen = FactsSeen::default();
+        assert_eq!(core.pump(start, 0, &plain, &mut seen), 1);
+        assert_eq!(seen.seen, vec![]);
+        assert_eq!(core.held(), 1);
+
+        // Events on: the binary scan is held (link down), the telegram goes out at once.
+        let mut core = {
+            let link = HostLink::new(LinkConfig::default(), start);
+            let finalizer = Finalizer::new(Duration::from_secs(1), Duration::ZERO, 8);
+            EgressCore::new(link, finalizer, Arc::new(ChuteStateTable::new()))
+        };
+        let held = scan_into_queue(Framing::Binary, &binary, true, start);
+        assert_eq!(core.pump(start, 0, &held, &mut seen), 1);
+        assert_eq!(core.held(), 1);
+        let mut plc = PlcPeer::new(PeerConfig::default(), start);
+        handshake(&mut core, &mut plc, start);
+        while core.poll_action(start, &mut seen).is_some() {}
+        let direct = scan_into_queue(profile, dws, true, start);
+        assert_eq!(core.pump(start, 0, &direct, &mut seen), 1);
+        let binary_facts = ScanFacts {
+            barcodes: Barcodes::from_slice(&codes).expect("two"),
+            destination: b"330106",
+            plan_name: "wave-3",
+            flags: ScanFlags::WEIGHT_MEASURED.union(ScanFlags::DIMENSIONS_MEASURED),
+            weight_g: 1234,
+            length_mm: 300,
+            width_mm: 200,
+            height_mm: 100,
+        };
+        let dws_code: [&[u8]; 1] = [b"1JVGL0012345"];
+        let dws_facts = ScanFacts {
+            barcodes: Barcodes::from_slice(&dws_code).expect("one"),
+            destination: b"",
+            plan_name: "wave-3",
+            flags: ScanFlags::WEIGHT_MEASURED.union(ScanFlags::DIMENSIONS_MEASURED),
+            weight_g: 81212,
+            length_mm: 321,
+            width_mm: 150,
+            height_mm: 87,
+        };
+        assert_eq!(
+            seen.seen,
+            vec![
+                (
+                    41,
+                    Fate::Sent { plc_seq: 1 },
+                    Rule::Exact,
+                    format!("{:?}", Some(&binary_facts))
+                ),
+                (
+                    145,
+                    Fate::Sent { plc_seq: 2 },
+                    Rule::Default,
+                    format!("{:?}", Some(&dws_facts))
+                ),
+            ]
+        );
     }
 }

@@ -73,8 +73,10 @@ pub trait DecisionSink {
     fn room(&self) -> usize;
     /// Hands what it holds over; false when the hand-off refused it (it keeps it).
     fn flush(&mut self) -> bool;
-    /// Takes one decision; called only while `room() > 0`.
-    fn push(&mut self, decision: Decision);
+    /// Takes one decision and the scan it came from, decided by the plan named
+    /// `plan_name` (the scan's facts are copied only when sort events are on); called
+    /// only while `room() > 0`.
+    fn push(&mut self, decision: Decision, scan: &ScanFrame<'_>, plan_name: &str);
 }
 
 /// Bytes a session dropped, and why.
@@ -443,13 +445,14 @@ impl Scanner<'_> {
                     scanner_id,
                     chute: decided.chute,
                     reason: decided.reason,
+                    rule: decided.rule,
                     plan_version: view.plan.version(),
                     preadvice_seq: decided.preadvice_seq,
                     late_chute: view.plan.default_chute(DefaultKind::Late),
                     received_at: now,
                 };
                 observer.on_scan(scan, &decision);
-                sink.push(decision);
+                sink.push(decision, scan, view.plan.name());
             }
             Frame::Hello(hello) => {
                 let changed = *self.scanner_id != hello.scanner_id;

@@ -204,6 +204,8 @@ impl Daemon {
         let (sender, receiver) = batch_queue(
             pipeline.queue_batches_max,
             pipeline.batch_parcels_max,
+            // The scans' facts cross to the PLC thread only for the sort events.
+            config.events.is_some(),
             egress_waker.clone() as Arc<dyn Wake>,
         );
         let link = HostLink::new(config.plc.link_config(), std::time::Instant::now());

@@ -75,7 +75,7 @@ pub struct EventJson<'a> {
     /// Decision: why that chute.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
-    /// Decision: `exact`, `prefix`, `default` or `none`.
+    /// Decision: `exact`, `prefix`, `pre_advice`, `default` or `none`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<&'static str>,
     /// Decision: every barcode read.

@@ -12,6 +12,7 @@
 
 use std::fmt;
 
+pub use crate::decision::Rule;
 use crate::decision::{ChuteNumber, Reason};
 use crate::plc::Outcome;
 use crate::wire::{BARCODE_BYTES_MAX, BARCODES_MAX, Barcodes, DESTINATION_BYTES_MAX};
@@ -101,51 +102,6 @@ impl Action {
             Action::Duplicate => "duplicate",
             Action::Undelivered => "undelivered",
             Action::Late => "late",
-        }
-    }
-}
-
-/// Which kind of plan rule decided the chute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Rule {
-    /// No rule was consulted (e.g. a duplicate that was never resolved).
-    None = 0,
-    /// An `exact` barcode entry.
-    Exact = 1,
-    /// A `prefix` destination-code entry.
-    Prefix = 2,
-    /// One of the plan's default chutes (no read, no rule, multi read, unavailable, late).
-    Default = 3,
-}
-
-impl Rule {
-    /// Every rule kind, in code order.
-    pub const ALL: [Rule; 4] = [Rule::None, Rule::Exact, Rule::Prefix, Rule::Default];
-
-    /// The record code.
-    pub const fn code(self) -> u8 {
-        self as u8
-    }
-
-    /// The rule kind for a record code.
-    pub const fn from_code(code: u8) -> Option<Rule> {
-        match code {
-            0 => Some(Rule::None),
-            1 => Some(Rule::Exact),
-            2 => Some(Rule::Prefix),
-            3 => Some(Rule::Default),
-            _ => None,
-        }
-    }
-
-    /// snake_case name for JSON and logs.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Rule::None => "none",
-            Rule::Exact => "exact",
-            Rule::Prefix => "prefix",
-            Rule::Default => "default",
         }
     }
 }

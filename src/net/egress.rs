@@ -25,6 +25,7 @@ use crate::core::egress::{EgressCore, EgressObserver, Fate, LinkAction};
 use crate::core::idle::{IdlePolicy, IdleStep};
 use crate::decision::{ChuteNumber, Reason};
 use crate::pipeline::decide::Decision;
+use crate::pipeline::facts::ScanFacts;
 use crate::pipeline::finalize::Finalizer;
 use crate::pipeline::queue::BatchReceiver;
 use crate::plc::{ChuteState, ChuteStateTable, HostLink, LinkDownReason, Outcome, SortConfirm};
@@ -407,7 +408,13 @@ struct DaemonObserver {
 }
 
 impl EgressObserver for DaemonObserver {
-    fn on_decision(&mut self, now: Instant, decision: &Decision, fate: Fate) {
+    fn on_decision(
+        &mut self,
+        now: Instant,
+        decision: &Decision,
+        facts: Option<&ScanFacts<'_>>,
+        fate: Fate,
+    ) {
         let slot = usize::from(decision.reason.code()) - 1;
         let count = match fate {
             Fate::Sent { .. } => {
@@ -424,7 +431,7 @@ impl EgressObserver for DaemonObserver {
         let latency = now.saturating_duration_since(decision.received_at);
         let _ = self.latency_us.record((latency.as_micros() as u64).max(1));
         if let Some(journal) = &mut self.journal {
-            journal.on_decision(now, decision, fate);
+            journal.on_decision(now, decision, facts, fate);
         }
     }
 

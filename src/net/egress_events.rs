@@ -4,19 +4,22 @@
 //! socket ([`EgressJournal::write`]), so a SORT leaves only after its event is in the
 //! page cache: a killed process loses nothing that was decided.
 //!
-//! It does not decide anything, fsync (the writer's group-commit thread does), or carry
-//! the scan's barcodes, destination and measurements: those stay in the ingress buffer
-//! today and the events carry empty values for them.
+//! The scan's barcodes, destination, measurements and plan name come with the decision
+//! (the batch's facts arena, [`ScanFacts`]); the rule that answered comes on the
+//! decision itself. It does not decide anything or fsync (the writer's group-commit
+//! thread does).
 
 use std::time::Instant;
 
 use crate::core::egress::Fate;
-use crate::decision::Reason;
 use crate::events::journal::JournalWriter;
-use crate::events::record::{Action, DecisionEvent, Event, OutcomeEvent, Rule};
+use crate::events::record::{
+    Action, DecisionEvent, Event, FLAG_DIMENSIONS_MEASURED, FLAG_WEIGHT_MEASURED, OutcomeEvent,
+};
 use crate::pipeline::decide::Decision;
+use crate::pipeline::facts::ScanFacts;
 use crate::plc::SortConfirm;
-use crate::wire::Barcodes;
+use crate::wire::ScanFlags;
 
 /// Slots of the parcel to decision map; larger than any PLC window, so a confirmation
 /// finds its decision while the SORT is outstanding (a slot taken over by another
@@ -43,17 +46,16 @@ struct SentSort {
     decision_seq: u64,
 }
 
-/// The plan rule kind a reason implies; `None` where the reason does not say
-/// (a sorted parcel may have matched an exact or a prefix entry).
-fn rule_of(reason: Reason) -> Rule {
-    match reason {
-        Reason::SortedPrimary | Reason::SortedAlternate | Reason::Duplicate => Rule::None,
-        Reason::NoRead
-        | Reason::MultiRead
-        | Reason::NoRule
-        | Reason::ChuteUnavailable
-        | Reason::Late => Rule::Default,
+/// The record's measurement flags for the scanner's flags.
+fn record_flags(flags: ScanFlags) -> u8 {
+    let mut record = 0;
+    if flags.contains(ScanFlags::WEIGHT_MEASURED) {
+        record |= FLAG_WEIGHT_MEASURED;
     }
+    if flags.contains(ScanFlags::DIMENSIONS_MEASURED) {
+        record |= FLAG_DIMENSIONS_MEASURED;
+    }
+    record
 }
 
 fn micros_u32(duration: std::time::Duration) -> u32 {
@@ -83,32 +85,46 @@ impl EgressJournal {
         (self.turn_unix_us + after.as_micros() as u64).saturating_sub(before.as_micros() as u64)
     }
 
-    /// Appends the decision event of a parcel that met `fate` at `now`.
-    pub fn on_decision(&mut self, now: Instant, decision: &Decision, fate: Fate) {
+    /// Appends the decision event of a parcel that met `fate` at `now`, with its scan's
+    /// `facts` (empty values without them).
+    pub fn on_decision(
+        &mut self,
+        now: Instant,
+        decision: &Decision,
+        facts: Option<&ScanFacts<'_>>,
+        fate: Fate,
+    ) {
         let (action, plc_seq) = match fate {
             Fate::Sent { plc_seq } => (Action::Sent, plc_seq),
             Fate::Duplicate => (Action::Duplicate, 0),
             Fate::Undelivered => (Action::Undelivered, 0),
         };
         let after = micros_u32(now.saturating_duration_since(decision.received_at));
+        let facts = facts.copied().unwrap_or_default();
+        let flags = record_flags(facts.flags);
+        let measured = |flag: u8, value: u16| if flags & flag != 0 { value } else { 0 };
         let event = DecisionEvent {
             action,
             parcel_id: decision.parcel_id,
             scanner_id: decision.scanner_id,
-            barcodes: Barcodes::new(),
-            destination: &[],
+            barcodes: facts.barcodes,
+            destination: facts.destination,
             chute: decision.chute,
             reason: decision.reason,
-            rule: rule_of(decision.reason),
-            plan_name: "",
+            rule: decision.rule,
+            plan_name: facts.plan_name,
             plan_version: decision.plan_version,
             pre_advice_seq: decision.preadvice_seq,
             plc_seq,
-            flags: 0,
-            weight_g: 0,
-            length_mm: 0,
-            width_mm: 0,
-            height_mm: 0,
+            flags,
+            weight_g: if flags & FLAG_WEIGHT_MEASURED != 0 {
+                facts.weight_g
+            } else {
+                0
+            },
+            length_mm: measured(FLAG_DIMENSIONS_MEASURED, facts.length_mm),
+            width_mm: measured(FLAG_DIMENSIONS_MEASURED, facts.width_mm),
+            height_mm: measured(FLAG_DIMENSIONS_MEASURED, facts.height_mm),
             received_us: self.unix_us_of(decision.received_at),
             decided_after_us: after,
             sent_after_us: if action == Action::Sent { after } else { 0 },

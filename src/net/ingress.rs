@@ -29,6 +29,7 @@ use crate::plan::{PlanHandle, PlanView};
 use crate::plc::ChuteStateTable;
 use crate::stats::Counters;
 use crate::util::rate_limit::RateLimit;
+use crate::wire::ScanFrame;
 
 use super::settings::{IngressSettings, Listener};
 
@@ -75,9 +76,7 @@ struct Sink {
 impl DecisionSink for Sink {
     /// Decisions the batch can still take.
     fn room(&self) -> usize {
-        self.sender
-            .batch_parcels_max()
-            .saturating_sub(self.batch.len())
+        self.batch.room()
     }
 
     /// Hands the batch over; false when the queue is full (the batch stays).
@@ -98,8 +97,8 @@ impl DecisionSink for Sink {
         }
     }
 
-    fn push(&mut self, decision: Decision) {
-        self.batch.push(decision);
+    fn push(&mut self, decision: Decision, scan: &ScanFrame<'_>, plan_name: &str) {
+        self.batch.push_scan(decision, scan, plan_name);
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use crate::decision::{ChuteNumber, Reason};
+use crate::decision::{ChuteNumber, Reason, Rule};
 use crate::plan::{DefaultKind, Outcome, PlanView, Resolution};
 use crate::plc::{ChuteState, ChuteStateTable};
 use crate::wire::ScanFlags;
@@ -25,6 +25,8 @@ pub struct Decision {
     pub chute: ChuteNumber,
     /// Why.
     pub reason: Reason,
+    /// Which kind of rule answered (for the sort event).
+    pub rule: Rule,
     /// The version of the plan that decided it.
     pub plan_version: u32,
     /// The sequence of the pre-advice batch whose entry decided it; 0 = none.
@@ -42,6 +44,8 @@ pub struct Decided {
     pub chute: ChuteNumber,
     /// Why.
     pub reason: Reason,
+    /// Which kind of rule answered: exact, prefix, a default chute, or pre-advice.
+    pub rule: Rule,
     /// The pre-advice batch whose entry resolved it; 0 = the plan alone.
     pub preadvice_seq: u64,
 }
@@ -65,14 +69,24 @@ pub fn decide(
         return Decided {
             chute: view.plan.default_chute(DefaultKind::MultiRead),
             reason: Reason::MultiRead,
+            rule: Rule::Default,
             preadvice_seq: 0,
         };
     }
     let resolved = view.resolve(barcodes, destination);
     let (chute, reason) = steer(view, chute_states, resolved.resolution);
+    let rule = match (reason, resolved.resolution.outcome) {
+        (Reason::SortedPrimary | Reason::SortedAlternate, _) if resolved.preadvice_seq != 0 => {
+            Rule::PreAdvice
+        }
+        (Reason::SortedPrimary | Reason::SortedAlternate, Outcome::Exact) => Rule::Exact,
+        (Reason::SortedPrimary | Reason::SortedAlternate, _) => Rule::Prefix,
+        _ => Rule::Default,
+    };
     Decided {
         chute,
         reason,
+        rule,
         preadvice_seq: resolved.preadvice_seq,
     }
 }
@@ -134,31 +148,135 @@ default,late,996
             ScanFlags,
             &'a [&'a [u8]],
             Option<&'a [u8]>,
-            (ChuteNumber, Reason),
+            (ChuteNumber, Reason, Rule),
         );
         let cases: &[Case] = &[
-            (ScanFlags::EMPTY, &[code], None, (7, Reason::SortedPrimary)),
-            (partial, &[code], None, (7, Reason::SortedPrimary)),
-            (multi, &[code], None, (997, Reason::MultiRead)),
-            (multi, &[], None, (997, Reason::MultiRead)),
-            (multi, &[], Some(b"330105"), (997, Reason::MultiRead)),
-            (ScanFlags::EMPTY, &[], None, (998, Reason::NoRead)),
+            (
+                ScanFlags::EMPTY,
+                &[code],
+                None,
+                (7, Reason::SortedPrimary, Rule::Exact),
+            ),
+            (
+                partial,
+                &[code],
+                None,
+                (7, Reason::SortedPrimary, Rule::Exact),
+            ),
+            (
+                multi,
+                &[code],
+                None,
+                (997, Reason::MultiRead, Rule::Default),
+            ),
+            (multi, &[], None, (997, Reason::MultiRead, Rule::Default)),
+            (
+                multi,
+                &[],
+                Some(b"330105"),
+                (997, Reason::MultiRead, Rule::Default),
+            ),
+            (
+                ScanFlags::EMPTY,
+                &[],
+                None,
+                (998, Reason::NoRead, Rule::Default),
+            ),
             (
                 ScanFlags::EMPTY,
                 &[],
                 Some(b"330105"),
-                (12, Reason::SortedPrimary),
+                (12, Reason::SortedPrimary, Rule::Prefix),
             ),
         ];
         for (flags, barcodes, destination, expected) in cases {
             assert_eq!(
                 {
                     let decided = decide(&view, &chutes, *flags, barcodes, *destination);
-                    (decided.chute, decided.reason)
+                    (decided.chute, decided.reason, decided.rule)
                 },
                 *expected,
                 "{flags:?} {barcodes:?} {destination:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_rule_says_what_answered_exact_prefix_pre_advice_or_a_default() {
+        use crate::plan::{Chutes, OverlaySnapshot, PreAdviceEntry, PreAdviceValue};
+        let plan = std::sync::Arc::new(
+            Plan::from_bytes(compile_str("plan.csv", CSV).expect("compiles")).expect("opens"),
+        );
+        let entries = [
+            PreAdviceEntry {
+                barcode: b"PA1".to_vec().into_boxed_slice(),
+                value: PreAdviceValue::Chutes(Chutes::single(40).expect("a chute")),
+            },
+            PreAdviceEntry {
+                barcode: b"PA2".to_vec().into_boxed_slice(),
+                value: PreAdviceValue::Destination(b"330199".to_vec().into_boxed_slice()),
+            },
+        ];
+        let (overlay, _) = OverlaySnapshot::empty().with_batch(&entries, 5, 100);
+        let view = PlanView { plan, overlay };
+        let chutes = ChuteStateTable::new();
+        type Case<'a> = (
+            &'a [&'a [u8]],
+            Option<&'a [u8]>,
+            (ChuteNumber, Reason, Rule, u64),
+        );
+        let cases: &[Case] = &[
+            (
+                &[b"YT0000000000001"],
+                None,
+                (7, Reason::SortedPrimary, Rule::Exact, 0),
+            ),
+            (
+                &[b"LG1"],
+                Some(b"330105"),
+                (12, Reason::SortedPrimary, Rule::Prefix, 0),
+            ),
+            (
+                &[b"PA1"],
+                None,
+                (40, Reason::SortedPrimary, Rule::PreAdvice, 5),
+            ),
+            (
+                &[b"PA2"],
+                None,
+                (12, Reason::SortedPrimary, Rule::PreAdvice, 5),
+            ),
+            (
+                &[b"LG1"],
+                Some(b"9999"),
+                (999, Reason::NoRule, Rule::Default, 0),
+            ),
+        ];
+        for (barcodes, destination, expected) in cases {
+            let decided = decide(&view, &chutes, ScanFlags::EMPTY, barcodes, *destination);
+            assert_eq!(
+                (
+                    decided.chute,
+                    decided.reason,
+                    decided.rule,
+                    decided.preadvice_seq
+                ),
+                *expected,
+                "{barcodes:?} {destination:?}"
+            );
+        }
+        // Every chute of the exact entry full: the no_rule default chute answers.
+        chutes.set(7, ChuteState::Full);
+        let decided = decide(
+            &view,
+            &chutes,
+            ScanFlags::EMPTY,
+            &[b"YT0000000000001"],
+            None,
+        );
+        assert_eq!(
+            (decided.chute, decided.reason, decided.rule),
+            (999, Reason::ChuteUnavailable, Rule::Default)
+        );
     }
 }

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::decision::Reason;
+use crate::decision::{Reason, Rule};
 
 use super::decide::Decision;
 use super::dedup::{DuplicateWindow, ParcelKey};
@@ -59,6 +59,7 @@ impl Finalizer {
         }
         if now.saturating_duration_since(decision.received_at) > self.deadline {
             decision.reason = Reason::Late;
+            decision.rule = Rule::Default;
             decision.chute = decision.late_chute;
         }
         decision
@@ -75,6 +76,7 @@ mod tests {
             scanner_id,
             chute: 12,
             reason: Reason::SortedPrimary,
+            rule: Rule::Exact,
             plan_version: 3,
             preadvice_seq: 0,
             late_chute: 996,
@@ -92,7 +94,10 @@ mod tests {
         assert_eq!((on_time.chute, on_time.reason), (12, Reason::SortedPrimary));
 
         let late = finalizer.finalize(decision(1, 2, start), start + ms(501));
-        assert_eq!((late.chute, late.reason), (996, Reason::Late));
+        assert_eq!(
+            (late.chute, late.reason, late.rule),
+            (996, Reason::Late, Rule::Default)
+        );
         assert_eq!(late.plan_version, 3);
 
         let again = finalizer.finalize(decision(1, 1, start + ms(5)), start + ms(6));

@@ -5,5 +5,6 @@
 
 pub mod decide;
 pub mod dedup;
+pub mod facts;
 pub mod finalize;
 pub mod queue;

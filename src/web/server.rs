@@ -29,7 +29,7 @@ use tokio::sync::{Semaphore, oneshot};
 
 use super::routes::{self, Route};
 use super::security::WebSecurity;
-use super::status::{History, Live, PlanStatus, Reading, SAMPLE_PERIOD, plan_chutes};
+use super::status::{ExportStatus, History, Live, PlanStatus, Reading, SAMPLE_PERIOD, plan_chutes};
 use crate::decision::ChuteNumber;
 use crate::metrics::{Exposition, Format};
 use crate::plan::PlanHandle;
@@ -193,7 +193,12 @@ async fn serve(
             _ = &mut stopped => return,
             _ = sampling.tick() => {
                 let sources = &context.sources;
-                let reading = Reading::take(&sources.counters, &sources.chute_states, Instant::now());
+                let reading = Reading::take(
+                    &sources.counters,
+                    &sources.chute_states,
+                    sources.journal.as_deref(),
+                    Instant::now(),
+                );
                 if let Ok(mut history) = context.history.lock() {
                     history.record(reading);
                 }
@@ -350,7 +355,12 @@ fn answer(
 fn status(context: &Context) -> super::status::Status {
     let sources = &context.sources;
     let counters = &sources.counters;
-    let reading = Reading::take(counters, &sources.chute_states, Instant::now());
+    let reading = Reading::take(
+        counters,
+        &sources.chute_states,
+        sources.journal.as_deref(),
+        Instant::now(),
+    );
     let plan = sources.plan.load();
     let mut cached = context
         .plan_chutes
@@ -374,6 +384,7 @@ fn status(context: &Context) -> super::status::Status {
         now_unix_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_millis() as u64),
+        export: sources.export.as_deref().map(ExportStatus::read),
     };
     let history = context
         .history

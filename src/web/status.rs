@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::decision::{ChuteNumber, Reason};
+use crate::events::journal::{JournalCounters, JournalStats, LossReason};
+use crate::export::{ExportCounters, ExportState};
 use crate::plan::{DefaultKind, Plan, RuleKind};
 use crate::plc::{ChuteState, ChuteStateTable};
 use crate::stats::{Counters, ScannerReading};
@@ -51,12 +53,19 @@ pub struct Reading {
     pub acked: u64,
     /// Connected scanners.
     pub scanners: Vec<ScannerReading>,
+    /// The sort-event journal's counters, when `[events]` is on.
+    pub journal: Option<JournalCounters>,
 }
 
 impl Reading {
     /// Loads the counters and chute states (a scan of both 65,536-entry tables: tens of
-    /// microseconds, on the web thread).
-    pub fn take(counters: &Counters, chute_states: &ChuteStateTable, at: Instant) -> Reading {
+    /// microseconds, on the web thread), and the journal's counters when it runs.
+    pub fn take(
+        counters: &Counters,
+        chute_states: &ChuteStateTable,
+        journal: Option<&JournalStats>,
+        at: Instant,
+    ) -> Reading {
         let mut decided_by_reason = [0u64; Reason::ALL.len()];
         for (slot, reason) in decided_by_reason.iter_mut().zip(Reason::ALL) {
             *slot = counters.decided_sent.get(reason) + counters.decided_undelivered.get(reason);
@@ -74,6 +83,7 @@ impl Reading {
             unavailable,
             acked: counters.plc.acked.load(Ordering::Relaxed),
             scanners: counters.scanners.readings(),
+            journal: journal.map(JournalStats::snapshot),
         }
     }
 }
@@ -190,8 +200,82 @@ pub struct Status {
     pub scanners: Vec<ScannerStatus>,
     /// Connections beyond the scanner table's room so far.
     pub scanners_untracked: u64,
-    /// Reserved for the event journal and export lag; `null` until that lands.
-    pub journal: Option<()>,
+    /// The sort-event journal and its export; `null` when `[events]` is off.
+    pub journal: Option<JournalStatus>,
+}
+
+/// Events lost for one reason.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LossCount {
+    /// The reason (as in `sortd_events_lost_total`).
+    pub reason: &'static str,
+    /// Events lost so far.
+    pub total: u64,
+}
+
+/// The sort-event journal in the snapshot (the `sortd_events_*` figures).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JournalStatus {
+    /// Events written to the journal since start.
+    pub events: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Segment files on disk, and their bytes.
+    pub segments: u64,
+    /// Bytes of the segment files.
+    pub segment_bytes: u64,
+    /// Highest sequence written (page cache).
+    pub written_seq: u64,
+    /// Highest sequence known fsynced.
+    pub durable_seq: u64,
+    /// Milliseconds since the durable sequence last advanced, to within the sampling
+    /// period (one second); 0 while everything written is durable; `null` before the
+    /// first fsync.
+    pub last_fsync_age_ms: Option<u64>,
+    /// fsync failures so far.
+    pub fsync_errors: u64,
+    /// Events not journaled, by reason, in a fixed order.
+    pub lost: Vec<LossCount>,
+    /// The NATS export; `null` when `[export]` is off.
+    pub export: Option<ExportStatus>,
+}
+
+/// The NATS export in the snapshot (the `sortd_export_*` figures).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ExportStatus {
+    /// `stopped`, `connecting`, `catching_up`, `live` or `backing_off`.
+    pub state: &'static str,
+    /// Whether the exporter is connected to the broker (catching up or live).
+    pub broker_connected: bool,
+    /// Highest event sequence the stream acknowledged (the export cursor).
+    pub cursor_seq: u64,
+    /// Events journaled and not yet acknowledged by the stream.
+    pub lag_events: u64,
+    /// Age of the oldest event not yet acknowledged, in seconds.
+    pub lag_s: f64,
+    /// Events the stream acknowledged since start.
+    pub exported: u64,
+    /// Connect, stream and acknowledgement failures so far.
+    pub errors: u64,
+}
+
+impl ExportStatus {
+    /// Loads the exporter's counters.
+    pub fn read(counters: &ExportCounters) -> ExportStatus {
+        let state = counters.state();
+        ExportStatus {
+            state: state.name(),
+            broker_connected: matches!(state, ExportState::CatchingUp | ExportState::Live),
+            cursor_seq: counters.acked_seq.load(Ordering::Relaxed),
+            lag_events: counters.lag_events(),
+            lag_s: counters.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+            exported: counters.events_exported.load(Ordering::Relaxed),
+            errors: crate::export::ExportErrorKind::ALL
+                .iter()
+                .map(|kind| counters.errors(*kind))
+                .sum(),
+        }
+    }
 }
 
 /// What the snapshot reads live besides the counters.
@@ -211,6 +295,8 @@ pub struct Live<'a> {
     pub scanners_untracked: u64,
     /// Wall-clock time now, in milliseconds since the Unix epoch.
     pub now_unix_ms: u64,
+    /// The NATS export, when it runs.
+    pub export: Option<ExportStatus>,
 }
 
 /// One reading per [`SAMPLE_PERIOD`] for the last minute, and when the PLC last
@@ -219,6 +305,8 @@ pub struct Live<'a> {
 pub struct History {
     readings: VecDeque<Reading>,
     last_ack_at: Option<Instant>,
+    /// When the journal's durable sequence last advanced.
+    last_fsync_at: Option<Instant>,
 }
 
 fn per_second(now: u64, then: u64, elapsed: Duration) -> f64 {
@@ -235,6 +323,11 @@ impl History {
         let acked_before = self.readings.back().map(|last| last.acked);
         if acked_before.is_some_and(|before| reading.acked > before) {
             self.last_ack_at = Some(reading.at);
+        }
+        let durable = |reading: &Reading| reading.journal.map_or(0, |j| j.durable_seq);
+        let durable_before = self.readings.back().map_or(0, durable);
+        if durable(&reading) > durable_before {
+            self.last_fsync_at = Some(reading.at);
         }
         self.readings.push_back(reading);
         while self.readings.len() > HISTORY_READINGS_MAX {
@@ -368,7 +461,36 @@ impl History {
             chutes_omitted,
             scanners,
             scanners_untracked: live.scanners_untracked,
-            journal: None,
+            journal: now
+                .journal
+                .map(|journal| self.journal_status(&journal, now.at, live)),
+        }
+    }
+
+    fn journal_status(&self, j: &JournalCounters, at: Instant, live: &Live<'_>) -> JournalStatus {
+        let last_fsync_age_ms = if j.durable_seq != 0 && j.durable_seq >= j.written_seq {
+            Some(0)
+        } else {
+            self.last_fsync_at
+                .map(|since| at.saturating_duration_since(since).as_millis() as u64)
+        };
+        JournalStatus {
+            events: j.events_journaled,
+            bytes: j.bytes_journaled,
+            segments: j.segments,
+            segment_bytes: j.segment_bytes,
+            written_seq: j.written_seq,
+            durable_seq: j.durable_seq,
+            last_fsync_age_ms,
+            fsync_errors: j.fsync_errors,
+            lost: LossReason::ALL
+                .iter()
+                .map(|reason| LossCount {
+                    reason: reason.as_str(),
+                    total: j.lost(*reason),
+                })
+                .collect(),
+            export: live.export.clone(),
         }
     }
 }
@@ -394,6 +516,7 @@ mod tests {
                 scans: decided,
                 bad_inputs: 2,
             }],
+            journal: None,
         }
     }
 
@@ -410,6 +533,7 @@ mod tests {
             link_downs: 0,
             scanners_untracked: 0,
             now_unix_ms: 1_000,
+            export: None,
         }
     }
 
@@ -456,6 +580,57 @@ mod tests {
         assert!(status.chutes.iter().all(|chute| chute.per_min == 0.0));
         assert_eq!(status.plc.last_ack_age_ms, None);
         assert_eq!(status.journal, None);
+    }
+
+    #[test]
+    fn the_journal_block_shows_counts_losses_the_fsync_age_and_the_export() {
+        let start = Instant::now();
+        let mut history = History::default();
+        let journaled = |at: Instant, written_seq: u64, durable_seq: u64| {
+            let mut reading = reading(at, 0, 0, 0);
+            reading.journal = Some(JournalCounters {
+                events_journaled: written_seq,
+                bytes_journaled: 90 * written_seq,
+                written_seq,
+                durable_seq,
+                lost: [0, 0, 3, 0],
+                ..JournalCounters::default()
+            });
+            reading
+        };
+        history.record(journaled(start, 0, 0));
+        let none_yet = history.status(&journaled(start, 5, 0), &live(&[]));
+        assert_eq!(none_yet.journal.map(|j| j.last_fsync_age_ms), Some(None));
+        history.record(journaled(start + Duration::from_secs(1), 10, 10));
+        history.record(journaled(start + Duration::from_secs(2), 20, 10));
+        let now = journaled(start + Duration::from_secs(4), 30, 10);
+        let mut with_export = live(&[]);
+        let counters = ExportCounters::default();
+        counters.set_state(ExportState::Live);
+        counters.acked_seq.store(25, Ordering::Relaxed);
+        counters.source_last_seq.store(30, Ordering::Relaxed);
+        with_export.export = Some(ExportStatus::read(&counters));
+        let journal = history
+            .status(&now, &with_export)
+            .journal
+            .expect("events on");
+        assert_eq!((journal.events, journal.bytes), (30, 2_700));
+        assert_eq!(journal.last_fsync_age_ms, Some(3_000), "durable since +1 s");
+        assert_eq!(
+            journal.lost.iter().find(|loss| loss.total > 0),
+            Some(&LossCount {
+                reason: LossReason::IoError.as_str(),
+                total: 3
+            })
+        );
+        let export = journal.export.expect("export on");
+        assert_eq!((export.state, export.broker_connected), ("live", true));
+        assert_eq!((export.cursor_seq, export.lag_events), (25, 5));
+        let synced = history.status(
+            &journaled(start + Duration::from_secs(4), 30, 30),
+            &live(&[]),
+        );
+        assert_eq!(synced.journal.map(|j| j.last_fsync_age_ms), Some(Some(0)));
     }
 
     #[test]

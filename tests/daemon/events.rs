@@ -1,6 +1,7 @@
 //! The sort-event journal in the running daemon: `kill -9` mid-load loses no decision
-//! the PLC received a SORT for, and a torn last record is cut at the next start while
-//! sorting goes on.
+//! the PLC received a SORT for, a torn last record is cut at the next start while
+//! sorting goes on, and every fact a scanner sent (barcodes, destination, weight and
+//! dimensions) reaches the parcel's event with the rule and plan that decided it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -223,6 +224,118 @@ fn a_torn_last_record_is_cut_at_start_and_sorting_goes_on() {
     verify_with_the_binary(&dir);
 }
 
+/// `sortd events find --barcode CODE --json` over `dir`, one JSON value per line.
+fn find_by_barcode(dir: &Path, code: &str) -> Vec<serde_json::Value> {
+    let output = Command::new(env!("CARGO_BIN_EXE_sortd"))
+        .args(["events", "find", "--json", "--barcode", code, "--dir"])
+        .arg(dir)
+        .output()
+        .expect("sortd events find runs");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
+}
+
+#[test]
+fn every_fact_a_scanner_sent_reaches_the_parcels_events() {
+    use sortd::wire::{self, Barcodes, Frame, ScanFlags, ScanFrame};
+    use std::io::Write;
+    let journal_dir = tempfile::tempdir().expect("temp dir");
+    let dir = journal_dir.path().join("journal");
+    let plc = TestPlc::start(vec![], vec![]);
+    let daemon = start_daemon(
+        plc.address,
+        &[
+            "protocol = \"binary\"",
+            "protocol = \"sick-dws\"\nscanner_id = 101",
+        ],
+        &events_config(&dir),
+    );
+    plc.wait_connected();
+    // A binary SCAN: two barcodes (one pre-advised in the plan), a destination, weight
+    // and dimensions.
+    let codes: [&[u8]; 2] = [b"LG1234567890123", b"YT0000000000001"];
+    let mut bytes = Vec::new();
+    wire::encode(
+        &Frame::Scan(ScanFrame {
+            scanner_id: SCANNER,
+            sequence: 1,
+            parcel_id: 501,
+            scanned_at_us: 0,
+            barcodes: Barcodes::from_slice(&codes).expect("two"),
+            destination: Some(b"330106001005"),
+            weight_g: 2345,
+            length_mm: 410,
+            width_mm: 305,
+            height_mm: 120,
+            flags: ScanFlags::WEIGHT_MEASURED.union(ScanFlags::DIMENSIONS_MEASURED),
+        }),
+        &mut bytes,
+    )
+    .expect("encodes");
+    let mut binary = BinaryScanner::connect(daemon.scanner_addresses[0], SCANNER);
+    binary.send_raw(&bytes);
+    // A SICK DWS telegram: one code, 81212 g, 321 x 150 x 87 mm, no destination.
+    let mut dws = std::net::TcpStream::connect(daemon.scanner_addresses[1]).expect("connects");
+    dws.write_all(b"\x020145;1JVGL0012345;000081212;g;0;0321;0150;0087;mm;0000;4189050\x03")
+        .expect("telegram sent");
+    plc.recorder.wait_for(SCANNER, 501);
+    plc.recorder.wait_for(101, 145);
+    wait_until("both outcomes journaled", || {
+        let journal = read_journal(&dir);
+        journal.outcomes.contains_key(&(SCANNER, 501)) && journal.outcomes.contains_key(&(101, 145))
+    });
+
+    let story = find_by_barcode(&dir, "LG1234567890123");
+    assert_eq!(story.len(), 2, "a decision and an outcome: {story:?}");
+    let decision = &story[0];
+    let expected = serde_json::json!({
+        "kind": "decision",
+        "parcel_id": 501,
+        "scanner_id": SCANNER,
+        "action": "sent",
+        "chute": 7,
+        "reason": "sorted_primary",
+        "rule": "exact",
+        "barcodes": ["LG1234567890123", "YT0000000000001"],
+        "destination": "330106001005",
+        "plan": {"name": "integration test plan", "version": decision["plan"]["version"]},
+        "weight_g": 2345,
+        "dimensions_mm": [410, 305, 120],
+    });
+    for (key, value) in expected.as_object().expect("an object") {
+        assert_eq!(&decision[key], value, "{key} in {decision}");
+    }
+    assert!(decision["plan"]["version"].as_u64().is_some_and(|v| v > 0));
+    assert!(decision["plc_seq"].as_u64().is_some_and(|seq| seq > 0));
+    assert_eq!(story[1]["kind"], "outcome");
+    assert_eq!(story[1]["parcel_id"], 501);
+    assert_eq!(story[1]["decision_seq"], decision["seq"]);
+
+    let story = find_by_barcode(&dir, "1JVGL0012345");
+    assert_eq!(story.len(), 2, "a decision and an outcome: {story:?}");
+    let expected = serde_json::json!({
+        "parcel_id": 145,
+        "scanner_id": 101,
+        "chute": 999,
+        "reason": "no_rule",
+        "rule": "default",
+        "barcodes": ["1JVGL0012345"],
+        "plan": {"name": "integration test plan", "version": story[0]["plan"]["version"]},
+        "weight_g": 81212,
+        "dimensions_mm": [321, 150, 87],
+    });
+    for (key, value) in expected.as_object().expect("an object") {
+        assert_eq!(&story[0][key], value, "{key} in {}", story[0]);
+    }
+    assert!(story[0].get("destination").is_none(), "none was sent");
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+}
+
 /// An exported record: its sequence and, for a decision, scanner, parcel and action.
 type Exported = (u64, Option<(u32, u64, Action)>);
 
@@ -299,6 +412,14 @@ fn the_daemon_exports_every_event_once_across_a_kill_9_and_a_broker_restart() {
         (written + 1..=written + 100).all(|id| journal.outcomes.contains_key(&(SCANNER, id)))
             && scrape.value("sortd_export_acked_sequence", &[]) >= journaled
     });
+    // The operator page's snapshot shows the export connected and its cursor.
+    let (status, body) =
+        crate::common::http_exchange(metrics, b"GET /status.json HTTP/1.1\r\nHost: sortd\r\n\r\n");
+    assert_eq!(status, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let export = &status["journal"]["export"];
+    assert_eq!(export["broker_connected"], true, "{status}");
+    assert!(export["cursor_seq"].as_u64() > Some(written), "{export}");
     let (code, _) = second.terminate();
     assert_eq!(code, Some(0));
 

@@ -22,6 +22,16 @@ fn demo_runs_from_nothing_and_accounts_for_every_parcel() {
         "{stdout}"
     );
     assert!(!stdout.contains("MISMATCH"), "{stdout}");
+    // The first phase journals its sort events and tells one parcel's story.
+    assert!(stdout.contains("sort events journaled: "), "{stdout}");
+    assert!(stdout.contains("one parcel's story"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.contains(" decision parcel=") && line.contains(" sent chute=")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" outcome parcel="), "{stdout}");
 }
 
 #[test]

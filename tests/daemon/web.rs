@@ -181,7 +181,12 @@ fn the_operator_page_shows_a_chute_the_plc_made_full_and_live_rates_in_chromium(
             state: ChuteState::Full,
         }],
     );
-    let daemon = start_daemon(plc.address, &["protocol = \"binary\""], "");
+    let journal = tempfile::tempdir().expect("temp dir");
+    let events = format!(
+        "[events]\nenabled = true\ndir = \"{}\"\nhub_id = \"hub1\"\nsorter_id = \"sorter1\"\n",
+        journal.path().join("journal").display()
+    );
+    let daemon = start_daemon(plc.address, &["protocol = \"binary\""], &events);
     let web = daemon.metrics_address();
     plc.wait_connected();
     // Load only once the full chute is known, so no parcel goes to 101 at all.
@@ -201,6 +206,8 @@ fn the_operator_page_shows_a_chute_the_plc_made_full_and_live_rates_in_chromium(
             && scanners.len() == 2
             && scanners.iter().any(|s| s["bad_inputs"].as_u64() > Some(0))
             && status["plc"]["last_ack_age_ms"].is_u64()
+            && status["journal"]["events"].as_u64() > Some(0)
+            && status["journal"]["last_fsync_age_ms"].is_u64()
         {
             break status;
         }
@@ -213,7 +220,16 @@ fn the_operator_page_shows_a_chute_the_plc_made_full_and_live_rates_in_chromium(
     assert_eq!(status["plc"]["link_up"], true);
     assert_eq!(status["plan"]["name"], "integration test plan");
     assert!(status["plan"]["since_unix_ms"].as_u64() > Some(0));
-    assert!(status["journal"].is_null());
+    let lost = status["journal"]["lost"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !lost.is_empty() && lost.iter().all(|loss| loss["total"] == 0),
+        "{lost:?}"
+    );
+    assert!(status["journal"]["bytes"].as_u64() > Some(0));
+    assert!(status["journal"]["export"].is_null(), "export is off");
     let reason = |name: &str| {
         status["reasons"]
             .as_array()
@@ -249,6 +265,15 @@ fn the_operator_page_shows_a_chute_the_plc_made_full_and_live_rates_in_chromium(
         "{dom}"
     );
     assert!(dom.contains("Event journal and export lag"));
+    let journaled = tag_with(&dom, "id=\"journal-events\"").expect("the journal is shown");
+    assert!(
+        attribute(journaled, "data-value") > Some(0.0),
+        "{journaled}"
+    );
+    assert!(
+        tag_with(&dom, "id=\"export-state\"").is_some_and(|tag| tag.contains("data-state=\"off\"")),
+        "{dom}"
+    );
 
     for (name, size) in [
         ("operator-page-1366x768.png", "1366,768"),

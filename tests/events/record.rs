@@ -142,7 +142,7 @@ proptest! {
                 destination: &destination,
                 chute: numbers[2] as u16,
                 reason: Reason::ALL[usize::from(choices[1]) % Reason::ALL.len()],
-                rule: Rule::ALL[usize::from(choices[2]) % 4],
+                rule: Rule::ALL[usize::from(choices[2]) % Rule::ALL.len()],
                 plan_name: &plan_name,
                 plan_version: (numbers[2] >> 16) as u32,
                 pre_advice_seq: numbers[3],

@@ -388,6 +388,7 @@ mod tests {
             scanner_id: 1,
             chute: 3,
             reason: Reason::SortedPrimary,
+            rule: crate::decision::Rule::Exact,
             plan_version: 1,
             preadvice_seq: 0,
             late_chute: 9,

@@ -20,6 +20,7 @@ use crate::core::session::{
 };
 use crate::decision::ChuteNumber;
 use crate::pipeline::decide::Decision;
+use crate::pipeline::facts::ScanFacts;
 use crate::pipeline::finalize::Finalizer;
 use crate::pipeline::queue::{Batch, BatchReceiver, BatchSender, Wake, batch_queue};
 use crate::plan::{Plan, PlanHandle, PlanView};
@@ -223,10 +224,7 @@ struct SimSink {
 
 impl DecisionSink for SimSink {
     fn room(&self) -> usize {
-        let room = self
-            .sender
-            .batch_parcels_max()
-            .saturating_sub(self.batch.len());
+        let room = self.batch.room();
         if self.bug == Some(PlantedBug::IgnoreBackpressure) {
             room.max(1)
         } else {
@@ -257,8 +255,8 @@ impl DecisionSink for SimSink {
         }
     }
 
-    fn push(&mut self, decision: Decision) {
-        self.batch.push(decision);
+    fn push(&mut self, decision: Decision, scan: &ScanFrame<'_>, plan_name: &str) {
+        self.batch.push_scan(decision, scan, plan_name);
     }
 }
 
@@ -309,7 +307,13 @@ struct EgressChecks<'a> {
 }
 
 impl EgressObserver for EgressChecks<'_> {
-    fn on_decision(&mut self, _now: Instant, decision: &Decision, fate: egress::Fate) {
+    fn on_decision(
+        &mut self,
+        _now: Instant,
+        decision: &Decision,
+        _facts: Option<&ScanFacts<'_>>,
+        fate: egress::Fate,
+    ) {
         *self.finalized += 1;
         let fate = match fate {
             egress::Fate::Sent { .. } => {
@@ -452,6 +456,8 @@ impl<'f> World<'f> {
         let (sender, receiver) = batch_queue(
             settings.queue_batches_max,
             settings.batch_parcels_max,
+            // Carry the scans' facts as the daemon does with sort events on.
+            true,
             Arc::new(NoWake) as Arc<dyn Wake>,
         );
         let duplicate_window = if options.planted_bug == Some(PlantedBug::SkipDuplicateWindow) {

@@ -19,6 +19,36 @@
     : ms < 1000 ? "< 1 s ago" : ms < 120000 ? fmt(ms / 1000, 0) + " s ago"
     : fmt(ms / 60000, 0) + " min ago";
   const when = (unixMs) => unixMs ? new Date(unixMs).toLocaleString() : "?";
+  const bytes = (n) => n < 1e3 ? fmt(n, 0) + " B" : n < 1e6 ? fmt(n / 1e3, 1) + " kB"
+    : n < 1e9 ? fmt(n / 1e6, 1) + " MB" : fmt(n / 1e9, 2) + " GB";
+  const words = (name) => name.replace(/_/g, " ");
+
+  function renderJournal(j) {
+    $("journal").classList.toggle("empty-slot", !j);
+    $("journal-off").hidden = !!j;
+    $("journal-figures").hidden = !j;
+    if (!j) return;
+    const events = $("journal-events");
+    events.textContent = fmt(j.events, 0) + " events";
+    events.dataset.value = String(j.events);
+    $("journal-bytes").textContent = bytes(j.bytes) + " (" + fmt(j.segments, 0) + (j.segments === 1 ? " segment" : " segments") + " on disk)";
+    const fsync = $("journal-fsync");
+    fsync.textContent = j.last_fsync_age_ms === 0 ? "all durable" : age(j.last_fsync_age_ms);
+    fsync.className = j.fsync_errors > 0 ? "bad" : "";
+    if (j.fsync_errors > 0) fsync.textContent += ", " + fmt(j.fsync_errors, 0) + " fsync errors";
+    const lost = j.lost.filter((l) => l.total > 0);
+    const lostEl = $("journal-lost");
+    lostEl.textContent = lost.length ? lost.map((l) => words(l.reason) + " " + fmt(l.total, 0)).join(", ") : "none";
+    lostEl.className = lost.length ? "bad" : "";
+    const x = j.export;
+    const state = $("export-state");
+    state.dataset.state = x ? x.state : "off";
+    state.textContent = !x ? "off" : (x.broker_connected ? "connected, " : "NOT connected, ") + words(x.state) +
+      (x.errors > 0 ? ", " + fmt(x.errors, 0) + " errors" : "");
+    state.className = x && !x.broker_connected ? "bad" : "";
+    $("export-cursor").textContent = x ? "seq " + fmt(x.cursor_seq, 0) : "–";
+    $("export-lag").textContent = x ? fmt(x.lag_events, 0) + " events, " + fmt(x.lag_s, 1) + " s" : "–";
+  }
 
   function render(s) {
     const up = s.plc.link_up;
@@ -54,6 +84,8 @@
       return row;
     }));
     $("scanners-none").hidden = s.scanners.length > 0;
+
+    renderJournal(s.journal);
 
     const full = s.chutes.filter((c) => c.state === "full").length;
     const disabled = s.chutes.filter((c) => c.state === "disabled").length;
