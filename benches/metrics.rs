@@ -195,6 +195,7 @@ fn scrape_http(c: &mut Criterion) {
             export: None,
             journal: None,
             hub: None,
+            hub_preadvice: None,
         },
     )
     .expect("endpoint starts");

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod events;
+mod events_reconcile;
 mod frames;
 mod generate;
 mod loadgen;

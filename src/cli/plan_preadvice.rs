@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use sortd::export::connection::{AuthSection, NatsConnection, TlsSection};
+use sortd::export::hub_config::{PREADVICE_STREAM_DEFAULT, check_name, preadvice_subject};
+use sortd::export::preadvice_sub::publish_batch;
 use sortd::plan::overlay::OverlayValue;
 use sortd::plan::preadvice_msg::{entry_to_json, parse_message};
 use sortd::plan::{Plan, PreAdvice, PreAdviceSettings};
@@ -40,6 +43,24 @@ pub enum PreadviceCommand {
         /// How many entries to print.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// Publish a JSON-lines file as one batch to the hub's pre-advice stream (created
+    /// when missing); prints the stream sequence, which every node applies it at.
+    Publish {
+        /// NATS server URL.
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+        /// The sorter group (subject `sortd.preadvice.<group>`).
+        #[arg(long)]
+        group: String,
+        /// The pre-advice stream.
+        #[arg(long, default_value = PREADVICE_STREAM_DEFAULT)]
+        stream: String,
+        /// `Nats-Msg-Id`: a retried publish with the same id is stored once.
+        #[arg(long)]
+        msg_id: Option<String>,
+        /// The JSON-lines file.
+        file: PathBuf,
     },
     /// Fold the overlay into `<dir>/compacted.sortplan` and cut the log.
     Compact {
@@ -137,6 +158,13 @@ pub fn run(command: PreadviceCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        PreadviceCommand::Publish {
+            nats,
+            group,
+            stream,
+            msg_id,
+            file,
+        } => publish(&nats, &group, &stream, msg_id.as_deref(), &file),
         PreadviceCommand::Compact { dir, plan } => {
             let preadvice = open_dir(&dir, &plan)?;
             match preadvice
@@ -159,6 +187,67 @@ pub fn run(command: PreadviceCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Milliseconds a publish may take to connect, and to be acknowledged.
+const PUBLISH_TIMEOUT_MS: u64 = 10_000;
+
+fn publish(
+    url: &str,
+    group: &str,
+    stream: &str,
+    msg_id: Option<&str>,
+    file: &Path,
+) -> anyhow::Result<ExitCode> {
+    check_name("--group", group)?;
+    check_name("--stream", stream)?;
+    let message = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    // The nodes skip bad lines and apply the rest; say so before it goes out.
+    let parsed = parse_message(&message);
+    for error in &parsed.errors {
+        eprintln!(
+            "{}:{}: {} (nodes will skip it)",
+            file.display(),
+            error.line,
+            error.kind
+        );
+    }
+    anyhow::ensure!(
+        !parsed.too_large,
+        "{}: over the pre-advice message limit",
+        file.display()
+    );
+    let connection = NatsConnection::validate(
+        "nats",
+        &[url.to_string()],
+        PUBLISH_TIMEOUT_MS,
+        PUBLISH_TIMEOUT_MS,
+        &AuthSection::default(),
+        &TlsSection::default(),
+    )?;
+    let subject = preadvice_subject(group);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let published = runtime.block_on(publish_batch(
+        &connection,
+        stream,
+        &subject,
+        message,
+        msg_id,
+    ))?;
+    println!(
+        "{subject}: stream {stream} seq {}{}: {} entries, {} bad lines",
+        published.stream_seq,
+        if published.duplicate {
+            " (duplicate: already stored)"
+        } else {
+            ""
+        },
+        parsed.entries.len(),
+        parsed.bad_lines
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `sortd plan lookup FILE --preadvice DIR`: resolve through the node's overlay.

@@ -226,6 +226,7 @@ fn start_web(daemon: &Daemon, settings: WebSettings) -> Option<WebServer> {
         export: daemon.export.clone(),
         journal: daemon.journal.clone(),
         hub: daemon.hub.clone(),
+        hub_preadvice: daemon.hub_preadvice.clone(),
     };
     match WebServer::start(settings, sources) {
         Ok(server) => {

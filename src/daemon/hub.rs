@@ -17,8 +17,9 @@ use crate::export::hub_plan::{
     PlanIdentity, PlanOrigin, PublishedPlan, RunningPlan, StartChoice, start_choice,
 };
 use crate::export::hub_plans::{self, PlanInstaller, RunningPlanCell};
+use crate::export::preadvice_sub::{self, PreadviceCounters};
 use crate::export::{Hub, HubCounters, HubSettings};
-use crate::plan::{Plan, PlanHandle, SwapReport};
+use crate::plan::{Plan, PlanHandle, PreAdvice, SwapReport};
 use crate::stats::Counters;
 
 /// Milliseconds since the Unix epoch, now.
@@ -189,12 +190,22 @@ pub fn start_plan(
     }
 }
 
-/// Starts the `sortd-hub` thread: the plan watcher (when `[hub] plans`) and the status
-/// reporter. Another hub task (the pre-advice subscriber) is one more [`HubTask`] pushed
-/// onto `tasks`: it then shares the connection, the runtime and the reconnects.
+/// What the pre-advice subscriber works on: the node's pre-advice and its counters.
+#[derive(Debug)]
+pub struct HubPreAdvice {
+    /// The node's pre-advice (log and overlay).
+    pub preadvice: Arc<PreAdvice>,
+    /// The subscriber's figures, for the metrics.
+    pub counters: Arc<PreadviceCounters>,
+}
+
+/// Starts the `sortd-hub` thread: the plan watcher (when `[hub] plans`), the status
+/// reporter, and the pre-advice subscriber (when given: `[hub] preadvice` with
+/// `[preadvice]` on). They share the connection, the runtime and the reconnects.
 pub fn start_hub(
     settings: &HubSettings,
     swapper: &Arc<PlanSwapper>,
+    preadvice: Option<HubPreAdvice>,
 ) -> Result<(Hub, Arc<HubCounters>), DaemonError> {
     let counters = Arc::new(HubCounters::default());
     let running = Arc::clone(swapper.running());
@@ -202,6 +213,9 @@ pub fn start_hub(
     if settings.plans {
         let installer: Arc<dyn PlanInstaller> = Arc::clone(swapper) as Arc<dyn PlanInstaller>;
         tasks.push(hub_plans::plan_task(running, installer));
+    }
+    if let Some(feed) = preadvice {
+        tasks.push(preadvice_sub::task(feed.preadvice, feed.counters));
     }
     let hub = Hub::start(Arc::new(settings.clone()), Arc::clone(&counters), tasks)
         .map_err(|error| DaemonError::Thread(format!("hub: {error}")))?;

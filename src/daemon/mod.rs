@@ -87,6 +87,8 @@ pub struct Daemon {
     pub export: Option<Arc<crate::export::ExportCounters>>,
     /// The hub connection's counters; `None` when `[hub]` is off.
     pub hub: Option<Arc<crate::export::HubCounters>>,
+    /// The hub pre-advice subscriber's counters; `None` when it does not run.
+    pub hub_preadvice: Option<Arc<crate::export::preadvice_sub::PreadviceCounters>>,
     exporter: Option<crate::export::Exporter>,
     hub_thread: Option<crate::export::Hub>,
     plan_source: PlanSource,
@@ -297,6 +299,16 @@ impl Daemon {
             let name = format!("sortd-ingress-{}", threads.len() - 1);
             threads.push(spawn(name, Box::new(move || worker.run()))?);
         }
+        let hub_preadvice = match (&config.hub, &maintained) {
+            (Some(hub), Some((opened, _))) if hub.preadvice => Some(hub::HubPreAdvice {
+                preadvice: Arc::clone(opened),
+                counters: Arc::default(),
+            }),
+            _ => None,
+        };
+        let hub_preadvice_counters = hub_preadvice
+            .as_ref()
+            .map(|feed| Arc::clone(&feed.counters));
         if let Some((opened, interval)) = maintained {
             let stop = Arc::clone(&stop);
             threads.push(spawn(
@@ -306,7 +318,7 @@ impl Daemon {
         }
         let (hub_thread, hub_counters) = match &config.hub {
             Some(settings) => {
-                let (thread, counters) = hub::start_hub(settings, &swapper)?;
+                let (thread, counters) = hub::start_hub(settings, &swapper, hub_preadvice)?;
                 (Some(thread), Some(counters))
             }
             None => (None, None),
@@ -314,6 +326,7 @@ impl Daemon {
         Ok(Daemon {
             counters,
             hub: hub_counters,
+            hub_preadvice: hub_preadvice_counters,
             hub_thread,
             hub_settings: config.hub.clone(),
             plan_path: config.plan_path.clone(),

@@ -2,8 +2,9 @@
 //! and the background thread that merges the overlay's delta layer and compacts the
 //! overlay into a new compiled plan when they are due.
 //!
-//! It does not receive pre-advice (a subscriber calls [`PreAdvice::apply`]) and does not
-//! resolve parcels (the decide path reads the view through the plan handle).
+//! It does not receive pre-advice (the hub task `crate::export::preadvice_sub` calls
+//! [`PreAdvice::apply`]) and does not resolve parcels (the decide path reads the view
+//! through the plan handle).
 
 use std::io;
 use std::sync::Arc;

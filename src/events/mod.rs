@@ -12,6 +12,7 @@
 pub mod fuzzing;
 pub mod journal;
 pub mod json;
+pub mod reconcile;
 pub mod record;
 pub mod segment;
 

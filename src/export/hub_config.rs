@@ -139,8 +139,13 @@ impl HubSettings {
     }
 }
 
+/// The pre-advice subject of `group` unless configured otherwise.
+pub fn preadvice_subject(group: &str) -> String {
+    format!("sortd.preadvice.{group}")
+}
+
 /// A subject token, bucket or stream name: 1 to 64 of `[A-Za-z0-9_-]`.
-fn check_name(key: &str, name: &str) -> Result<(), ConfigKeyError> {
+pub fn check_name(key: &str, name: &str) -> Result<(), ConfigKeyError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -174,7 +179,7 @@ impl HubSection {
         }
         let preadvice_subject = match &self.preadvice_subject {
             Some(subject) => subject.clone(),
-            None => format!("sortd.preadvice.{}", self.group),
+            None => preadvice_subject(&self.group),
         };
         let subject_ok = !preadvice_subject.is_empty()
             && preadvice_subject.len() <= 255

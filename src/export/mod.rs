@@ -8,6 +8,9 @@
 //! running the node's hub tasks: [`hub_plans`] watches the group's published plan and
 //! reports the running plan, by the pure rules of [`hub_plan`]; [`hub_admin`] is the
 //! operator's side (`sortd plan publish`, `sortd plan status`). See `docs/hub.md`.
+//! [`preadvice_sub`] is the hub task that takes the group's pre-advice batches into the
+//! node's overlay; [`stream_read`] reads the event stream back for the hub's
+//! reconciliation.
 //!
 //! [`connection`] is how any part of sortd reaches NATS (credentials, TLS, one client);
 //! [`config`] is the `[export]` section, [`hub_config`] the `[hub]` section; [`source`] the two traits the journal's reader
@@ -28,7 +31,9 @@ pub mod hub_plan;
 pub mod hub_plans;
 pub mod journal_source;
 pub mod ledger;
+pub mod preadvice_sub;
 pub mod source;
+pub mod stream_read;
 
 pub use config::{ExportSection, ExportSettings};
 pub use counters::{ExportCounters, ExportErrorKind, ExportState};

@@ -22,6 +22,7 @@ use prometheus_client::registry::{Registry, Unit};
 use super::format::{Format, openmetrics_to_classic};
 use crate::decision::Reason;
 use crate::events::journal::{JournalStats, LossReason};
+use crate::export::preadvice_sub::{PreadviceCounters, PreadviceErrorKind};
 use crate::export::{
     ExportCounters, ExportErrorKind, ExportState, HubCounters, HubState, PlanRefusal,
 };
@@ -55,7 +56,16 @@ pub struct Exposition {
 impl Exposition {
     /// An exposition of `counters` and `plan` for a daemon with `ingress_workers` workers.
     pub fn new(counters: Arc<Counters>, plan: Arc<PlanHandle>, ingress_workers: usize) -> Self {
-        Self::with_parts(counters, plan, ingress_workers, None, None, None, None)
+        Self::with_parts(
+            counters,
+            plan,
+            ingress_workers,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
     }
 
     /// As [`Exposition::new`], also reporting `chute_states` as `sortd_chute_state`.
@@ -73,12 +83,16 @@ impl Exposition {
             None,
             None,
             None,
+            None,
         )
     }
 
     /// Everything the daemon exposes: the counters and plan, the chute states when given,
     /// the NATS exporter's state and counters when it runs, and the sort-event journal's
-    /// counters when it is on, and the hub connection's when the node joins a hub.
+    /// counters when it is on, the hub connection's when the node joins a hub, and the
+    /// hub pre-advice subscriber's when it runs. One optional part per subsystem, each
+    /// named at the call.
+    #[allow(clippy::too_many_arguments)]
     pub fn with_parts(
         counters: Arc<Counters>,
         plan: Arc<PlanHandle>,
@@ -87,6 +101,7 @@ impl Exposition {
         export: Option<Arc<ExportCounters>>,
         journal: Option<Arc<JournalStats>>,
         hub: Option<Arc<HubCounters>>,
+        hub_preadvice: Option<Arc<PreadviceCounters>>,
     ) -> Self {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(DaemonCollector {
@@ -103,6 +118,9 @@ impl Exposition {
         }
         if let Some(hub) = hub {
             registry.register_collector(Box::new(HubCollector(hub)));
+        }
+        if let Some(feed) = hub_preadvice {
+            registry.register_collector(Box::new(HubPreadviceCollector(feed)));
         }
         Exposition {
             registry: Arc::new(registry),
@@ -730,6 +748,123 @@ impl Collector for HubCollector {
     }
 }
 
+/// The hub pre-advice subscriber's figures (`sortd_hub_preadvice_*`).
+#[derive(Debug)]
+struct HubPreadviceCollector(Arc<PreadviceCounters>);
+
+impl Collector for HubPreadviceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let x = &*self.0;
+        let e = &mut encoder;
+        let as_gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        gauge(
+            e,
+            "sortd_hub_preadvice_last_seq",
+            "Stream sequence of the last pre-advice batch applied (its pre-advice sequence).",
+            as_gauge(load(&x.last_applied_seq)),
+        )?;
+        counter(
+            e,
+            "sortd_hub_preadvice_batches",
+            "Pre-advice batches applied from the hub's stream.",
+            None,
+            load(&x.batches_applied),
+        )?;
+        counter(
+            e,
+            "sortd_hub_preadvice_entries",
+            "Pre-advice entries stored in the overlay from the hub's stream.",
+            None,
+            load(&x.entries_applied),
+        )?;
+        counter(
+            e,
+            "sortd_hub_preadvice_refused_entries",
+            "Pre-advice entries refused because the overlay was full.",
+            None,
+            load(&x.entries_refused),
+        )?;
+        counter(
+            e,
+            "sortd_hub_preadvice_bad_lines",
+            "Bad pre-advice lines skipped (the rest of the batch was applied).",
+            None,
+            load(&x.bad_lines),
+        )?;
+        counter(
+            e,
+            "sortd_hub_preadvice_too_large_batches",
+            "Pre-advice messages over the size limit, skipped.",
+            None,
+            load(&x.batches_too_large),
+        )?;
+        counter(
+            e,
+            "sortd_hub_preadvice_redeliveries",
+            "Deliveries at or below the last applied batch, acknowledged and skipped.",
+            None,
+            load(&x.redeliveries),
+        )?;
+        gauge(
+            e,
+            "sortd_hub_preadvice_lag_batches",
+            "Pre-advice batches on the group's subject not yet delivered to this node.",
+            as_gauge(load(&x.pending_batches)),
+        )?;
+        let seconds = |us: u64| ConstGauge::new(us as f64 / 1e6);
+        for (name, help, value) in [
+            (
+                "sortd_hub_preadvice_delay_seconds_last",
+                "Publication (broker clock) to applied, of the last batch.",
+                load(&x.delay_us_last),
+            ),
+            (
+                "sortd_hub_preadvice_delay_seconds_max",
+                "Largest publication-to-applied delay seen.",
+                load(&x.delay_us_max),
+            ),
+            (
+                "sortd_hub_preadvice_delay_seconds_sum",
+                "Sum of the publication-to-applied delays (divide by the batches).",
+                load(&x.delay_us_sum),
+            ),
+        ] {
+            let metric = seconds(value);
+            metric.encode(e.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        counter(
+            e,
+            "sortd_hub_preadvice_connections",
+            "Successful connections of the pre-advice subscriber.",
+            None,
+            load(&x.connections),
+        )?;
+        family(
+            e,
+            "sortd_hub_preadvice_errors",
+            "Pre-advice subscriber failures by kind; each ends a session, which resumes from the local log.",
+            None,
+            MetricType::Counter,
+            PreadviceErrorKind::ALL
+                .map(|kind| ([("kind", kind.name())], ConstCounter::new(x.errors(kind)))),
+        )?;
+        let state = x.state();
+        family(
+            e,
+            "sortd_hub_preadvice_state",
+            "The pre-advice subscriber's state: 1 for the current one.",
+            None,
+            MetricType::Gauge,
+            ExportState::ALL.map(|s| {
+                (
+                    [("state", s.name())],
+                    ConstGauge::new(i64::from(s == state)),
+                )
+            }),
+        )
+    }
+}
+
 /// The sort-event journal's counters.
 #[derive(Debug)]
 struct JournalCollector(Arc<JournalStats>);
@@ -901,6 +1036,7 @@ mod tests {
             1,
             None,
             Some(export),
+            None,
             None,
             None,
         );

@@ -63,6 +63,8 @@ pub struct WebSources {
     pub journal: Option<Arc<crate::events::journal::JournalStats>>,
     /// The hub connection's counters, when `[hub]` is on.
     pub hub: Option<Arc<crate::export::HubCounters>>,
+    /// The hub pre-advice subscriber's counters, when it runs.
+    pub hub_preadvice: Option<Arc<crate::export::preadvice_sub::PreadviceCounters>>,
 }
 
 /// Where and how to serve.
@@ -116,6 +118,7 @@ impl WebServer {
                 sources.export.clone(),
                 sources.journal.clone(),
                 sources.hub.clone(),
+                sources.hub_preadvice.clone(),
             ),
             sources,
             security: security.clone(),

@@ -6,15 +6,15 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sortd::events::journal::{JournalReader, verify};
 use sortd::events::record::{self, Action, Event, RecordDecoded};
 
-use crate::common::{BinaryScanner, DaemonProcess, Parcel, TestPlc, start_daemon, wait_until};
+use crate::common::{
+    BinaryScanner, DaemonProcess, Parcel, ScanLoad, TestPlc, start_daemon, wait_until,
+};
 
 const SCANNER: u32 = 7;
 
@@ -77,55 +77,6 @@ fn read_journal(dir: &Path) -> Journal {
     }
 }
 
-/// Sends parcels `first..` as fast as a small pause allows until stopped; returns the
-/// last id written.
-struct Load {
-    stop: Arc<AtomicBool>,
-    last: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(daemon: &DaemonProcess, first: u64) -> Load {
-        let mut scanner = BinaryScanner::connect(daemon.scanner_addresses[0], SCANNER);
-        let stop = Arc::new(AtomicBool::new(false));
-        let last = Arc::new(AtomicU64::new(first.saturating_sub(1)));
-        let thread = {
-            let (stop, last) = (stop.clone(), last.clone());
-            std::thread::spawn(move || {
-                use std::io::Write;
-                let mut id = first;
-                let mut bytes = Vec::new();
-                while !stop.load(Ordering::Acquire) {
-                    bytes.clear();
-                    for offset in 0..16 {
-                        crate::common::encode_scan(SCANNER, &parcel(id + offset), &mut bytes);
-                    }
-                    if scanner.stream.write_all(&bytes).is_err() {
-                        return;
-                    }
-                    id += 16;
-                    last.store(id - 1, Ordering::Release);
-                    std::thread::sleep(Duration::from_micros(500));
-                }
-            })
-        };
-        Load {
-            stop,
-            last,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        self.last.load(Ordering::Acquire)
-    }
-}
-
 /// A daemon journaling into `dir`, its PLC link up (a new one after a restart).
 fn start_journaling(plc: &TestPlc, dir: &Path) -> DaemonProcess {
     let links_before = plc.counters.connections.load(Ordering::Relaxed);
@@ -156,7 +107,13 @@ fn kill_9_mid_load_loses_no_decision_the_plc_received() {
     let dir = journal_dir.path().join("journal");
     let plc = TestPlc::start(vec![], vec![]);
     let first = start_journaling(&plc, &dir);
-    let load = Load::start(&first, 1);
+    let load = ScanLoad::start(
+        first.scanner_addresses[0],
+        SCANNER,
+        1,
+        16,
+        Duration::from_micros(500),
+    );
     wait_until("load flowing", || plc.recorder.count() > 1_000);
     drop(first); // SIGKILL mid-load, then reaped.
     let written = load.finish();
@@ -417,7 +374,13 @@ fn the_daemon_exports_every_event_once_across_a_kill_9_and_a_broker_restart() {
     wait_until("the daemon's PLC link", || {
         plc.counters.connections.load(Ordering::Relaxed) > links_before
     });
-    let load = Load::start(&first, 1);
+    let load = ScanLoad::start(
+        first.scanner_addresses[0],
+        SCANNER,
+        1,
+        16,
+        Duration::from_micros(500),
+    );
     wait_until("load flowing", || plc.recorder.count() > 500);
     nats.kill();
     let during_outage = plc.recorder.count();

@@ -332,6 +332,66 @@ impl BinaryScanner {
     }
 }
 
+/// Scans sent to one listener in a loop until stopped (or the daemon dies): `per_tick`
+/// parcels (barcode `YT0000000000002`, ids from `first`) every `pause`.
+pub struct ScanLoad {
+    stop: Arc<AtomicBool>,
+    last: Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ScanLoad {
+    pub fn start(
+        address: SocketAddr,
+        scanner_id: u32,
+        first: u64,
+        per_tick: u64,
+        pause: Duration,
+    ) -> ScanLoad {
+        let mut scanner = BinaryScanner::connect(address, scanner_id);
+        let stop = Arc::new(AtomicBool::new(false));
+        let last = Arc::new(std::sync::atomic::AtomicU64::new(first.saturating_sub(1)));
+        let thread = {
+            let (stop, last) = (stop.clone(), last.clone());
+            std::thread::spawn(move || {
+                let mut id = first;
+                let mut bytes = Vec::new();
+                while !stop.load(Ordering::Acquire) {
+                    bytes.clear();
+                    for offset in 0..per_tick {
+                        let parcel = Parcel {
+                            parcel_id: id + offset,
+                            barcodes: vec!["YT0000000000002"],
+                            destination: None,
+                        };
+                        encode_scan(scanner_id, &parcel, &mut bytes);
+                    }
+                    if scanner.stream.write_all(&bytes).is_err() {
+                        return;
+                    }
+                    id += per_tick;
+                    last.store(id - 1, Ordering::Release);
+                    std::thread::sleep(pause);
+                }
+            })
+        };
+        ScanLoad {
+            stop,
+            last,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the load; returns the last parcel id written.
+    pub fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.last.load(Ordering::Acquire)
+    }
+}
+
 /// Whether the peer closed `stream` within [`PATIENCE`] (reads until EOF or reset).
 pub fn closed_by_peer(stream: &mut TcpStream) -> bool {
     let _ = stream.set_read_timeout(Some(PATIENCE));

@@ -1,0 +1,641 @@
+//! Pre-advice from the hub: a JetStream durable pull consumer (`sortd-preadvice-<node>`)
+//! on the pre-advice stream, filtered to the group's subject. Each message is one batch in
+//! the JSON-lines format of PLAN.md ("Pre-advice"); the message's stream sequence becomes
+//! the batch's pre-advice sequence, so a decision's event names the stream message that
+//! answered it.
+//!
+//! Exactly-once apply: the node's pre-advice log is the truth, not the consumer. A batch
+//! is applied through [`PreAdvice::apply`] (logged and synced, then published) and only
+//! then acknowledged; a message at or below the last applied sequence is a redelivery,
+//! acknowledged and skipped. At every (re)connection [`consumer_action`] compares the
+//! durable consumer's position with the log's last sequence and recreates the consumer at
+//! `last + 1` when it would skip something or sits on unacknowledged deliveries. A failed
+//! apply or a broken consumer ends the task; the hub thread ([`super::hub`]) then tears
+//! the session down, reconnects with backoff, and the next session resumes from the log.
+//! Sorting never waits for any of it: the decide path only reads the published view.
+//!
+//! [`task`] is the [`HubTask`] the daemon gives the hub thread; [`publish_batch`] is the
+//! operator's side (`sortd plan preadvice publish`). This module does not parse the
+//! configuration ([`super::hub_config`]) and does not own the overlay
+//! ([`crate::plan::preadvice`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
+use async_nats::jetstream::{self, Context};
+use futures_util::StreamExt;
+
+use super::connection::connect;
+use super::counters::ExportState;
+use super::hub::{HubSession, HubTask, TaskEnd};
+use super::hub_config::{HubSettings, PREADVICE_STREAM_SUBJECTS_DEFAULT};
+use crate::plan::PreAdvice;
+use crate::plan::preadvice_msg::parse_message;
+
+/// How long the pre-advice stream keeps a batch when sortd creates it: a node offline
+/// longer than this misses the batches that aged out (it keeps what it applied).
+pub const PREADVICE_STREAM_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// De-duplication window of a stream sortd creates (publishers may set `Nats-Msg-Id`).
+pub const PREADVICE_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Bad lines reported in the log per batch (all are counted).
+const BAD_LINES_LOGGED_MAX: usize = 5;
+/// Unacknowledged deliveries the consumer allows: a batch is acknowledged right after
+/// it is applied, so a few are enough and a redelivery storm stays small.
+const ACK_PENDING_MAX: i64 = 256;
+/// How long the server waits for an acknowledgement before delivering again.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// The durable consumer's name for `node`.
+pub fn consumer_name(node: &str) -> String {
+    format!("sortd-preadvice-{node}")
+}
+
+/// The stream sortd creates for pre-advice when it is missing (`[hub] create = true`, and
+/// `sortd plan preadvice publish`): file storage, every group's subject, 7 days.
+pub fn stream_config(name: &str) -> StreamConfig {
+    StreamConfig {
+        name: name.to_string(),
+        subjects: vec![PREADVICE_STREAM_SUBJECTS_DEFAULT.to_string()],
+        storage: StorageType::File,
+        max_age: PREADVICE_STREAM_MAX_AGE,
+        duplicate_window: PREADVICE_DUPLICATE_WINDOW,
+        ..Default::default()
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PreadviceErrorKind {
+    /// Could not connect.
+    Connect = 0,
+    /// The stream or the consumer API failed (or the stream is missing and may not be
+    /// created).
+    Stream = 1,
+    /// The connection or the consumer's message flow broke.
+    Disconnected = 2,
+    /// A batch could not be logged locally (it is not acknowledged, and comes again).
+    Apply = 3,
+    /// A message without JetStream metadata (no stream sequence).
+    Message = 4,
+}
+
+impl PreadviceErrorKind {
+    /// Every kind, in value order.
+    pub const ALL: [PreadviceErrorKind; 5] = [
+        PreadviceErrorKind::Connect,
+        PreadviceErrorKind::Stream,
+        PreadviceErrorKind::Disconnected,
+        PreadviceErrorKind::Apply,
+        PreadviceErrorKind::Message,
+    ];
+
+    /// The label value in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            PreadviceErrorKind::Connect => "connect",
+            PreadviceErrorKind::Stream => "stream",
+            PreadviceErrorKind::Disconnected => "disconnected",
+            PreadviceErrorKind::Apply => "apply",
+            PreadviceErrorKind::Message => "message",
+        }
+    }
+}
+
+/// The subscriber's live figures; the task is the only writer, the metrics read them.
+#[derive(Debug, Default)]
+pub struct PreadviceCounters {
+    state: AtomicU8,
+    /// The last pre-advice sequence applied (= the stream sequence of its message).
+    pub last_applied_seq: AtomicU64,
+    /// Batches applied from the stream.
+    pub batches_applied: AtomicU64,
+    /// Entries stored in the overlay.
+    pub entries_applied: AtomicU64,
+    /// Entries refused because the overlay was full.
+    pub entries_refused: AtomicU64,
+    /// Bad lines skipped (the rest of their batch was applied).
+    pub bad_lines: AtomicU64,
+    /// Messages over the size limit (applied as empty batches, so they are not retried).
+    pub batches_too_large: AtomicU64,
+    /// Deliveries at or below the last applied sequence (acknowledged, skipped).
+    pub redeliveries: AtomicU64,
+    /// Batches on the subject not yet delivered to this node (from the last delivery).
+    pub pending_batches: AtomicU64,
+    /// Publication (server time) to applied, of the last batch, in microseconds.
+    pub delay_us_last: AtomicU64,
+    /// The largest such delay seen, in microseconds.
+    pub delay_us_max: AtomicU64,
+    /// Sum of the delays of every batch applied, in microseconds.
+    pub delay_us_sum: AtomicU64,
+    /// Successful connections.
+    pub connections: AtomicU64,
+    errors: [AtomicU64; PreadviceErrorKind::ALL.len()],
+}
+
+impl PreadviceCounters {
+    /// The current state (the exporter's state names).
+    pub fn state(&self) -> ExportState {
+        let value = self.state.load(Ordering::Relaxed);
+        ExportState::ALL
+            .get(usize::from(value))
+            .copied()
+            .unwrap_or(ExportState::Stopped)
+    }
+
+    fn set_state(&self, state: ExportState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// Errors of `kind` so far.
+    pub fn errors(&self, kind: PreadviceErrorKind) -> u64 {
+        self.errors[kind as usize].load(Ordering::Relaxed)
+    }
+
+    fn count_error(&self, kind: PreadviceErrorKind) {
+        self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record_delay(&self, delay_us: u64) {
+        self.delay_us_last.store(delay_us, Ordering::Relaxed);
+        self.delay_us_max.fetch_max(delay_us, Ordering::Relaxed);
+        self.delay_us_sum.fetch_add(delay_us, Ordering::Relaxed);
+    }
+}
+
+/// Where the durable consumer stands, as the server reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerPosition {
+    /// Stream sequence of the last message delivered.
+    pub delivered_stream_seq: u64,
+    /// Stream sequence below which everything is acknowledged.
+    pub ack_floor_stream_seq: u64,
+    /// Its filter subject.
+    pub filter_subject: String,
+}
+
+/// What to do with the durable consumer before consuming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerAction {
+    /// It resumes right after the last applied batch (or before it: redeliveries are
+    /// skipped): use it.
+    Use,
+    /// Missing: create it, delivering from this stream sequence.
+    Create {
+        /// First stream sequence to deliver.
+        start_seq: u64,
+    },
+    /// It would skip batches the log lacks, holds unacknowledged deliveries past the
+    /// log, or filters another subject: delete it and create it from this sequence.
+    Recreate {
+        /// First stream sequence to deliver.
+        start_seq: u64,
+    },
+}
+
+/// Decides, from the log's last applied sequence and the consumer's position, whether the
+/// durable consumer can be used as it is. Pure.
+pub fn consumer_action(
+    last_applied: u64,
+    subject: &str,
+    existing: Option<&ConsumerPosition>,
+) -> ConsumerAction {
+    let start_seq = last_applied + 1;
+    match existing {
+        None => ConsumerAction::Create { start_seq },
+        Some(position)
+            if position.filter_subject != subject
+                || position.ack_floor_stream_seq > last_applied
+                || position.delivered_stream_seq > last_applied =>
+        {
+            ConsumerAction::Recreate { start_seq }
+        }
+        Some(_) => ConsumerAction::Use,
+    }
+}
+
+/// What to do with one delivered message. Pure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// At or below the last applied sequence: acknowledge and skip.
+    Redelivery,
+    /// New: apply at this sequence, then acknowledge.
+    Apply(u64),
+}
+
+/// Classifies a message by its stream sequence against the last applied one.
+pub fn classify(stream_seq: u64, last_applied: u64) -> Delivery {
+    if stream_seq <= last_applied {
+        Delivery::Redelivery
+    } else {
+        Delivery::Apply(stream_seq)
+    }
+}
+
+/// The hub task that takes the group's pre-advice into `preadvice`: spawned by the hub
+/// thread on every connection ([`super::hub`]), sharing its client, runtime and
+/// reconnects.
+pub fn task(preadvice: Arc<PreAdvice>, counters: Arc<PreadviceCounters>) -> HubTask {
+    counters
+        .last_applied_seq
+        .store(preadvice.last_seq(), Ordering::Relaxed);
+    HubTask {
+        name: "preadvice",
+        start: Box::new(move |session| {
+            Box::pin(run_preadvice(
+                session,
+                Arc::clone(&preadvice),
+                Arc::clone(&counters),
+            ))
+        }),
+    }
+}
+
+/// Marks the subscriber not connected when its session's future ends or is dropped (the
+/// hub drops every task of a lost connection).
+struct StateGuard(Arc<PreadviceCounters>);
+
+impl Drop for StateGuard {
+    fn drop(&mut self) {
+        self.0.set_state(ExportState::BackingOff);
+    }
+}
+
+/// One session of the subscriber on the hub's connection: positions the durable
+/// consumer after the local log, then applies and acknowledges batches until something
+/// breaks. Returns why it ended (the failure is counted); the hub then reconnects with
+/// backoff and starts it again.
+pub async fn run_preadvice(
+    session: HubSession,
+    preadvice: Arc<PreAdvice>,
+    counters: Arc<PreadviceCounters>,
+) -> TaskEnd {
+    let _state = StateGuard(Arc::clone(&counters));
+    counters.set_state(ExportState::Connecting);
+    let subscriber = Subscriber {
+        settings: &session.settings,
+        preadvice: &preadvice,
+        counters: &counters,
+    };
+    let (kind, detail) = subscriber.run(&session.js).await;
+    counters.count_error(kind);
+    TaskEnd {
+        detail: format!("pre-advice ({}): {detail}", kind.name()),
+    }
+}
+
+struct Subscriber<'a> {
+    settings: &'a HubSettings,
+    preadvice: &'a Arc<PreAdvice>,
+    counters: &'a Arc<PreadviceCounters>,
+}
+
+impl Subscriber<'_> {
+    async fn run(&self, js: &Context) -> (PreadviceErrorKind, String) {
+        let consumer = match self.consumer(js).await {
+            Ok(consumer) => consumer,
+            Err(detail) => return (PreadviceErrorKind::Stream, detail),
+        };
+        let mut messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(error) => return (PreadviceErrorKind::Stream, error.to_string()),
+        };
+        self.counters.connections.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            subject = %self.settings.preadvice_subject,
+            last_seq = self.preadvice.last_seq(),
+            "pre-advice from NATS connected"
+        );
+        self.counters.set_state(ExportState::Live);
+        loop {
+            let message = match messages.next().await {
+                Some(Ok(message)) => message,
+                Some(Err(error)) => return (PreadviceErrorKind::Disconnected, error.to_string()),
+                None => return (PreadviceErrorKind::Disconnected, "consumer ended".into()),
+            };
+            if let Err(end) = self.handle(&message).await {
+                return end;
+            }
+        }
+    }
+
+    /// The durable consumer, positioned after the last applied batch.
+    async fn consumer(&self, js: &Context) -> Result<jetstream::consumer::PullConsumer, String> {
+        let settings = self.settings;
+        let stream = if settings.create {
+            js.get_or_create_stream(stream_config(&settings.preadvice_stream))
+                .await
+                .map_err(|error| format!("stream {}: {error}", settings.preadvice_stream))?
+        } else {
+            js.get_stream(&settings.preadvice_stream)
+                .await
+                .map_err(|error| format!("stream {}: {error}", settings.preadvice_stream))?
+        };
+        let name = consumer_name(&settings.node);
+        let existing = match stream.consumer_info(&name).await {
+            Ok(info) => Some(ConsumerPosition {
+                delivered_stream_seq: info.delivered.stream_sequence,
+                ack_floor_stream_seq: info.ack_floor.stream_sequence,
+                filter_subject: info.config.filter_subject.clone(),
+            }),
+            Err(error) if is_not_found(&error) => None,
+            Err(error) => return Err(format!("consumer {name}: {error}")),
+        };
+        let last_applied = self.preadvice.last_seq();
+        let action = consumer_action(last_applied, &settings.preadvice_subject, existing.as_ref());
+        let start_seq = match action {
+            ConsumerAction::Use => {
+                return stream
+                    .get_consumer(&name)
+                    .await
+                    .map_err(|error| format!("consumer {name}: {error}"));
+            }
+            ConsumerAction::Create { start_seq } => start_seq,
+            ConsumerAction::Recreate { start_seq } => {
+                tracing::info!(
+                    consumer = %name,
+                    ?existing,
+                    last_applied,
+                    "pre-advice consumer does not resume after the local log; recreating it"
+                );
+                stream
+                    .delete_consumer(&name)
+                    .await
+                    .map_err(|error| format!("deleting consumer {name}: {error}"))?;
+                start_seq
+            }
+        };
+        let deliver_policy = if start_seq <= 1 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: start_seq,
+            }
+        };
+        stream
+            .create_consumer(pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: settings.preadvice_subject.clone(),
+                deliver_policy,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_ack_pending: ACK_PENDING_MAX,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| format!("creating consumer {name}: {error}"))
+    }
+
+    /// Applies one message (or skips a redelivery) and acknowledges it. An error ends
+    /// the session without acknowledging: the batch comes again.
+    async fn handle(
+        &self,
+        message: &jetstream::Message,
+    ) -> Result<(), (PreadviceErrorKind, String)> {
+        let (stream_seq, pending, published_ns) = match message.info() {
+            Ok(info) => (
+                info.stream_sequence,
+                info.pending,
+                info.published.unix_timestamp_nanos(),
+            ),
+            Err(error) => return Err((PreadviceErrorKind::Message, error.to_string())),
+        };
+        self.counters
+            .pending_batches
+            .store(pending, Ordering::Relaxed);
+        match classify(stream_seq, self.preadvice.last_seq()) {
+            Delivery::Redelivery => {
+                self.counters.redeliveries.fetch_add(1, Ordering::Relaxed);
+            }
+            Delivery::Apply(seq) => {
+                self.apply(seq, message.payload.clone(), published_ns)
+                    .await?
+            }
+        }
+        // A lost acknowledgement only means a redelivery, which is skipped.
+        if let Err(error) = message.ack().await {
+            return Err((PreadviceErrorKind::Disconnected, error.to_string()));
+        }
+        self.counters.set_state(if pending > 0 {
+            ExportState::CatchingUp
+        } else {
+            ExportState::Live
+        });
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        seq: u64,
+        payload: bytes::Bytes,
+        published_ns: i128,
+    ) -> Result<(), (PreadviceErrorKind, String)> {
+        // Parsing and the synced log write block: off the hub's runtime thread, so the
+        // other hub tasks are not held up by a disk sync.
+        let preadvice = Arc::clone(self.preadvice);
+        let (parsed, applied) = tokio::task::spawn_blocking(move || {
+            let parsed = parse_message(&payload);
+            let applied = preadvice.apply(&parsed.entries, seq);
+            (parsed, applied)
+        })
+        .await
+        .map_err(|error| (PreadviceErrorKind::Apply, error.to_string()))?;
+        let subject = &self.settings.preadvice_subject;
+        for error in parsed.errors.iter().take(BAD_LINES_LOGGED_MAX) {
+            tracing::warn!(seq, %subject, line = error.line, error = %error.kind, "pre-advice: bad line skipped");
+        }
+        let counters = self.counters;
+        if parsed.too_large {
+            tracing::warn!(seq, %subject, "pre-advice: message over the size limit skipped");
+            counters.batches_too_large.fetch_add(1, Ordering::Relaxed);
+        }
+        let applied = match applied {
+            Ok(applied) => applied,
+            Err(error) => {
+                tracing::error!(seq, %error, "pre-advice: batch not applied; it will come again");
+                return Err((PreadviceErrorKind::Apply, error.to_string()));
+            }
+        };
+        counters
+            .bad_lines
+            .fetch_add(parsed.bad_lines, Ordering::Relaxed);
+        if applied.duplicate {
+            counters.redeliveries.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        counters.batches_applied.fetch_add(1, Ordering::Relaxed);
+        counters
+            .entries_applied
+            .fetch_add(applied.counts.stored, Ordering::Relaxed);
+        counters
+            .entries_refused
+            .fetch_add(applied.counts.refused_full, Ordering::Relaxed);
+        counters.last_applied_seq.store(seq, Ordering::Relaxed);
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as i128);
+        let delay_us = u64::try_from((now_ns - published_ns).max(0) / 1_000).unwrap_or(u64::MAX);
+        counters.record_delay(delay_us);
+        tracing::debug!(
+            seq,
+            stored = applied.counts.stored,
+            refused = applied.counts.refused_full,
+            bad_lines = parsed.bad_lines,
+            delay_us,
+            "pre-advice batch applied"
+        );
+        Ok(())
+    }
+}
+
+/// Why [`publish_batch`] failed.
+#[derive(Debug)]
+pub enum PublishError {
+    /// The server could not be reached.
+    Connect(super::connection::ConnectError),
+    /// The stream could not be found or created.
+    Stream(String),
+    /// The message was not stored (no acknowledgement, or refused).
+    Publish(String),
+}
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublishError::Connect(error) => write!(f, "connecting: {error}"),
+            PublishError::Stream(detail) => write!(f, "stream: {detail}"),
+            PublishError::Publish(detail) => write!(f, "publishing: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PublishError::Connect(error) => Some(error),
+            PublishError::Stream(_) | PublishError::Publish(_) => None,
+        }
+    }
+}
+
+/// What the stream said about a published batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The stream sequence: the batch's pre-advice sequence on every node.
+    pub stream_seq: u64,
+    /// The stream already held a message with this `Nats-Msg-Id` (nothing was added).
+    pub duplicate: bool,
+}
+
+/// Publishes one pre-advice batch (`payload`, JSON lines) on `subject` of `stream`,
+/// creating the stream ([`stream_config`]) when it is missing, and waits for the
+/// stream's acknowledgement. `msg_id` (`Nats-Msg-Id`) makes a retried publish harmless
+/// within the stream's duplicate window.
+pub async fn publish_batch(
+    connection: &super::connection::NatsConnection,
+    stream: &str,
+    subject: &str,
+    payload: Vec<u8>,
+    msg_id: Option<&str>,
+) -> Result<Published, PublishError> {
+    let client = connect(connection, "sortd-preadvice-publish".into(), None)
+        .await
+        .map_err(PublishError::Connect)?;
+    let js = jetstream::context::ContextBuilder::new()
+        .timeout(connection.request_timeout)
+        .build(client.clone());
+    js.get_or_create_stream(stream_config(stream))
+        .await
+        .map_err(|error| PublishError::Stream(format!("{stream}: {error}")))?;
+    let mut message = jetstream::message::PublishMessage::build().payload(payload.into());
+    if let Some(id) = msg_id {
+        message = message.message_id(id);
+    }
+    let ack = js
+        .send_publish(subject.to_string(), message)
+        .await
+        .map_err(|error| PublishError::Publish(error.to_string()))?
+        .await
+        .map_err(|error| PublishError::Publish(error.to_string()))?;
+    if ack.stream != stream {
+        return Err(PublishError::Publish(format!(
+            "{subject} is stored by stream {}, not {stream}",
+            ack.stream
+        )));
+    }
+    // Flush before the client goes: the acknowledgement already came, nothing is lost.
+    let _ = client.flush().await;
+    Ok(Published {
+        stream_seq: ack.sequence,
+        duplicate: ack.duplicate,
+    })
+}
+
+fn is_not_found(error: &jetstream::context::ConsumerInfoError) -> bool {
+    matches!(
+        error.kind(),
+        jetstream::context::ConsumerInfoErrorKind::NotFound
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUBJECT: &str = "sortd.preadvice.north";
+
+    fn at(delivered: u64, ack_floor: u64, filter: &str) -> ConsumerPosition {
+        ConsumerPosition {
+            delivered_stream_seq: delivered,
+            ack_floor_stream_seq: ack_floor,
+            filter_subject: filter.into(),
+        }
+    }
+
+    #[test]
+    fn the_consumer_is_kept_only_when_it_resumes_after_the_log() {
+        let cases = [
+            (0, None, ConsumerAction::Create { start_seq: 1 }),
+            (41, None, ConsumerAction::Create { start_seq: 42 }),
+            (41, Some(at(41, 41, SUBJECT)), ConsumerAction::Use),
+            // Behind the log: the redeliveries are skipped.
+            (41, Some(at(30, 30, SUBJECT)), ConsumerAction::Use),
+            // Ahead of the log (log lost or restored from a backup): would skip batches.
+            (
+                41,
+                Some(at(50, 50, SUBJECT)),
+                ConsumerAction::Recreate { start_seq: 42 },
+            ),
+            // Delivered past the log but not acknowledged: recreate rather than wait
+            // for the redelivery timer.
+            (
+                41,
+                Some(at(45, 41, SUBJECT)),
+                ConsumerAction::Recreate { start_seq: 42 },
+            ),
+            (
+                41,
+                Some(at(41, 41, "sortd.preadvice.south")),
+                ConsumerAction::Recreate { start_seq: 42 },
+            ),
+        ];
+        for (last, position, expected) in cases {
+            assert_eq!(
+                consumer_action(last, SUBJECT, position.as_ref()),
+                expected,
+                "last {last}, {position:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn deliveries_at_or_below_the_log_are_redeliveries() {
+        assert_eq!(classify(5, 5), Delivery::Redelivery);
+        assert_eq!(classify(4, 5), Delivery::Redelivery);
+        assert_eq!(classify(6, 5), Delivery::Apply(6));
+        assert_eq!(classify(1, 0), Delivery::Apply(1));
+    }
+}
