@@ -47,7 +47,7 @@ pub struct LoadOptions {
 #[derive(Debug)]
 pub enum LoadError {
     /// The plan could not be read.
-    Plan(String),
+    Plan(crate::daemon::PlanSourceError),
     /// The parcel mix cannot be drawn from the plan.
     Mix(mix::MixError),
     /// A socket failed.
@@ -64,7 +64,15 @@ impl std::fmt::Display for LoadError {
     }
 }
 
-impl std::error::Error for LoadError {}
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Plan(error) => Some(error),
+            LoadError::Mix(error) => Some(error),
+            LoadError::Io(error) => Some(error),
+        }
+    }
+}
 
 /// Measures latency as SORTs arrive at the simulated PLC.
 struct LatencyObserver {
