@@ -195,9 +195,7 @@ pub fn run_load(
     if plays_plc {
         // SORTs in flight to the PLC side.
         let expected_sorts = match daemon {
-            Some(counters) => {
-                counters.decided_sent.total() - counters.decided_sent.get(Reason::Duplicate)
-            }
+            Some(counters) => counters.decided_sent.total(),
             None => sent - duplicates_sent,
         };
         while sim_counters.sorts.load(Ordering::Relaxed) < expected_sorts
@@ -229,8 +227,7 @@ pub fn run_load(
     match daemon {
         Some(counters) => {
             for reason in Reason::ALL {
-                let count =
-                    counters.decided_sent.get(reason) + counters.decided_undelivered.get(reason);
+                let count = counters.decided(reason);
                 if count > 0 {
                     report.reasons.insert(reason.as_str().to_string(), count);
                 }
@@ -248,8 +245,7 @@ pub fn run_load(
                     "sent {sent} parcels but the daemon decoded {scans}"
                 ));
             }
-            let expected_sorts =
-                counters.decided_sent.total() - counters.decided_sent.get(Reason::Duplicate);
+            let expected_sorts = counters.decided_sent.total();
             if plays_plc && sorts != expected_sorts {
                 report.discrepancies.push(format!(
                     "the daemon sent {expected_sorts} SORTs but the PLC side received {sorts}"

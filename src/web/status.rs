@@ -59,7 +59,7 @@ impl Reading {
     pub fn take(counters: &Counters, chute_states: &ChuteStateTable, at: Instant) -> Reading {
         let mut decided_by_reason = [0u64; Reason::ALL.len()];
         for (slot, reason) in decided_by_reason.iter_mut().zip(Reason::ALL) {
-            *slot = counters.decided_sent.get(reason) + counters.decided_undelivered.get(reason);
+            *slot = counters.decided(reason);
         }
         let unavailable = (0..=ChuteNumber::MAX)
             .filter_map(|chute| {
