@@ -293,17 +293,40 @@ impl EgressCore {
     }
 }
 
+/// Test doubles shared by the core's tests and its drivers' tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
-    use crate::pipeline::queue::{Wake, batch_queue};
-    use crate::plc::{LinkConfig, PeerConfig, PlcPeer};
-    use std::time::Duration;
+    use crate::pipeline::queue::Wake;
 
-    struct NoWake;
+    /// A queue wake-up that nobody listens to.
+    pub(crate) struct NoWake;
     impl Wake for NoWake {
         fn wake(&self) {}
     }
+
+    /// A primary-chute decision (chute 7, plan version 1, late chute 996).
+    pub(crate) fn decision(parcel_id: u64, received_at: Instant) -> Decision {
+        Decision {
+            parcel_id,
+            scanner_id: 1,
+            chute: 7,
+            reason: Reason::SortedPrimary,
+            plan_version: 1,
+            preadvice_seq: 0,
+            late_chute: 996,
+            received_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{NoWake, decision};
+    use super::*;
+    use crate::pipeline::queue::batch_queue;
+    use crate::plc::{LinkConfig, PeerConfig, PlcPeer};
+    use std::time::Duration;
 
     /// Records every fate, and fails the test on a second fate for one parcel.
     #[derive(Default)]
@@ -320,19 +343,6 @@ mod tests {
             );
             self.seen
                 .push((decision.parcel_id, decision.reason, decision.chute, fate));
-        }
-    }
-
-    fn decision(parcel_id: u64, received_at: Instant) -> Decision {
-        Decision {
-            parcel_id,
-            scanner_id: 1,
-            chute: 7,
-            reason: Reason::SortedPrimary,
-            plan_version: 1,
-            preadvice_seq: 0,
-            late_chute: 996,
-            received_at,
         }
     }
 

@@ -520,26 +520,9 @@ impl DaemonObserver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::queue::{Wake, batch_queue};
+    use crate::core::egress::test_support::{NoWake, decision};
+    use crate::pipeline::queue::batch_queue;
     use crate::plc::{LinkConfig, PeerEvent, PlcPeer};
-
-    struct NoWake;
-    impl Wake for NoWake {
-        fn wake(&self) {}
-    }
-
-    fn decision(parcel_id: u64, received_at: Instant) -> Decision {
-        Decision {
-            parcel_id,
-            scanner_id: 1,
-            chute: 7,
-            reason: Reason::SortedPrimary,
-            plan_version: 1,
-            preadvice_seq: 0,
-            late_chute: 996,
-            received_at,
-        }
-    }
 
     /// Moves the link's bytes both ways until neither side has anything to say; returns
     /// the SORTs the PLC received.
