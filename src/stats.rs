@@ -22,23 +22,19 @@ pub const CHUTE_NUMBERS: usize = 1 << ChuteNumber::BITS;
 const _: () = assert!(CHUTE_NUMBERS == ChuteNumber::MAX as usize + 1);
 const _: () = assert!(INGRESS_WORKERS_MAX >= 1);
 
-/// Counters by decision reason, indexed by `Reason::code() - 1`.
+/// Counters by decision reason, one slot per [`Reason::index`].
 #[derive(Debug, Default)]
 pub struct ByReason([AtomicU64; Reason::ALL.len()]);
 
 impl ByReason {
     /// Adds `count` to `reason`.
     pub fn add(&self, reason: Reason, count: u64) {
-        if let Some(slot) = self.0.get(usize::from(reason.code()) - 1) {
-            slot.fetch_add(count, Ordering::Relaxed);
-        }
+        self.0[reason.index()].fetch_add(count, Ordering::Relaxed);
     }
 
     /// The count for `reason`.
     pub fn get(&self, reason: Reason) -> u64 {
-        self.0
-            .get(usize::from(reason.code()) - 1)
-            .map_or(0, |slot| slot.load(Ordering::Relaxed))
+        self.0[reason.index()].load(Ordering::Relaxed)
     }
 
     /// The sum over every reason.

@@ -403,18 +403,16 @@ struct DaemonObserver {
 
 impl EgressObserver for DaemonObserver {
     fn on_decision(&mut self, now: Instant, decision: &Decision, fate: Fate) {
-        let slot = usize::from(decision.reason.code()) - 1;
+        let slot = decision.reason.index();
         let count = match fate {
             Fate::Sent { .. } => {
                 self.counters.sorts_by_chute.count_one(decision.chute);
-                self.sent.get_mut(slot)
+                &mut self.sent[slot]
             }
-            Fate::Duplicate => Some(&mut self.duplicates),
-            Fate::Undelivered => self.undelivered.get_mut(slot),
+            Fate::Duplicate => &mut self.duplicates,
+            Fate::Undelivered => &mut self.undelivered[slot],
         };
-        if let Some(count) = count {
-            *count += 1;
-        }
+        *count += 1;
         let latency = now.saturating_duration_since(decision.received_at);
         let _ = self.latency_us.record((latency.as_micros() as u64).max(1));
         if let Some(journal) = &mut self.journal {
@@ -426,12 +424,7 @@ impl EgressObserver for DaemonObserver {
         if let Some(journal) = &mut self.journal {
             journal.on_confirm(Instant::now(), confirm);
         }
-        if let Some(count) = self
-            .confirmed
-            .get_mut(usize::from(confirm.outcome.code()).saturating_sub(1))
-        {
-            *count += 1;
-        }
+        self.confirmed[confirm.outcome.index()] += 1;
     }
 
     fn on_chute_state(&mut self, chute: ChuteNumber, state: ChuteState) {
