@@ -49,6 +49,12 @@ impl Reason {
         self as u8
     }
 
+    /// This reason's position in [`Reason::ALL`]: the slot of a table with one entry per
+    /// reason (`[T; Reason::ALL.len()]`), always in range.
+    pub const fn index(self) -> usize {
+        self as usize - 1
+    }
+
     /// The reason for a wire code, or `None` for an unknown code.
     pub const fn from_code(code: u8) -> Option<Reason> {
         match code {
@@ -137,6 +143,14 @@ impl Rule {
     }
 }
 
+const _: () = {
+    let mut index = 0;
+    while index < Reason::ALL.len() {
+        assert!(Reason::ALL[index].index() == index);
+        index += 1;
+    }
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +161,9 @@ mod tests {
         for reason in Reason::ALL {
             assert_eq!(Reason::from_code(reason.code()), Some(reason));
             assert!(names.insert(reason.as_str()));
+        }
+        for (index, reason) in Reason::ALL.into_iter().enumerate() {
+            assert_eq!(reason.index(), index);
         }
         assert_eq!(Reason::from_code(0), None);
         assert_eq!(Reason::from_code(9), None);

@@ -22,23 +22,19 @@ pub const CHUTE_NUMBERS: usize = 1 << ChuteNumber::BITS;
 const _: () = assert!(CHUTE_NUMBERS == ChuteNumber::MAX as usize + 1);
 const _: () = assert!(INGRESS_WORKERS_MAX >= 1);
 
-/// Counters by decision reason, indexed by `Reason::code() - 1`.
+/// Counters by decision reason, one slot per [`Reason::index`].
 #[derive(Debug, Default)]
 pub struct ByReason([AtomicU64; Reason::ALL.len()]);
 
 impl ByReason {
     /// Adds `count` to `reason`.
     pub fn add(&self, reason: Reason, count: u64) {
-        if let Some(slot) = self.0.get(usize::from(reason.code()) - 1) {
-            slot.fetch_add(count, Ordering::Relaxed);
-        }
+        self.0[reason.index()].fetch_add(count, Ordering::Relaxed);
     }
 
     /// The count for `reason`.
     pub fn get(&self, reason: Reason) -> u64 {
-        self.0
-            .get(usize::from(reason.code()) - 1)
-            .map_or(0, |slot| slot.load(Ordering::Relaxed))
+        self.0[reason.index()].load(Ordering::Relaxed)
     }
 
     /// The sum over every reason.
@@ -417,8 +413,12 @@ pub struct Counters {
     pub connections_closed_idle: AtomicU64,
     /// Connections closed for any reason (peer, deadline, idleness, shutdown).
     pub connections_closed: AtomicU64,
-    /// Decisions handed to the PLC link, by reason.
+    /// Decisions handed to the PLC link (SORTs sent or about to be), by reason; never a
+    /// duplicate.
     pub decided_sent: ByReason,
+    /// Repeat scans inside the duplicate window: decided (reason `duplicate`), never sent
+    /// to the PLC, never actuated.
+    pub decided_duplicate: AtomicU64,
     /// Decisions made while the PLC link was down, by reason: counted, not delivered.
     pub decided_undelivered: ByReason,
     /// Sort confirmations from the PLC by outcome name.
@@ -478,9 +478,21 @@ impl Counters {
         self.plan_since_unix_ms.store(now_ms, Ordering::Relaxed);
     }
 
-    /// All decisions made, delivered or not.
+    /// All decisions made: sent, undelivered or duplicate.
     pub fn decided_total(&self) -> u64 {
-        self.decided_sent.total() + self.decided_undelivered.total()
+        self.decided_sent.total()
+            + self.decided_undelivered.total()
+            + self.decided_duplicate.load(Ordering::Relaxed)
+    }
+
+    /// Decisions made for `reason`: sent, undelivered or (for `duplicate`) not actuated.
+    pub fn decided(&self, reason: Reason) -> u64 {
+        let duplicates = if reason == Reason::Duplicate {
+            self.decided_duplicate.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        self.decided_sent.get(reason) + self.decided_undelivered.get(reason) + duplicates
     }
 }
 

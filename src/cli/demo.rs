@@ -61,9 +61,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let folder = tempfile::tempdir().context("creating a temporary folder")?;
     let plan_path = folder.path().join("example-plan.csv");
     std::fs::write(&plan_path, EXAMPLE_PLAN_CSV).context("writing the example plan")?;
-    let plan = sortd::daemon::PlanSource::new(plan_path.clone())
-        .open()
-        .map_err(|error| anyhow::anyhow!(error))?;
+    let plan = sortd::daemon::PlanSource::new(plan_path.clone()).open()?;
     let stats = plan.stats();
     println!(
         "sortd demo: plan \"{}\" (version {}): {} exact tracking numbers, {} destination-code prefixes",

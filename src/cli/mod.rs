@@ -74,8 +74,46 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("sortd: {error:#}");
+            eprintln!("sortd: {}", one_line(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes as `error: cause: cause`, leaving out a cause whose text is
+/// already shown: the library's errors keep their cause (`source()`) and also name it in
+/// their own message, so `{:#}` would print it twice.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut shown = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if shown.contains(&text) {
+            continue;
+        }
+        if !shown.is_empty() {
+            shown.push_str(": ");
+        }
+        shown.push_str(&text);
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::other("address in use");
+        let error = anyhow::Error::new(io).context("cannot bind scanners");
+        assert_eq!(one_line(&error), "cannot bind scanners: address in use");
+        let error = sortd::daemon::DaemonError::Bind {
+            what: "scanners".into(),
+            error: std::io::Error::other("address in use"),
+        };
+        assert_eq!(
+            one_line(&anyhow::Error::new(error)),
+            "cannot bind scanners: address in use"
+        );
     }
 }

@@ -165,7 +165,7 @@ pub fn run(command: PlanCommand) -> anyhow::Result<ExitCode> {
 fn open(path: &std::path::Path) -> anyhow::Result<Plan> {
     let source = PlanSource::new(path.to_path_buf());
     if source.is_csv() {
-        return source.open().map_err(anyhow::Error::msg);
+        return Ok(source.open()?);
     }
     Plan::open(path).with_context(|| format!("{}: cannot open plan", path.display()))
 }

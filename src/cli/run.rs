@@ -167,7 +167,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             format!(
                 "{}={}/{}",
                 reason.as_str(),
-                counters.decided_sent.get(*reason),
+                counters.decided(*reason) - counters.decided_undelivered.get(*reason),
                 counters.decided_undelivered.get(*reason)
             )
         })
@@ -175,7 +175,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(
         scans = load(&counters.scans_in),
         decided = counters.decided_total(),
-        sent_to_plc = counters.decided_sent.total() - counters.decided_sent.get(sortd::decision::Reason::Duplicate),
+        sent_to_plc = counters.decided_sent.total(),
+        duplicates = load(&counters.decided_duplicate),
         undelivered = counters.decided_undelivered.total(),
         bytes_skipped = load(&counters.bytes_skipped),
         refused_limit = load(&counters.connections_refused_limit),

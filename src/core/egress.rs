@@ -334,17 +334,41 @@ impl EgressCore {
     }
 }
 
+/// Test doubles shared by the core's tests and its drivers' tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
-    use crate::pipeline::queue::{Wake, batch_queue};
-    use crate::plc::{LinkConfig, PeerConfig, PlcPeer};
-    use std::time::Duration;
+    use crate::pipeline::queue::Wake;
 
-    struct NoWake;
+    /// A queue wake-up that nobody listens to.
+    pub(crate) struct NoWake;
     impl Wake for NoWake {
         fn wake(&self) {}
     }
+
+    /// A primary-chute decision (chute 7, plan version 1, late chute 996).
+    pub(crate) fn decision(parcel_id: u64, received_at: Instant) -> Decision {
+        Decision {
+            parcel_id,
+            scanner_id: 1,
+            chute: 7,
+            reason: Reason::SortedPrimary,
+            rule: Rule::Exact,
+            plan_version: 1,
+            preadvice_seq: 0,
+            late_chute: 996,
+            received_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{NoWake, decision};
+    use super::*;
+    use crate::pipeline::queue::batch_queue;
+    use crate::plc::{LinkConfig, PeerConfig, PlcPeer};
+    use std::time::Duration;
 
     /// Records every fate, and fails the test on a second fate for one parcel.
     #[derive(Default)]
@@ -370,31 +394,89 @@ mod tests {
         }
     }
 
-    fn decision(parcel_id: u64, received_at: Instant) -> Decision {
-        Decision {
-            parcel_id,
-            scanner_id: 1,
-            chute: 7,
-            reason: Reason::SortedPrimary,
-            rule: Rule::Exact,
-            plan_version: 1,
-            preadvice_seq: 0,
-            late_chute: 996,
-            received_at,
-        }
-    }
-
     /// Connects the host to a fresh PLC and lets the HELLOs (and whatever the PLC
     /// queues after its HELLO) cross once each way.
     fn handshake(core: &mut EgressCore, plc: &mut PlcPeer, now: Instant) {
         core.link_mut().handle_connected(now);
         plc.handle_connected(now);
+        exchange(core, plc, now);
+    }
+
+    /// Moves the link's bytes both ways once.
+    fn exchange(core: &mut EgressCore, plc: &mut PlcPeer, now: Instant) {
         let mut to_plc = Vec::new();
         core.link_mut().poll_transmit(now, &mut to_plc);
         plc.handle_input(now, &to_plc);
         let mut to_host = Vec::new();
         plc.poll_transmit(now, &mut to_host);
         core.link_mut().handle_input(now, &to_host);
+    }
+
+    #[test]
+    fn a_full_window_while_the_link_is_up_stops_the_pump_until_acks_free_it() {
+        let start = Instant::now();
+        let (sender, receiver) = batch_queue(4, 8, false, Arc::new(NoWake));
+        let config = LinkConfig {
+            window_max: 4,
+            ..LinkConfig::default()
+        };
+        let link = HostLink::new(config, start);
+        let finalizer = Finalizer::new(Duration::from_secs(5), Duration::from_secs(60), 64);
+        let mut core = EgressCore::new(link, finalizer, Arc::new(ChuteStateTable::new()));
+        let mut plc = PlcPeer::new(config, start);
+        let mut fates = Fates::default();
+        handshake(&mut core, &mut plc, start);
+        while core.poll_action(start, &mut fates).is_some() {}
+        assert!(core.is_link_up());
+        let mut batch = sender.empty_batch();
+        for parcel_id in 1..=6 {
+            batch.push(decision(parcel_id, start), &ScanFacts::default());
+        }
+        sender.try_send(batch).ok();
+        assert_eq!(core.pump(start, 0, &receiver, &mut fates), 4);
+        assert_eq!(core.pending(), 2, "the rest waits in the batch");
+        assert_eq!(core.pump(start, 0, &receiver, &mut fates), 0, "still full");
+        exchange(&mut core, &mut plc, start);
+        while core.poll_action(start, &mut fates).is_some() {}
+        assert_eq!(core.pump(start, 0, &receiver, &mut fates), 2);
+        assert_eq!(core.pending(), 0);
+        let sent: Vec<_> = fates.seen.iter().map(|seen| (seen.0, seen.3)).collect();
+        let expected: Vec<_> = (1..=6u32)
+            .map(|seq| (u64::from(seq), Fate::Sent { plc_seq: seq }))
+            .collect();
+        assert_eq!(sent, expected);
+    }
+
+    #[test]
+    fn held_sorts_expire_by_deadline_and_each_reports_its_own_parcel() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let (sender, receiver) = batch_queue(4, 8, false, Arc::new(NoWake));
+        let link = HostLink::new(LinkConfig::default(), start);
+        let finalizer = Finalizer::new(ms(500), ms(0), 64);
+        let mut core = EgressCore::new(link, finalizer, Arc::new(ChuteStateTable::new()));
+        let mut fates = Fates::default();
+        // Link down. Parcel 1 was received 300 ms after parcel 2 but is held first.
+        let at = start + ms(300);
+        let mut batch = sender.empty_batch();
+        batch.push(decision(1, at), &ScanFacts::default());
+        batch.push(decision(2, start), &ScanFacts::default());
+        batch.push(decision(3, at), &ScanFacts::default());
+        sender.try_send(batch).ok();
+        assert_eq!(core.pump(at, 0, &receiver, &mut fates), 3);
+        assert_eq!((core.held(), fates.seen.len()), (3, 0));
+        // +600 ms: only parcel 2 (deadline +500) is past its deadline.
+        let expiry = start + ms(600);
+        core.handle_timeout(expiry);
+        while core.poll_action(expiry, &mut fates).is_some() {}
+        assert_eq!(fates.seen, vec![(2, Reason::Late, 996, Fate::Undelivered)]);
+        assert_eq!(core.held(), 2);
+        // The driver stops: the rest expire at once, each with its own parcel.
+        core.abandon_held();
+        while core.poll_action(expiry, &mut fates).is_some() {}
+        let rest: Vec<_> = fates.seen[1..].iter().map(|seen| seen.0).collect();
+        assert_eq!(rest, vec![1, 3]);
+        assert_eq!(core.held(), 0);
     }
 
     #[test]

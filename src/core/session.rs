@@ -463,3 +463,628 @@ impl Scanner<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The session on its own, driven by hand: every case is deterministic (fixed bytes,
+    //! a fixed clock), and each names the rule it pins down.
+
+    use super::*;
+    use crate::decision::Reason;
+    use crate::plan::{Plan, PlanHandle, compile_str};
+    use crate::wire::{
+        self, Barcodes, ETX, FRAME_TYPE_SCAN, Hello, MAGIC, STX, ScanFlags, TextProfile,
+    };
+
+    const PLAN_CSV: &str = "kind,key,chutes\nmeta,name,session test\nmeta,version,3\n\
+        exact,PARCEL-A,11\nexact,PARCEL-B,12\n\
+        default,no_read,998\ndefault,no_rule,999\ndefault,multi_read,997\ndefault,late,996\n";
+
+    const LIMITS: SessionLimits = SessionLimits {
+        buffer_bytes: 4096,
+        frame_deadline: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(1000),
+    };
+
+    fn plan() -> PlanHandle {
+        let bytes = compile_str("session test", PLAN_CSV).expect("the test plan compiles");
+        PlanHandle::new(Plan::from_bytes(bytes).expect("the test plan opens"))
+    }
+
+    fn scan(scanner_id: u32, parcel_id: u64, key: &[u8]) -> Vec<u8> {
+        let codes: [&[u8]; 1] = [key];
+        let frame = Frame::Scan(ScanFrame {
+            scanner_id,
+            sequence: 1,
+            parcel_id,
+            scanned_at_us: 0,
+            barcodes: Barcodes::from_slice(&codes).expect("one barcode fits"),
+            destination: None,
+            weight_g: 0,
+            length_mm: 0,
+            width_mm: 0,
+            height_mm: 0,
+            flags: ScanFlags::default(),
+        });
+        let mut bytes = Vec::new();
+        wire::encode(&frame, &mut bytes).expect("encodes");
+        bytes
+    }
+
+    fn hello(scanner_id: u32) -> Vec<u8> {
+        let frame = Frame::Hello(Hello {
+            scanner_id,
+            protocol_version: 1,
+            heartbeat_interval_ms: 0,
+            sent_at_us: 0,
+        });
+        let mut bytes = Vec::new();
+        wire::encode(&frame, &mut bytes).expect("encodes");
+        bytes
+    }
+
+    /// The start of a scan frame that declares 1000 bytes and never completes.
+    fn cut_off() -> Vec<u8> {
+        let mut bytes = vec![MAGIC[0], MAGIC[1], 1, FRAME_TYPE_SCAN, 0xE8, 0x03, 0, 0];
+        bytes.extend_from_slice(&[b'x'; 40]);
+        bytes
+    }
+
+    /// A batch of `capacity` decisions; `refuse` makes a flush fail (the queue is full).
+    struct Sink {
+        held: Vec<Decision>,
+        flushed: Vec<Decision>,
+        capacity: usize,
+        refuse: bool,
+    }
+
+    impl Sink {
+        fn new(capacity: usize) -> Sink {
+            Sink {
+                held: Vec::new(),
+                flushed: Vec::new(),
+                capacity,
+                refuse: false,
+            }
+        }
+
+        fn all(&self) -> Vec<&Decision> {
+            self.flushed.iter().chain(&self.held).collect()
+        }
+    }
+
+    impl DecisionSink for Sink {
+        fn room(&self) -> usize {
+            self.capacity - self.held.len()
+        }
+        fn flush(&mut self) -> bool {
+            if self.refuse {
+                return false;
+            }
+            self.flushed.append(&mut self.held);
+            true
+        }
+        fn push(&mut self, decision: Decision, _scan: &ScanFrame<'_>, _plan_name: &str) {
+            assert!(self.room() > 0, "pushed into a full sink");
+            self.held.push(decision);
+        }
+    }
+
+    #[derive(Default)]
+    struct Seen {
+        bytes: usize,
+        frames: usize,
+        scans: usize,
+        hellos: Vec<(u32, bool)>,
+        skipped: Vec<Skipped>,
+    }
+
+    impl SessionObserver for Seen {
+        fn on_bytes(&mut self, count: usize) {
+            self.bytes += count;
+        }
+        fn on_frame(&mut self) {
+            self.frames += 1;
+        }
+        fn on_scan(&mut self, _scan: &ScanFrame<'_>, _decision: &Decision) {
+            self.scans += 1;
+        }
+        fn on_hello(&mut self, scanner_id: u32, changed: bool) {
+            self.hellos.push((scanner_id, changed));
+        }
+        fn on_skipped(&mut self, _now: Instant, skipped: Skipped) {
+            self.skipped.push(skipped);
+        }
+    }
+
+    /// Runs `poll_decisions` over the test plan with all chutes available.
+    fn poll(
+        session: &mut ScannerSession,
+        now: Instant,
+        synthetic: &mut u64,
+        sink: &mut Sink,
+        seen: &mut Seen,
+    ) -> bool {
+        let handle = plan();
+        let view = handle.view();
+        let chutes = ChuteStateTable::new();
+        let mut decider = Decider {
+            plan: &view,
+            chute_states: &chutes,
+            synthetic_parcel_id: synthetic,
+        };
+        session.poll_decisions(now, &mut decider, sink, seen)
+    }
+
+    /// Runs one `serve` turn whose reads hand out `reads` in order, then `WouldBlock`.
+    fn serve(
+        session: &mut ScannerSession,
+        now: Instant,
+        reads: &mut Vec<ReadResult>,
+        data: &mut &[u8],
+        sink: &mut Sink,
+        seen: &mut Seen,
+    ) -> Served {
+        let handle = plan();
+        let view = handle.view();
+        let chutes = ChuteStateTable::new();
+        let mut synthetic = 0;
+        let mut decider = Decider {
+            plan: &view,
+            chute_states: &chutes,
+            synthetic_parcel_id: &mut synthetic,
+        };
+        let read = |into: &mut [u8]| {
+            if reads.is_empty() {
+                return ReadResult::WouldBlock;
+            }
+            match reads.remove(0) {
+                ReadResult::Data(count) => {
+                    let whole: &[u8] = data;
+                    let (head, rest) = whole.split_at(count.min(into.len()).min(whole.len()));
+                    into[..head.len()].copy_from_slice(head);
+                    *data = rest;
+                    ReadResult::Data(head.len())
+                }
+                other => other,
+            }
+        };
+        session.serve(now, read, &mut decider, sink, seen)
+    }
+
+    #[test]
+    fn endings_have_distinct_names() {
+        let names = [
+            Ending::ClosedByScanner,
+            Ending::ConnectionError,
+            Ending::FrameDeadline,
+            Ending::Idle,
+            Ending::Stopping,
+        ]
+        .map(Ending::as_str);
+        let distinct: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len());
+        assert!(names.iter().all(|name| !name.is_empty()), "{names:?}");
+    }
+
+    #[test]
+    fn binary_frames_are_decided_against_the_plan_with_the_frames_scanner_id() {
+        let now = Instant::now();
+        let mut session = ScannerSession::new(Framing::Binary, 0, LIMITS, now);
+        let mut bytes = hello(41);
+        bytes.extend(scan(41, 7, b"PARCEL-A"));
+        bytes.extend(scan(41, 8, b"PARCEL-B"));
+        bytes.extend(scan(41, 0, b"UNKNOWN"));
+        bytes.extend(scan(41, 0, b"PARCEL-A"));
+        assert_eq!(session.handle_input(now, &bytes), bytes.len());
+        assert_eq!(session.unread_bytes(), bytes.len());
+        let (mut sink, mut seen, mut synthetic) = (Sink::new(64), Seen::default(), 500);
+        assert!(poll(
+            &mut session,
+            now,
+            &mut synthetic,
+            &mut sink,
+            &mut seen
+        ));
+        assert_eq!(session.unread_bytes(), 0);
+        assert_eq!(session.scans(), 4);
+        assert_eq!(session.scanner_id(), 41);
+        assert_eq!((seen.frames, seen.scans), (5, 4));
+        assert_eq!(seen.hellos, vec![(41, true)]);
+        let got: Vec<_> = sink
+            .all()
+            .iter()
+            .map(|d| (d.parcel_id, d.scanner_id, d.chute, d.reason))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (7, 41, 11, Reason::SortedPrimary),
+                (8, 41, 12, Reason::SortedPrimary),
+                (501, 41, 999, Reason::NoRule),
+                (502, 41, 11, Reason::SortedPrimary),
+            ]
+        );
+        assert_eq!(synthetic, 502);
+        for decision in sink.all() {
+            assert_eq!(
+                (
+                    decision.plan_version,
+                    decision.late_chute,
+                    decision.received_at
+                ),
+                (3, 996, now)
+            );
+        }
+        // The same HELLO again changes nothing; another id does.
+        let mut again = hello(41);
+        again.extend(hello(42));
+        session.handle_input(now, &again);
+        poll(&mut session, now, &mut synthetic, &mut sink, &mut seen);
+        assert_eq!(seen.hellos, vec![(41, true), (41, false), (42, true)]);
+        assert_eq!(session.scanner_id(), 42);
+    }
+
+    #[test]
+    fn text_frames_get_the_sessions_scanner_id() {
+        let now = Instant::now();
+        let profile = TextProfile::builtin("sick-clv").expect("built in");
+        let mut session = ScannerSession::new(Framing::Text(profile), 77, LIMITS, now);
+        let mut bytes = vec![STX];
+        bytes.extend_from_slice(b"PARCEL-B");
+        bytes.push(ETX);
+        session.handle_input(now, &bytes);
+        let (mut sink, mut seen, mut synthetic) = (Sink::new(8), Seen::default(), 0);
+        assert!(poll(
+            &mut session,
+            now,
+            &mut synthetic,
+            &mut sink,
+            &mut seen
+        ));
+        let got: Vec<_> = sink
+            .all()
+            .iter()
+            .map(|d| (d.parcel_id, d.scanner_id, d.chute))
+            .collect();
+        assert_eq!(got, vec![(1, 77, 12)]);
+    }
+
+    #[test]
+    fn input_beyond_the_buffer_is_not_taken() {
+        let now = Instant::now();
+        let limits = SessionLimits {
+            buffer_bytes: 100,
+            ..LIMITS
+        };
+        let mut session = ScannerSession::new(Framing::Binary, 0, limits, now);
+        assert_eq!(session.handle_input(now, &[0u8; 60]), 60);
+        assert_eq!(session.handle_input(now, &[0u8; 60]), 40);
+        assert_eq!(session.unread_bytes(), 100);
+        assert_eq!(session.handle_input(now, &[0u8; 1]), 0);
+    }
+
+    #[test]
+    fn garbage_is_skipped_as_the_decoder_says_and_counted_by_kind() {
+        let now = Instant::now();
+        let mut session = ScannerSession::new(Framing::Binary, 0, LIMITS, now);
+        let mut bytes = b"zz".to_vec();
+        bytes.extend(scan(5, 1, b"PARCEL-A"));
+        session.handle_input(now, &bytes);
+        let (mut sink, mut seen, mut synthetic) = (Sink::new(8), Seen::default(), 0);
+        assert!(poll(
+            &mut session,
+            now,
+            &mut synthetic,
+            &mut sink,
+            &mut seen
+        ));
+        assert_eq!(sink.all().len(), 1);
+        let skipped: usize = seen.skipped.iter().map(|s| s.bytes).sum();
+        assert_eq!(skipped, 2);
+        assert!(
+            seen.skipped
+                .iter()
+                .all(|s| s.error.is_some() && !s.kind.is_empty())
+        );
+    }
+
+    #[test]
+    fn an_incomplete_frame_waits_unless_the_buffer_is_full() {
+        let now = Instant::now();
+        let mut session = ScannerSession::new(Framing::Binary, 0, LIMITS, now);
+        let frame = scan(5, 1, b"PARCEL-A");
+        let (head, tail) = frame.split_at(frame.len() / 2);
+        session.handle_input(now, head);
+        let (mut sink, mut seen, mut synthetic) = (Sink::new(8), Seen::default(), 0);
+        assert!(poll(
+            &mut session,
+            now,
+            &mut synthetic,
+            &mut sink,
+            &mut seen
+        ));
+        assert_eq!(session.unread_bytes(), head.len());
+        assert!(seen.skipped.is_empty());
+        session.handle_input(now, tail);
+        assert!(poll(
+            &mut session,
+            now,
+            &mut synthetic,
+            &mut sink,
+            &mut seen
+        ));
+        assert_eq!(sink.all().len(), 1);
+
+        // A full buffer holding a cut-off frame drops it up to the next frame start.
+        let limits = SessionLimits {
+            buffer_bytes: 256,
+            ..LIMITS
+        };
+        let mut session = ScannerSession::new(Framing::Binary, 0, limits, now);
+        let mut bytes = cut_off();
+        while bytes.len() < 256 {
+            bytes.extend(scan(5, 2, b"PARCEL-B"));
+        }
+        let taken = session.handle_input(now, &bytes);
+        assert_eq!(taken, 256);
+        let (mut sink, mut seen) = (Sink::new(64), Seen::default());
+        assert!(poll(
+            &mut session,
+            now,
+            &mut synthetic,
+            &mut sink,
+            &mut seen
+        ));
+        let truncated: Vec<_> = seen
+            .skipped
+            .iter()
+            .filter(|s| s.kind == "truncated")
+            .collect();
+        assert_eq!(truncated.len(), 1);
+        assert_eq!(truncated[0].bytes, cut_off().len());
+        assert!(!sink.all().is_empty());
+    }
+
+    #[test]
+    fn a_full_sink_that_cannot_flush_blocks_and_keeps_the_frames() {
+        let now = Instant::now();
+        let mut session = ScannerSession::new(Framing::Binary, 0, LIMITS, now);
+        let mut bytes = Vec::new();
+        for parcel_id in 1..=5 {
+            bytes.extend(scan(5, parcel_id, b"PARCEL-A"));
+        }
+        session.handle_input(now, &bytes);
+        let (mut sink, mut seen, mut synthetic) = (Sink::new(2), Seen::default(), 0);
+        sink.refuse = true;
+        assert!(!poll(
+            &mut session,
+            now,
+            &mut synthetic,
+            &mut sink,
+            &mut seen
+        ));
+        assert_eq!(sink.held.len(), 2);
+        assert_eq!(session.scans(), 2);
+        assert_eq!(session.unread_bytes(), bytes.len() / 5 * 3);
+        sink.refuse = false;
+        assert!(poll(
+            &mut session,
+            now,
+            &mut synthetic,
+            &mut sink,
+            &mut seen
+        ));
+        let parcels: Vec<_> = sink.all().iter().map(|d| d.parcel_id).collect();
+        assert_eq!(parcels, vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn serve_reads_a_few_times_a_turn_and_salvages_at_the_end_of_the_stream() {
+        let now = Instant::now();
+        let mut session = ScannerSession::new(Framing::Binary, 0, LIMITS, now);
+        let frame = scan(5, 1, b"PARCEL-A");
+        let mut stream: Vec<u8> = Vec::new();
+        for _ in 0..READS_PER_TURN_MAX + 1 {
+            stream.extend(&frame);
+        }
+        let mut data = stream.as_slice();
+        let (mut sink, mut seen) = (Sink::new(64), Seen::default());
+        let mut reads = vec![ReadResult::Data(frame.len()); READS_PER_TURN_MAX + 1];
+        assert_eq!(
+            serve(
+                &mut session,
+                now,
+                &mut reads,
+                &mut data,
+                &mut sink,
+                &mut seen
+            ),
+            Served::More
+        );
+        assert_eq!(seen.bytes, frame.len() * READS_PER_TURN_MAX);
+        assert_eq!(sink.all().len(), READS_PER_TURN_MAX);
+        assert_eq!(
+            serve(
+                &mut session,
+                now,
+                &mut reads,
+                &mut data,
+                &mut sink,
+                &mut seen
+            ),
+            Served::Drained
+        );
+        assert_eq!(sink.all().len(), READS_PER_TURN_MAX + 1);
+        assert_eq!(session.ending(), None);
+
+        // A complete frame and half of another, then the end of the stream.
+        let mut tail = frame.clone();
+        tail.extend_from_slice(&frame[..10]);
+        let mut data = tail.as_slice();
+        let mut reads = vec![ReadResult::Data(tail.len()), ReadResult::Eof];
+        assert_eq!(
+            serve(
+                &mut session,
+                now,
+                &mut reads,
+                &mut data,
+                &mut sink,
+                &mut seen
+            ),
+            Served::Closed
+        );
+        assert_eq!(session.ending(), Some(Ending::ClosedByScanner));
+        assert_eq!(sink.all().len(), READS_PER_TURN_MAX + 2);
+        session.close(now, &mut seen);
+        assert_eq!(
+            seen.skipped.last().map(|s| (s.kind, s.bytes)),
+            Some(("truncated", 10))
+        );
+        assert_eq!(session.unread_bytes(), 0);
+    }
+
+    #[test]
+    fn a_read_error_ends_the_session_after_salvage() {
+        let now = Instant::now();
+        let mut session = ScannerSession::new(Framing::Binary, 0, LIMITS, now);
+        let frame = scan(5, 1, b"PARCEL-A");
+        let mut data = frame.as_slice();
+        let mut reads = vec![ReadResult::Data(frame.len()), ReadResult::Error];
+        let (mut sink, mut seen) = (Sink::new(64), Seen::default());
+        assert_eq!(
+            serve(
+                &mut session,
+                now,
+                &mut reads,
+                &mut data,
+                &mut sink,
+                &mut seen
+            ),
+            Served::Closed
+        );
+        assert_eq!(session.ending(), Some(Ending::ConnectionError));
+        assert_eq!(sink.all().len(), 1);
+        // An ended session salvages on every later turn without reading.
+        let mut reads = vec![ReadResult::Data(1)];
+        assert_eq!(
+            serve(
+                &mut session,
+                now,
+                &mut reads,
+                &mut data,
+                &mut sink,
+                &mut seen
+            ),
+            Served::Closed
+        );
+        assert_eq!(reads.len(), 1, "an ended session read again");
+    }
+
+    #[test]
+    fn a_blocked_sink_blocks_serve_before_and_after_reading() {
+        let now = Instant::now();
+        let mut session = ScannerSession::new(Framing::Binary, 0, LIMITS, now);
+        let frame = scan(5, 1, b"PARCEL-A");
+        let mut twice = frame.clone();
+        twice.extend(&frame);
+        let mut data = twice.as_slice();
+        let (mut sink, mut seen) = (Sink::new(1), Seen::default());
+        sink.refuse = true;
+        let mut reads = vec![ReadResult::Data(twice.len())];
+        assert_eq!(
+            serve(
+                &mut session,
+                now,
+                &mut reads,
+                &mut data,
+                &mut sink,
+                &mut seen
+            ),
+            Served::Blocked
+        );
+        assert_eq!(session.unread_bytes(), frame.len());
+        let mut reads = vec![ReadResult::Data(1)];
+        assert_eq!(
+            serve(
+                &mut session,
+                now,
+                &mut reads,
+                &mut data,
+                &mut sink,
+                &mut seen
+            ),
+            Served::Blocked
+        );
+        assert_eq!(reads.len(), 1, "read while blocked");
+        // Ending while blocked: the salvage waits for room too.
+        session.handle_eof(Ending::Stopping);
+        assert_eq!(
+            serve(
+                &mut session,
+                now,
+                &mut reads,
+                &mut data,
+                &mut sink,
+                &mut seen
+            ),
+            Served::Blocked
+        );
+        sink.refuse = false;
+        assert_eq!(
+            serve(
+                &mut session,
+                now,
+                &mut reads,
+                &mut data,
+                &mut sink,
+                &mut seen
+            ),
+            Served::Closed
+        );
+        assert_eq!(sink.all().len(), 2);
+    }
+
+    #[test]
+    fn clocks_end_a_slow_frame_and_a_silent_connection_once() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let mut session = ScannerSession::new(Framing::Binary, 0, LIMITS, start);
+        assert_eq!(session.poll_timeout(), Some(start + LIMITS.idle_timeout));
+        assert_eq!(session.handle_timeout(start + ms(1000)), None);
+        assert_eq!(session.handle_timeout(start + ms(1001)), Some(Ending::Idle));
+        assert_eq!(session.ending(), Some(Ending::Idle));
+        assert_eq!(session.handle_timeout(start + ms(5000)), None);
+        assert_eq!(session.poll_timeout(), None);
+
+        let mut session = ScannerSession::new(Framing::Binary, 0, LIMITS, start);
+        let frame = scan(5, 1, b"PARCEL-A");
+        session.handle_input(start + ms(10), &frame[..5]);
+        assert_eq!(session.poll_timeout(), Some(start + ms(110)));
+        assert_eq!(session.handle_timeout(start + ms(110)), None);
+        assert_eq!(
+            session.handle_timeout(start + ms(111)),
+            Some(Ending::FrameDeadline)
+        );
+        // The end of the stream does not replace the first reason.
+        session.handle_eof(Ending::ClosedByScanner);
+        assert_eq!(session.ending(), Some(Ending::FrameDeadline));
+        let mut seen = Seen::default();
+        session.close(start + ms(120), &mut seen);
+        assert_eq!(
+            seen.skipped.last().map(|s| (s.kind, s.bytes)),
+            Some(("truncated_at_close", 5))
+        );
+        assert_eq!(session.ending(), Some(Ending::FrameDeadline));
+    }
+
+    #[test]
+    fn closing_an_empty_session_skips_nothing_and_ends_it_as_stopping() {
+        let now = Instant::now();
+        let mut session = ScannerSession::new(Framing::Binary, 0, LIMITS, now);
+        let mut seen = Seen::default();
+        session.close(now, &mut seen);
+        assert!(seen.skipped.is_empty());
+        assert_eq!(session.ending(), Some(Ending::Stopping));
+    }
+}

@@ -12,11 +12,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::DaemonError;
-use super::plan_source::PlanSource;
+use super::plan_source::{PlanSource, PlanSourceError};
 use crate::export::hub_plan::{
     PlanIdentity, PlanOrigin, PublishedPlan, RunningPlan, StartChoice, start_choice,
 };
-use crate::export::hub_plans::{self, PlanInstaller, RunningPlanCell};
+use crate::export::hub_plans::{self, InstallError, PlanInstaller, RunningPlanCell};
 use crate::export::preadvice_sub::{self, PreadviceCounters};
 use crate::export::{Hub, HubCounters, HubSettings};
 use crate::plan::{Plan, PlanHandle, PreAdvice, SwapReport};
@@ -73,7 +73,11 @@ impl PlanSwapper {
 
     /// Opens and fully verifies the plan of `source` and swaps it in; the old plan stays
     /// on any failure. Counts and logs the outcome either way.
-    pub fn swap(&self, source: &PlanSource, origin: PlanOrigin) -> Result<SwapReport, String> {
+    pub fn swap(
+        &self,
+        source: &PlanSource,
+        origin: PlanOrigin,
+    ) -> Result<SwapReport, PlanSourceError> {
         match source.swap_into(&self.handle) {
             Ok(report) => {
                 Counters::add(&self.counters.plan_reloads_ok, 1);
@@ -103,7 +107,7 @@ impl PlanSwapper {
                 // A compiler's report spans lines; a log record should not (journald).
                 tracing::error!(
                     origin = origin.name(),
-                    error = %error.replace('\n', "; "),
+                    error = %error.to_string().replace('\n', "; "),
                     plan = current.name(),
                     version = current.version(),
                     "sort plan reload failed; still serving the previous plan"
@@ -115,8 +119,9 @@ impl PlanSwapper {
 }
 
 impl PlanInstaller for PlanSwapper {
-    fn install(&self, path: &Path, _published: &PublishedPlan) -> Result<SwapReport, String> {
+    fn install(&self, path: &Path, _published: &PublishedPlan) -> Result<SwapReport, InstallError> {
         self.swap(&PlanSource::new(path.to_path_buf()), PlanOrigin::Hub)
+            .map_err(InstallError::from)
     }
 }
 
@@ -170,9 +175,11 @@ pub fn start_plan(
     let opened = configured.open();
     let version = opened.as_ref().ok().map(Plan::version);
     let Some(chosen) = choose(version, PlanSource::new(configured_path.to_path_buf()), hub) else {
-        return Err(DaemonError::Plan(
-            opened.err().unwrap_or_else(|| "no plan".to_string()),
-        ));
+        // Neither plan opens: report the configured plan's error.
+        return match opened {
+            Ok(plan) => Ok((plan, PlanOrigin::Configured)),
+            Err(error) => Err(DaemonError::Plan(error)),
+        };
     };
     match chosen.origin {
         PlanOrigin::Configured => {
@@ -217,7 +224,12 @@ pub fn start_hub(
     if let Some(feed) = preadvice {
         tasks.push(preadvice_sub::task(feed.preadvice, feed.counters));
     }
-    let hub = Hub::start(Arc::new(settings.clone()), Arc::clone(&counters), tasks)
-        .map_err(|error| DaemonError::Thread(format!("hub: {error}")))?;
+    let hub =
+        Hub::start(Arc::new(settings.clone()), Arc::clone(&counters), tasks).map_err(|error| {
+            DaemonError::Thread {
+                name: "sortd-hub".into(),
+                error,
+            }
+        })?;
     Ok((hub, counters))
 }

@@ -31,13 +31,16 @@ use crate::stats::Counters;
 
 pub use config::Config;
 use config::PipelineSettings;
-pub use plan_source::PlanSource;
+pub use plan_source::{PlanSource, PlanSourceError};
 
-/// Why the daemon could not start or stopped with an error.
+/// Why the daemon could not start or stopped with an error. Each variant keeps the lower
+/// layer's error whole and returns it from [`std::error::Error::source`].
 #[derive(Debug)]
 pub enum DaemonError {
     /// The plan could not be compiled, opened or verified.
-    Plan(String),
+    Plan(PlanSourceError),
+    /// The pre-advice directory could not be opened over the plan.
+    PreAdvice(crate::plan::PreAdviceError),
     /// A socket could not be bound or registered.
     Bind {
         /// What was being bound.
@@ -45,8 +48,18 @@ pub enum DaemonError {
         /// The error.
         error: io::Error,
     },
-    /// A thread could not be started or failed.
-    Thread(String),
+    /// A thread could not be started, or ended with an error.
+    Thread {
+        /// The thread's name.
+        name: String,
+        /// The error.
+        error: io::Error,
+    },
+    /// A thread panicked.
+    Panicked {
+        /// The thread's name.
+        name: String,
+    },
     /// The sort-event journal could not be opened.
     Journal(crate::events::journal::JournalError),
 }
@@ -54,9 +67,11 @@ pub enum DaemonError {
 impl fmt::Display for DaemonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DaemonError::Plan(message) => write!(f, "sort plan: {message}"),
+            DaemonError::Plan(error) => write!(f, "sort plan: {error}"),
+            DaemonError::PreAdvice(error) => write!(f, "sort plan: pre-advice: {error}"),
             DaemonError::Bind { what, error } => write!(f, "cannot bind {what}: {error}"),
-            DaemonError::Thread(message) => write!(f, "thread: {message}"),
+            DaemonError::Thread { name, error } => write!(f, "thread: {name}: {error}"),
+            DaemonError::Panicked { name } => write!(f, "thread: {name} panicked"),
             DaemonError::Journal(error) => write!(f, "sort-event journal: {error}"),
         }
     }
@@ -65,9 +80,11 @@ impl fmt::Display for DaemonError {
 impl std::error::Error for DaemonError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            DaemonError::Bind { error, .. } => Some(error),
+            DaemonError::Plan(error) => Some(error),
+            DaemonError::PreAdvice(error) => Some(error),
+            DaemonError::Bind { error, .. } | DaemonError::Thread { error, .. } => Some(error),
             DaemonError::Journal(error) => Some(error),
-            DaemonError::Plan(_) | DaemonError::Thread(_) => None,
+            DaemonError::Panicked { .. } => None,
         }
     }
 }
@@ -117,7 +134,10 @@ fn start_exporter(
         cursor,
         Arc::new(crate::export::ExportCounters::default()),
     )
-    .map_err(|error| DaemonError::Thread(format!("NATS exporter: {error}")))
+    .map_err(|error| DaemonError::Thread {
+        name: "sortd-export".into(),
+        error,
+    })
 }
 
 /// Opens and fully verifies the configured plan without binding a socket or starting a
@@ -291,8 +311,8 @@ impl Daemon {
             std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(body)
-                .map(|handle| (name, handle))
-                .map_err(|error| DaemonError::Thread(error.to_string()))
+                .map(|handle| (name.clone(), handle))
+                .map_err(|error| DaemonError::Thread { name, error })
         };
         threads.push(spawn("sortd-plc".into(), Box::new(move || egress.run()))?);
         for worker in workers {
@@ -356,7 +376,7 @@ impl Daemon {
     /// the plan the start rule picks between it and the last good plan from the hub. The
     /// old plan stays on any failure; the outcome is logged and counted either way (the
     /// same code a plan from the hub goes through).
-    pub fn reload_plan(&self) -> Result<SwapReport, String> {
+    pub fn reload_plan(&self) -> Result<SwapReport, PlanSourceError> {
         let hub_plans = self.hub_settings.as_ref().filter(|hub| hub.plans);
         if hub_plans.is_none() {
             return self.swapper.swap(
@@ -415,10 +435,10 @@ impl Daemon {
             match handle.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
-                    first_error.get_or_insert(DaemonError::Thread(format!("{name}: {error}")));
+                    first_error.get_or_insert(DaemonError::Thread { name, error });
                 }
                 Err(_) => {
-                    first_error.get_or_insert(DaemonError::Thread(format!("{name} panicked")));
+                    first_error.get_or_insert(DaemonError::Panicked { name });
                 }
             }
         }

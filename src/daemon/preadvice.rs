@@ -20,8 +20,8 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// Opens the pre-advice directory over `plan`, replaying its log.
 pub fn open(config: &PreAdviceConfig, plan: Plan) -> Result<Arc<PreAdvice>, DaemonError> {
-    let (preadvice, recovery) = PreAdvice::open(&config.dir, plan, config.settings)
-        .map_err(|error| DaemonError::Plan(format!("pre-advice: {error}")))?;
+    let (preadvice, recovery) =
+        PreAdvice::open(&config.dir, plan, config.settings).map_err(DaemonError::PreAdvice)?;
     tracing::info!(
         dir = %config.dir.display(),
         records = recovery.records,

@@ -47,8 +47,12 @@ pub trait PlanInstaller: Send + Sync + 'static {
     /// Opens and fully verifies the compiled plan at `path` and swaps it in (under the
     /// pre-advice overlay), recording it as running from the hub; on any error the old
     /// plan stays and the error says why.
-    fn install(&self, path: &Path, published: &PublishedPlan) -> Result<SwapReport, String>;
+    fn install(&self, path: &Path, published: &PublishedPlan) -> Result<SwapReport, InstallError>;
 }
+
+/// Why an installer refused a plan: the daemon's own typed error (this layer sits below
+/// the daemon and cannot name it), kept whole with its `source()` chain for the log.
+pub type InstallError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The base plan the node runs, shared by the daemon (which sets it at start and after
 /// every swap) and the hub tasks (which judge against it and report it).
@@ -434,7 +438,7 @@ impl Watcher {
         let installed = tokio::task::spawn_blocking(move || installer.install(&path, &meta)).await;
         let report = match installed {
             Ok(Ok(report)) => report,
-            Ok(Err(detail)) => return Outcome::Refused(PlanRefusal::Verify, detail),
+            Ok(Err(error)) => return Outcome::Refused(PlanRefusal::Verify, error.to_string()),
             Err(error) => return Outcome::Refused(PlanRefusal::Verify, error.to_string()),
         };
         // Running now: make it the last good plan on disk (the mapping follows the file).

@@ -48,7 +48,7 @@ pub struct LoadOptions {
 #[derive(Debug)]
 pub enum LoadError {
     /// The plan could not be read.
-    Plan(String),
+    Plan(crate::daemon::PlanSourceError),
     /// The parcel mix cannot be drawn from the plan.
     Mix(mix::MixError),
     /// A socket failed.
@@ -65,7 +65,15 @@ impl std::fmt::Display for LoadError {
     }
 }
 
-impl std::error::Error for LoadError {}
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Plan(error) => Some(error),
+            LoadError::Mix(error) => Some(error),
+            LoadError::Io(error) => Some(error),
+        }
+    }
+}
 
 /// Measures latency as SORTs arrive at the simulated PLC.
 struct LatencyObserver {
@@ -210,9 +218,7 @@ pub fn run_load(
     if plays_plc {
         // SORTs in flight to the PLC side.
         let expected_sorts = match daemon {
-            Some(counters) => {
-                counters.decided_sent.total() - counters.decided_sent.get(Reason::Duplicate)
-            }
+            Some(counters) => counters.decided_sent.total(),
             None => sent - duplicates_sent,
         };
         while sim_counters.sorts.load(Ordering::Relaxed) < expected_sorts
@@ -244,8 +250,7 @@ pub fn run_load(
     match daemon {
         Some(counters) => {
             for reason in Reason::ALL {
-                let count =
-                    counters.decided_sent.get(reason) + counters.decided_undelivered.get(reason);
+                let count = counters.decided(reason);
                 if count > 0 {
                     report.reasons.insert(reason.as_str().to_string(), count);
                 }
@@ -263,8 +268,7 @@ pub fn run_load(
                     "sent {sent} parcels but the daemon decoded {scans}"
                 ));
             }
-            let expected_sorts =
-                counters.decided_sent.total() - counters.decided_sent.get(Reason::Duplicate);
+            let expected_sorts = counters.decided_sent.total();
             if plays_plc && sorts != expected_sorts {
                 report.discrepancies.push(format!(
                     "the daemon sent {expected_sorts} SORTs but the PLC side received {sorts}"

@@ -343,7 +343,7 @@ impl Collector for DaemonCollector {
 
         let decided = Reason::ALL.iter().flat_map(|reason| {
             let series = if *reason == Reason::Duplicate {
-                vec![("not_actuated", c.decided_sent.get(*reason))]
+                vec![("not_actuated", load(&c.decided_duplicate))]
             } else {
                 vec![
                     ("sent", c.decided_sent.get(*reason)),

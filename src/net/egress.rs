@@ -132,17 +132,11 @@ impl Egress {
                 )))
             }
         };
-        let latency_us = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
-            .map_err(|error| io::Error::other(error.to_string()))?;
-        let observer = DaemonObserver {
-            counters: Arc::clone(&shared.counters),
-            plc_address: shared.plc.address,
-            sent: [0; Reason::ALL.len()],
-            undelivered: [0; Reason::ALL.len()],
-            confirmed: [0; Outcome::ALL.len()],
-            latency_us,
-            journal: shared.journal.take().map(EgressJournal::new),
-        };
+        let observer = DaemonObserver::new(
+            Arc::clone(&shared.counters),
+            shared.plc.address,
+            shared.journal.take().map(EgressJournal::new),
+        )?;
         Ok(Egress {
             poll,
             transport,
@@ -501,6 +495,7 @@ struct DaemonObserver {
     plc_address: SocketAddr,
     sent: [u64; Reason::ALL.len()],
     undelivered: [u64; Reason::ALL.len()],
+    duplicates: u64,
     confirmed: [u64; Outcome::ALL.len()],
     latency_us: hdrhistogram::Histogram<u64>,
     journal: Option<EgressJournal>,
@@ -514,19 +509,16 @@ impl EgressObserver for DaemonObserver {
         facts: Option<&ScanFacts<'_>>,
         fate: Fate,
     ) {
-        let slot = usize::from(decision.reason.code()) - 1;
+        let slot = decision.reason.index();
         let count = match fate {
             Fate::Sent { .. } => {
                 self.counters.sorts_by_chute.count_one(decision.chute);
-                self.sent.get_mut(slot)
+                &mut self.sent[slot]
             }
-            // `decided_sent` has always held the duplicates too (by their reason).
-            Fate::Duplicate => self.sent.get_mut(slot),
-            Fate::Undelivered => self.undelivered.get_mut(slot),
+            Fate::Duplicate => &mut self.duplicates,
+            Fate::Undelivered => &mut self.undelivered[slot],
         };
-        if let Some(count) = count {
-            *count += 1;
-        }
+        *count += 1;
         let latency = now.saturating_duration_since(decision.received_at);
         let _ = self.latency_us.record((latency.as_micros() as u64).max(1));
         if let Some(journal) = &mut self.journal {
@@ -538,12 +530,7 @@ impl EgressObserver for DaemonObserver {
         if let Some(journal) = &mut self.journal {
             journal.on_confirm(Instant::now(), confirm);
         }
-        if let Some(count) = self
-            .confirmed
-            .get_mut(usize::from(confirm.outcome.code()).saturating_sub(1))
-        {
-            *count += 1;
-        }
+        self.confirmed[confirm.outcome.index()] += 1;
     }
 
     fn on_chute_state(&mut self, chute: ChuteNumber, state: ChuteState) {
@@ -565,7 +552,30 @@ impl EgressObserver for DaemonObserver {
 }
 
 impl DaemonObserver {
+    fn new(
+        counters: Arc<Counters>,
+        plc_address: SocketAddr,
+        journal: Option<EgressJournal>,
+    ) -> io::Result<DaemonObserver> {
+        let latency_us = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
+            .map_err(|error| io::Error::other(error.to_string()))?;
+        Ok(DaemonObserver {
+            counters,
+            plc_address,
+            sent: [0; Reason::ALL.len()],
+            undelivered: [0; Reason::ALL.len()],
+            duplicates: 0,
+            confirmed: [0; Outcome::ALL.len()],
+            latency_us,
+            journal,
+        })
+    }
+
     fn publish_decisions(&mut self) {
+        Counters::add(
+            &self.counters.decided_duplicate,
+            std::mem::take(&mut self.duplicates),
+        );
         for (reason, (sent, undelivered)) in Reason::ALL
             .iter()
             .zip(self.sent.iter_mut().zip(self.undelivered.iter_mut()))
@@ -603,5 +613,72 @@ impl DaemonObserver {
             }
         }
         self.latency_us.reset();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::egress::test_support::{NoWake, decision};
+    use crate::pipeline::queue::batch_queue;
+    use crate::plc::{LinkConfig, PeerEvent, PlcPeer};
+
+    /// Moves the link's bytes both ways until neither side has anything to say; returns
+    /// the SORTs the PLC received.
+    fn shuttle(core: &mut EgressCore, plc: &mut PlcPeer, now: Instant) -> u64 {
+        let mut received = 0;
+        loop {
+            let mut to_plc = Vec::new();
+            core.link_mut().poll_transmit(now, &mut to_plc);
+            plc.handle_input(now, &to_plc);
+            let mut to_host = Vec::new();
+            plc.poll_transmit(now, &mut to_host);
+            core.link_mut().handle_input(now, &to_host);
+            while let Some(event) = plc.poll_event() {
+                received += u64::from(matches!(event, PeerEvent::SortReceived { .. }));
+            }
+            if to_plc.is_empty() && to_host.is_empty() {
+                return received;
+            }
+        }
+    }
+
+    /// `decided_sent` counts what the PLC received; repeat scans count apart, as
+    /// `decided_duplicate` (once they were counted sent, reason `duplicate`).
+    #[test]
+    fn sent_counts_what_the_plc_received_and_duplicates_count_apart() {
+        let start = Instant::now();
+        let counters = Arc::new(Counters::default());
+        let address = SocketAddr::from(([127, 0, 0, 1], 9));
+        let mut observer =
+            DaemonObserver::new(Arc::clone(&counters), address, None).expect("latency histogram");
+        let (sender, receiver) = batch_queue(4, 64, false, Arc::new(NoWake));
+        let link = HostLink::new(LinkConfig::default(), start);
+        let finalizer = Finalizer::new(Duration::from_secs(5), Duration::from_secs(60), 256);
+        let mut core = EgressCore::new(link, finalizer, Arc::new(ChuteStateTable::new()));
+        let mut plc = PlcPeer::new(LinkConfig::default(), start);
+        core.link_mut().handle_connected(start);
+        plc.handle_connected(start);
+        shuttle(&mut core, &mut plc, start);
+
+        // 40 scans of 25 parcels: parcels 0..15 are scanned twice, inside the window.
+        let mut batch = sender.empty_batch();
+        for scan in 0..40u64 {
+            batch.push(decision(scan % 25, start), &ScanFacts::default());
+        }
+        sender.try_send(batch).ok();
+        let mut received = 0;
+        while core.pump(start, 0, &receiver, &mut observer) > 0 {
+            received += shuttle(&mut core, &mut plc, start);
+        }
+        received += shuttle(&mut core, &mut plc, start);
+        observer.publish_decisions();
+
+        assert_eq!(received, 25);
+        assert_eq!(counters.decided_sent.total(), received);
+        assert_eq!(counters.decided_sent.get(Reason::Duplicate), 0);
+        assert_eq!(counters.decided_duplicate.load(Ordering::Relaxed), 15);
+        assert_eq!(counters.decided(Reason::Duplicate), 15);
+        assert_eq!(counters.decided_total(), 40);
     }
 }

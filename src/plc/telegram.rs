@@ -87,6 +87,12 @@ impl Outcome {
         self as u8
     }
 
+    /// This outcome's position in [`Outcome::ALL`]: the slot of a table with one entry
+    /// per outcome (`[T; Outcome::ALL.len()]`), always in range.
+    pub const fn index(self) -> usize {
+        self as usize - 1
+    }
+
     /// The outcome for a wire code, `None` if unknown.
     pub const fn from_code(code: u8) -> Option<Outcome> {
         match code {
@@ -108,6 +114,14 @@ impl Outcome {
         }
     }
 }
+
+const _: () = {
+    let mut index = 0;
+    while index < Outcome::ALL.len() {
+        assert!(Outcome::ALL[index].index() == index);
+        index += 1;
+    }
+};
 
 /// The state of one chute as the PLC reports it. Code 0 is `Available` so that a
 /// zero-initialised table means "every chute available".

@@ -435,12 +435,7 @@ impl PlcSim {
 
     fn on_sort(&mut self, sort: SortCommand, now: Instant, now_us: u64) {
         self.sorts_local += 1;
-        if let Some(count) = self
-            .by_reason_local
-            .get_mut(usize::from(sort.reason.code()).saturating_sub(1))
-        {
-            *count += 1;
-        }
+        self.by_reason_local[sort.reason.index()] += 1;
         if let Some(count) = self.by_chute_local.get_mut(usize::from(sort.chute)) {
             if *count == 0 {
                 self.chutes_touched.push(sort.chute);

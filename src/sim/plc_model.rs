@@ -90,12 +90,7 @@ impl PlcModel {
             .is_ok();
         if sent {
             self.confirms_sent += 1;
-            if let Some(count) = self
-                .confirmed
-                .get_mut(usize::from(outcome.code()).saturating_sub(1))
-            {
-                *count += 1;
-            }
+            self.confirmed[outcome.index()] += 1;
         }
         sent
     }
@@ -172,7 +167,7 @@ mod tests {
         model.on_sort(sort(3), later);
         assert_eq!(model.confirms_pending(), 2, "bounded");
         let lost = model.take_confirmed();
-        assert_eq!(lost[usize::from(Outcome::Lost.code()) - 1], 1);
+        assert_eq!(lost[Outcome::Lost.index()], 1);
         model.release_confirms(now + Duration::from_secs(2), |_| Outcome::Diverted);
         assert_eq!(model.confirms_pending(), 0);
         assert_eq!(model.confirms_sent(), 3, "one lost at once, two diverted");

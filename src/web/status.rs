@@ -68,7 +68,7 @@ impl Reading {
     ) -> Reading {
         let mut decided_by_reason = [0u64; Reason::ALL.len()];
         for (slot, reason) in decided_by_reason.iter_mut().zip(Reason::ALL) {
-            *slot = counters.decided_sent.get(reason) + counters.decided_undelivered.get(reason);
+            *slot = counters.decided(reason);
         }
         let unavailable = (0..=ChuteNumber::MAX)
             .filter_map(|chute| {
