@@ -53,6 +53,10 @@ pub struct WriterConfig {
     /// Never hand out a sequence below this (e.g. the last event id the broker holds,
     /// should the journal have lost its tail in a power loss after the export).
     pub next_seq_min: u64,
+    /// Start the group-commit thread (the daemon). Without it the owner calls
+    /// [`JournalWriter::sync`] itself (the deterministic simulator, which runs no
+    /// threads) and retention does not run.
+    pub sync_thread: bool,
 }
 
 impl WriterConfig {
@@ -72,6 +76,7 @@ impl WriterConfig {
             batch_bytes_max: 1 << 20,
             warning_interval: Duration::from_secs(10),
             next_seq_min: 1,
+            sync_thread: true,
         }
     }
 }
@@ -206,7 +211,9 @@ impl JournalWriter {
             }),
             wake: Condvar::new(),
         });
-        let sync_thread = {
+        let sync_thread = if !config.sync_thread {
+            None
+        } else {
             let sync = Arc::clone(&sync);
             let stats = Arc::clone(&stats);
             let dir = config.dir.clone();
@@ -218,6 +225,7 @@ impl JournalWriter {
             std::thread::Builder::new()
                 .name("sortd-journal-fsync".into())
                 .spawn(move || fsync_loop(&sync, &stats, &dir, interval, policy, warning))
+                .map(Some)
                 .map_err(|error| JournalError::io("spawn fsync thread", &config.dir, error))?
         };
         Ok(JournalWriter {
@@ -234,7 +242,7 @@ impl JournalWriter {
             must_roll,
             stats,
             sync,
-            sync_thread: Some(sync_thread),
+            sync_thread,
             warn: RateLimit::new(config.warning_interval),
             header: Vec::with_capacity(segment::SEGMENT_HEADER_BYTES_MAX),
         })
@@ -423,6 +431,29 @@ impl JournalWriter {
         Ok(())
     }
 
+    /// One group commit now, as the fsync thread does every interval: fsyncs the
+    /// segments written since the last one (and the directory after a new segment),
+    /// then reports the sequence that is durable. For a writer opened without its
+    /// thread ([`WriterConfig::sync_thread`] false); harmless beside the thread.
+    pub fn sync(&mut self) -> Result<u64, io::Error> {
+        group_commit(&self.sync, &self.stats, &self.dir)?;
+        Ok(self.stats.durable_seq())
+    }
+
+    /// Stops as a killed process does: the batch not yet written is lost, nothing is
+    /// fsynced. For the simulator's crash points (a writer without its thread).
+    #[doc(hidden)]
+    pub fn crash(mut self) {
+        self.batch.clear();
+        self.batch_records = 0;
+        let thread = self.sync_thread.take();
+        self.sync.lock().stop = true;
+        self.sync.wake.notify_all();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+
     /// Writes what is batched, stops the fsync thread after a last fsync.
     pub fn close(mut self) {
         self.shutdown();
@@ -535,6 +566,54 @@ fn set_aside(path: &Path, stats: &JournalStats, why: &str) -> Result<(), Journal
     Ok(())
 }
 
+/// One group commit on the caller's thread (see [`JournalWriter::sync`]).
+fn group_commit(sync: &SyncShared, stats: &JournalStats, dir: &Path) -> Result<(), io::Error> {
+    let (target_seq, sealed, current, dir_dirty) = {
+        let mut state = sync.lock();
+        (
+            stats.written_seq(),
+            std::mem::take(&mut state.sealed),
+            state.current.clone(),
+            std::mem::take(&mut state.dir_dirty),
+        )
+    };
+    commit(sync, stats, dir, target_seq, &sealed, current, dir_dirty)
+}
+
+/// fsyncs `sealed` and `current` (and `dir` when `dir_dirty`); on success everything up
+/// to `target_seq` is durable, on failure the error is counted and the directory stays
+/// dirty.
+fn commit(
+    sync: &SyncShared,
+    stats: &JournalStats,
+    dir: &Path,
+    target_seq: u64,
+    sealed: &[Arc<File>],
+    current: Option<Arc<File>>,
+    dir_dirty: bool,
+) -> Result<(), io::Error> {
+    let mut result = sealed
+        .iter()
+        .chain(current.iter())
+        .try_for_each(|file| file.sync_data());
+    if result.is_ok() && dir_dirty {
+        result = File::open(dir).and_then(|handle| handle.sync_all());
+    }
+    match result {
+        Ok(()) => {
+            stats.set_durable_seq(target_seq);
+            Ok(())
+        }
+        Err(error) => {
+            stats.add_fsync_error();
+            if dir_dirty {
+                sync.lock().dir_dirty = true;
+            }
+            Err(error)
+        }
+    }
+}
+
 /// The fsync thread: group commit every `interval`, retention every
 /// [`RETENTION_CHECK_INTERVAL`], a last fsync on stop.
 fn fsync_loop(
@@ -565,23 +644,9 @@ fn fsync_loop(
                 state.stop,
             )
         };
-        let mut result = sealed
-            .iter()
-            .chain(current.iter())
-            .try_for_each(|file| file.sync_data());
-        if result.is_ok() && dir_dirty {
-            result = File::open(dir).and_then(|handle| handle.sync_all());
-        }
-        match result {
-            Ok(()) => stats.set_durable_seq(target_seq),
-            Err(error) => {
-                stats.add_fsync_error();
-                if dir_dirty {
-                    sync.lock().dir_dirty = true;
-                }
-                if let Some(held_back) = warn.allow(Instant::now()) {
-                    tracing::error!(%error, held_back, "events: journal fsync failed; events may not survive a power loss");
-                }
+        if let Err(error) = commit(sync, stats, dir, target_seq, &sealed, current, dir_dirty) {
+            if let Some(held_back) = warn.allow(Instant::now()) {
+                tracing::error!(%error, held_back, "events: journal fsync failed; events may not survive a power loss");
             }
         }
         if stop {
