@@ -24,7 +24,7 @@ use super::super::record::{self, Event, OUTCOME_BYTES, RECORD_BYTES_MAX};
 use super::super::segment::{self, SegmentHeader, check_id, decode_header};
 use super::{
     ExportCursor, JournalError, JournalStats, LossReason, RetentionPolicy, list_segments,
-    read_file, retention, segment_name,
+    read_file, retention, segment_name, sync_dir,
 };
 use crate::util::rate_limit::RateLimit;
 
@@ -197,9 +197,18 @@ impl JournalWriter {
             }
             None => None,
         };
+        let segments = list_segments(&config.dir)?;
+        // What a killed process left may be in the page cache only: make it durable
+        // before the stats call it so (the exporter ships only durable events). Clean
+        // files cost nothing to fsync.
+        for segment in &segments {
+            File::open(&segment.path)
+                .and_then(|file| file.sync_all())
+                .map_err(|error| JournalError::io("fsync segment", &segment.path, error))?;
+        }
+        sync_dir(&config.dir)?;
         stats.set_written_seq(next_seq - 1);
         stats.set_durable_seq(next_seq - 1);
-        let segments = list_segments(&config.dir)?;
         stats.set_segments(
             segments.len() as u64,
             segments.iter().map(|s| s.bytes).sum(),
