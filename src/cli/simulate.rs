@@ -62,7 +62,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         if args.verbose {
             println!("{report:?}");
         }
-        add(&mut total, &report);
+        total.add(&report);
     }
     let elapsed = started.elapsed().as_secs_f64();
     println!(
@@ -101,28 +101,19 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         total.steps,
         total.isolation_scanners_compared
     );
+    println!(
+        "  sortd crashes {} (power losses {}, torn tails cut {}) | decisions lost in flight {} | \
+         events journaled {} in the stream {} in {} messages | duplicate publishes refused {} | \
+         NATS connections lost {}",
+        total.sortd_crashes,
+        total.power_losses,
+        total.torn_tails_cut,
+        total.lost_in_crash,
+        total.events_journaled,
+        total.events_in_stream,
+        total.nats_messages,
+        total.nats_duplicates_refused,
+        total.nats_connection_losses
+    );
     Ok(ExitCode::SUCCESS)
-}
-
-fn add(total: &mut SeedReport, report: &SeedReport) {
-    total.scans_sent += report.scans_sent;
-    total.scans_decoded += report.scans_decoded;
-    total.sent += report.sent;
-    total.duplicates += report.duplicates;
-    total.undelivered += report.undelivered;
-    total.held += report.held;
-    total.held_expired += report.held_expired;
-    total.late += report.late;
-    total.actuated += report.actuated;
-    total.actuated_again_after_restart += report.actuated_again_after_restart;
-    total.plc_restarts += report.plc_restarts;
-    total.text_scanners += report.text_scanners;
-    total.bytes_skipped += report.bytes_skipped;
-    total.swaps_published += report.swaps_published;
-    total.swaps_refused += report.swaps_refused;
-    total.blocked_turns += report.blocked_turns;
-    total.connections_closed += report.connections_closed;
-    total.link_ups += report.link_ups;
-    total.steps += report.steps;
-    total.isolation_scanners_compared += report.isolation_scanners_compared;
 }

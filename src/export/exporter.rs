@@ -29,8 +29,9 @@ use tokio::sync::{Notify, watch};
 
 use super::config::ExportSettings;
 use super::connection::connect;
+use super::core::{CoreSettings, ExportCore, Outgoing, StreamEnd};
 use super::counters::{ExportCounters, ExportErrorKind, ExportState};
-use super::ledger::{Bounds, LagClock, Ledger};
+use super::ledger::Bounds;
 use super::source::{CursorStore, ExportSource};
 use crate::plc::backoff::Backoff;
 
@@ -46,8 +47,6 @@ pub fn message_id(sorter: &str, first_seq: u64, last_seq: u64) -> String {
     format!("{sorter}:{first_seq}-{last_seq}")
 }
 
-/// Samples kept to measure the lag in seconds.
-const LAG_SAMPLES_MAX: usize = 1024;
 /// While backing off, refresh the lag figures this often.
 const BACKOFF_TICK: Duration = Duration::from_millis(100);
 
@@ -133,54 +132,48 @@ type AckFuture = std::pin::Pin<
     >,
 >;
 
+/// The core's settings from the `[export]` section.
+pub fn core_settings(settings: &ExportSettings) -> CoreSettings {
+    CoreSettings {
+        message_records_max: settings.message_records_max,
+        message_bytes_max: settings.message_bytes_max,
+        publish_window_max: settings.publish_window_max,
+        cursor_store_interval: settings.cursor_store_interval,
+    }
+}
+
 struct Shell<S, C> {
     settings: ExportSettings,
     source: S,
     cursor: C,
     counters: Arc<ExportCounters>,
-    ledger: Ledger,
-    lag: LagClock,
-    /// Highest sequence the stream holds, as far as this exporter knows.
-    acked_seq: u64,
-    stored_cursor: u64,
-    cursor_stored_at: Instant,
-    /// Last sequence handed to the connection.
-    published_seq: u64,
+    core: ExportCore,
     last_logged: Option<ExportErrorKind>,
 }
 
 impl<S: ExportSource, C: CursorStore> Shell<S, C> {
     fn new(settings: ExportSettings, source: S, cursor: C, counters: Arc<ExportCounters>) -> Self {
         Shell {
+            core: ExportCore::new(core_settings(&settings), Arc::clone(&counters)),
             settings,
             source,
             cursor,
             counters,
-            ledger: Ledger::new(),
-            lag: LagClock::new(LAG_SAMPLES_MAX),
-            acked_seq: 0,
-            stored_cursor: 0,
-            cursor_stored_at: Instant::now(),
-            published_seq: 0,
             last_logged: None,
         }
     }
 
     fn run(mut self, mut stop: watch::Receiver<bool>) {
-        match self.cursor.load() {
-            Ok(cursor) => {
-                self.stored_cursor = cursor;
-                self.acked_seq = cursor;
-            }
+        let stored = match self.cursor.load() {
+            Ok(cursor) => Some(cursor),
             Err(error) => {
                 self.counters.count_error(ExportErrorKind::Source);
                 tracing::error!(%error, "export cursor unreadable; the stream decides where to resume");
+                None
             }
-        }
-        self.counters
-            .acked_seq
-            .store(self.acked_seq, Ordering::Relaxed);
-        let seed = u64::from(std::process::id()) ^ self.acked_seq;
+        };
+        self.core.start(stored, Instant::now());
+        let seed = u64::from(std::process::id()) ^ self.core.acked_seq();
         let mut backoff = Backoff::new(
             self.settings.reconnect_backoff_min_ms,
             self.settings.reconnect_backoff_max_ms,
@@ -217,7 +210,7 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
             // Dropping the runtime drops the client, its tasks and its buffers: nothing
             // of this connection can be sent any more.
             drop(runtime);
-            self.ledger.connection_lost();
+            self.core.connection_lost();
             match end {
                 SessionEnd::Stopped => break,
                 SessionEnd::Lost { kind, progressed } => {
@@ -251,11 +244,7 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
 
     fn refresh_lag(&mut self) -> u64 {
         let last = self.source.last_seq();
-        let now = Instant::now();
-        self.lag.observe(last, now);
-        self.counters.source_last_seq.store(last, Ordering::Relaxed);
-        let lag_ms = u64::try_from(self.lag.lag(now).as_millis()).unwrap_or(u64::MAX);
-        self.counters.lag_ms.store(lag_ms, Ordering::Relaxed);
+        self.core.observe_source(last, Instant::now());
         last
     }
 
@@ -309,42 +298,30 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
             result = self.read_stream_end(&js) => Some(result),
             _ = stop.changed() => None,
         };
-        let (stream_last, subject_seq) = match reading {
+        let end = match reading {
             None => return SessionEnd::Stopped,
             Some(Ok(end)) => end,
             Some(Err((kind, detail))) => return self.lost(kind, &detail, false),
         };
-        let resume = self.ledger.resume(stream_last, self.acked_seq);
-        if let Some(last) = stream_last {
-            if last > self.source.last_seq() {
-                tracing::error!(
-                    stream_last = last,
-                    source_last = self.source.last_seq(),
-                    "the stream holds events beyond the local journal; exporting resumes after them"
-                );
-            }
-            self.set_acked(last);
+        let resume = match self.core.connected(end, &mut self.source) {
+            Ok(resume) => resume,
+            Err(error) => return self.lost(ExportErrorKind::Source, &error.to_string(), false),
+        };
+        if end.last_seq.is_some() {
             self.store_cursor(true);
         }
-        if let Err(error) = self.source.seek(resume.next_seq) {
-            return self.lost(ExportErrorKind::Source, &error.to_string(), false);
-        }
-        self.published_seq = resume.next_seq - 1;
         tracing::info!(
             next_seq = resume.next_seq,
             replays = resume.replays,
-            stream_seq = subject_seq,
+            stream_seq = end.subject_seq,
             "NATS export connected"
         );
-        self.publish_loop(&js, subject_seq, &lost, stop).await
+        self.publish_loop(&js, &lost, stop).await
     }
 
     /// The last event sequence the stream holds for this subject (None when the subject
     /// is empty) and the stream sequence of that message (0 when none).
-    async fn read_stream_end(
-        &self,
-        js: &Context,
-    ) -> Result<(Option<u64>, u64), (ExportErrorKind, String)> {
+    async fn read_stream_end(&self, js: &Context) -> Result<StreamEnd, (ExportErrorKind, String)> {
         let settings = &self.settings;
         let stream = if settings.create_stream {
             js.get_or_create_stream(StreamConfig {
@@ -372,7 +349,10 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
                     .get(HEADER_LAST_SEQ)
                     .and_then(|value| value.as_str().parse::<u64>().ok());
                 match last {
-                    Some(last) => Ok((Some(last), message.sequence)),
+                    Some(last) => Ok(StreamEnd {
+                        last_seq: Some(last),
+                        subject_seq: message.sequence,
+                    }),
                     None => Err((
                         ExportErrorKind::ForeignMessage,
                         format!(
@@ -382,7 +362,12 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
                     )),
                 }
             }
-            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok((None, 0)),
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                Ok(StreamEnd {
+                    last_seq: None,
+                    subject_seq: 0,
+                })
+            }
             Err(error) => Err((ExportErrorKind::Stream, error.to_string())),
         }
     }
@@ -390,79 +375,70 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
     async fn publish_loop(
         &mut self,
         js: &Context,
-        subject_seq: u64,
         lost: &Notify,
         stop: &mut watch::Receiver<bool>,
     ) -> SessionEnd {
         let mut in_flight: FuturesOrdered<AckFuture> = FuturesOrdered::new();
         // The first message of a connection says which stream message it must follow,
-        // and goes alone: if anything else appended to the subject since the stream was
-        // read (a late message of an old connection, a second exporter), JetStream
-        // refuses it and this connection resyncs.
-        let mut guard = Some(subject_seq);
-        let mut progressed = false;
+        // and goes alone (the core's guard and window): if anything else appended to the
+        // subject since the stream was read (a late message of an old connection, a
+        // second exporter), JetStream refuses it and this connection resyncs.
         let mut payload = Vec::new();
         loop {
             if *stop.borrow() {
                 self.drain(&mut in_flight).await;
                 return SessionEnd::Stopped;
             }
-            let window = if !progressed {
-                1
-            } else {
-                self.settings.publish_window_max
-            };
+            let window = self.core.window();
             let mut caught_up = false;
             while in_flight.len() < window {
-                let bounds = match self.next_batch(&mut payload) {
-                    Ok(Some(bounds)) => bounds,
+                let outgoing = match self.core.next_message(&mut self.source, &mut payload) {
+                    Ok(Some(outgoing)) => outgoing,
                     Ok(None) => {
                         caught_up = true;
                         break;
                     }
-                    Err(detail) => {
-                        return self.lost(ExportErrorKind::Source, &detail, progressed);
+                    Err(error) => {
+                        let progressed = self.core.progressed();
+                        return self.lost(ExportErrorKind::Source, &error.to_string(), progressed);
                     }
                 };
-                let message = self.message(bounds, std::mem::take(&mut payload), guard.take());
-                match js
+                let bounds = outgoing.bounds;
+                let message = self.message(outgoing, std::mem::take(&mut payload));
+                let sent = js
                     .send_publish(self.settings.subject.clone(), message)
-                    .await
-                {
-                    Ok(ack) => {
-                        self.ledger.published(bounds);
-                        self.published_seq = bounds.last_seq;
-                        in_flight.push_back(ack_future(bounds, ack));
-                    }
+                    .await;
+                self.core.published(bounds);
+                match sent {
+                    Ok(ack) => in_flight.push_back(ack_future(bounds, ack)),
                     Err(error) => {
-                        self.ledger.published(bounds);
                         let kind = publish_error_kind(error.kind());
+                        let progressed = self.core.progressed();
                         return self.lost(kind, &error.to_string(), progressed);
                     }
                 }
             }
             let source_last = self.refresh_lag();
-            let state = if caught_up || self.published_seq >= source_last {
-                ExportState::Live
-            } else {
-                ExportState::CatchingUp
-            };
-            self.counters.set_state(state);
+            self.counters
+                .set_state(self.core.state(caught_up, source_last));
             self.store_cursor(false);
             let can_read_more = in_flight.len() < window;
             tokio::select! {
                 biased;
                 _ = lost.notified() => {
+                    let progressed = self.core.progressed();
                     return self.lost(ExportErrorKind::Disconnected, "connection lost", progressed);
                 }
                 Some((bounds, result, kind)) = in_flight.next(), if !in_flight.is_empty() => {
                     match result {
                         Ok(ack) => {
-                            progressed = true;
                             self.last_logged = None;
-                            self.on_ack(bounds, ack.duplicate);
+                            self.core.on_ack(bounds, ack.duplicate);
                         }
-                        Err(detail) => return self.lost(kind, &detail, progressed),
+                        Err(detail) => {
+                            let progressed = self.core.progressed();
+                            return self.lost(kind, &detail, progressed);
+                        }
                     }
                 }
                 _ = tokio::time::sleep(self.settings.idle_poll), if can_read_more => {}
@@ -471,7 +447,8 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
         }
     }
 
-    fn message(&self, bounds: Bounds, payload: Vec<u8>, guard: Option<u64>) -> PublishMessage {
+    fn message(&self, outgoing: Outgoing, payload: Vec<u8>) -> PublishMessage {
+        let bounds = outgoing.bounds;
         let id = message_id(&self.settings.sorter, bounds.first_seq, bounds.last_seq);
         let mut message = PublishMessage::build()
             .payload(payload.into())
@@ -479,72 +456,19 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
             .header(HEADER_FIRST_SEQ, bounds.first_seq.to_string().as_str())
             .header(HEADER_LAST_SEQ, bounds.last_seq.to_string().as_str())
             .header(HEADER_RECORDS, bounds.records().to_string().as_str());
-        if let Some(subject_seq) = guard {
+        if let Some(subject_seq) = outgoing.guard {
             message = message.expected_last_subject_sequence(subject_seq);
         }
         message
     }
 
-    /// Reads the next batch into a fresh `payload`: a replay with its old bounds, or new
-    /// records up to the message limits. None when the source has nothing new.
-    fn next_batch(&mut self, payload: &mut Vec<u8>) -> Result<Option<Bounds>, String> {
-        payload.clear();
-        let replay = self.ledger.next_replay();
-        let records_max = replay.map_or(self.settings.message_records_max, |bounds| {
-            usize::try_from(bounds.records()).unwrap_or(usize::MAX)
-        });
-        let batch = self
-            .source
-            .read_batch(payload, records_max, self.settings.message_bytes_max)
-            .map_err(|error| error.to_string())?;
-        if batch.records == 0 {
-            return Ok(None);
-        }
-        let bounds = Bounds {
-            first_seq: batch.first_seq,
-            last_seq: batch.last_seq,
-        };
-        if let Some(old) = replay {
-            self.ledger.replayed();
-            if old != bounds {
-                tracing::warn!(?old, new = ?bounds, "a replayed batch has new bounds (the source changed)");
-            }
-        }
-        Ok(Some(bounds))
-    }
-
-    fn on_ack(&mut self, bounds: Bounds, duplicate: bool) {
-        let acked = self.ledger.acked();
-        debug_assert_eq!(acked, Some(bounds));
-        let counters = &self.counters;
-        counters.messages_acked.fetch_add(1, Ordering::Relaxed);
-        counters
-            .events_exported
-            .fetch_add(bounds.records(), Ordering::Relaxed);
-        if duplicate {
-            counters.duplicates_acked.fetch_add(1, Ordering::Relaxed);
-        }
-        self.set_acked(bounds.last_seq);
-    }
-
-    fn set_acked(&mut self, acked_seq: u64) {
-        self.acked_seq = acked_seq;
-        self.lag.acked(acked_seq);
-        self.counters.acked_seq.store(acked_seq, Ordering::Relaxed);
-    }
-
     fn store_cursor(&mut self, force: bool) {
-        if self.acked_seq == self.stored_cursor {
+        let now = Instant::now();
+        let Some(acked_seq) = self.core.cursor_due(now, force) else {
             return;
-        }
-        if !force && self.cursor_stored_at.elapsed() < self.settings.cursor_store_interval {
-            return;
-        }
-        match self.cursor.store(self.acked_seq) {
-            Ok(()) => {
-                self.stored_cursor = self.acked_seq;
-                self.cursor_stored_at = Instant::now();
-            }
+        };
+        match self.cursor.store(acked_seq) {
+            Ok(()) => self.core.cursor_stored(acked_seq, now),
             Err(error) => {
                 self.counters.count_error(ExportErrorKind::Source);
                 tracing::warn!(%error, "export cursor not stored");
@@ -559,7 +483,7 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
             tokio::time::timeout_at(deadline, in_flight.next()).await
         {
             match result {
-                Ok(ack) => self.on_ack(bounds, ack.duplicate),
+                Ok(ack) => self.core.on_ack(bounds, ack.duplicate),
                 Err(_) => break,
             }
         }

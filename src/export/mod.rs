@@ -15,13 +15,16 @@
 //! [`connection`] is how any part of sortd reaches NATS (credentials, TLS, one client);
 //! [`config`] is the `[export]` section, [`hub_config`] the `[hub]` section; [`source`] the two traits the journal's reader
 //! and cursor implement (plus an in-memory stand-in for tests); [`ledger`] the pure
-//! decisions (in-flight batches, where to resume, lag); [`exporter`] the thread and the
-//! connection; [`counters`] what the metrics read. The record format itself belongs to
+//! bookkeeping (in-flight batches, where to resume, lag); [`core`] the loop's decisions
+//! over it, sans IO (what to publish next, the guard and window, what an ack changes,
+//! when the cursor is due), driven by [`exporter`] (the thread and the connection) and
+//! by the deterministic simulator; [`counters`] what the metrics read. The record format itself belongs to
 //! the journal (`events/`); this layer treats records as opaque bytes. See
 //! `docs/export.md` for the message format and the exactly-once argument.
 
 pub mod config;
 pub mod connection;
+pub mod core;
 pub mod counters;
 pub mod exporter;
 pub mod hub;

@@ -174,6 +174,18 @@ impl EgressJournal {
         self.writer.write_batch();
     }
 
+    /// The writer, for a driver that runs its group commit itself (the simulator).
+    pub fn writer_mut(&mut self) -> &mut JournalWriter {
+        &mut self.writer
+    }
+
+    /// Dies as a killed process: the turn's unwritten events are lost (the simulator's
+    /// crash points).
+    #[doc(hidden)]
+    pub fn crash(self) {
+        self.writer.crash();
+    }
+
     /// Writes what is left and stops the writer (its last fsync included).
     pub fn close(mut self) {
         self.writer.write_batch();

@@ -72,6 +72,8 @@ pub struct JournalReader {
     damage: ReaderDamage,
     /// Cache for [`JournalReader::last_seq`]: segment first seq, bytes scanned, next seq.
     tail: Option<(u64, u64, u64)>,
+    /// Records above this sequence are not handed out (yet).
+    seq_max: u64,
 }
 
 impl JournalReader {
@@ -85,7 +87,14 @@ impl JournalReader {
             delivered_seq: 0,
             damage: ReaderDamage::default(),
             tail: None,
+            seq_max: u64::MAX,
         })
+    }
+
+    /// Hands out no record above `seq_max` until it is raised (the exporter reads only
+    /// what is durable; the default is no limit).
+    pub fn set_seq_max(&mut self, seq_max: u64) {
+        self.seq_max = seq_max;
     }
 
     /// Positions at the first record with sequence `>= seq` (or the first record there
@@ -139,6 +148,9 @@ impl JournalReader {
                         continue;
                     }
                     if record.seq >= self.want_seq {
+                        if record.seq > self.seq_max {
+                            break;
+                        }
                         let taken = out.len() - start_len;
                         if batch.records > 0 && taken + consumed > bytes_max {
                             break;

@@ -24,7 +24,7 @@ use super::super::record::{self, Event, OUTCOME_BYTES, RECORD_BYTES_MAX};
 use super::super::segment::{self, SegmentHeader, check_id, decode_header};
 use super::{
     ExportCursor, JournalError, JournalStats, LossReason, RetentionPolicy, list_segments,
-    read_file, retention, segment_name,
+    read_file, retention, segment_name, sync_dir,
 };
 use crate::util::rate_limit::RateLimit;
 
@@ -53,6 +53,10 @@ pub struct WriterConfig {
     /// Never hand out a sequence below this (e.g. the last event id the broker holds,
     /// should the journal have lost its tail in a power loss after the export).
     pub next_seq_min: u64,
+    /// Start the group-commit thread (the daemon). Without it the owner calls
+    /// [`JournalWriter::sync`] itself (the deterministic simulator, which runs no
+    /// threads) and retention does not run.
+    pub sync_thread: bool,
 }
 
 impl WriterConfig {
@@ -72,6 +76,7 @@ impl WriterConfig {
             batch_bytes_max: 1 << 20,
             warning_interval: Duration::from_secs(10),
             next_seq_min: 1,
+            sync_thread: true,
         }
     }
 }
@@ -192,9 +197,18 @@ impl JournalWriter {
             }
             None => None,
         };
+        let segments = list_segments(&config.dir)?;
+        // What a killed process left may be in the page cache only: make it durable
+        // before the stats call it so (the exporter ships only durable events). Clean
+        // files cost nothing to fsync.
+        for segment in &segments {
+            File::open(&segment.path)
+                .and_then(|file| file.sync_all())
+                .map_err(|error| JournalError::io("fsync segment", &segment.path, error))?;
+        }
+        sync_dir(&config.dir)?;
         stats.set_written_seq(next_seq - 1);
         stats.set_durable_seq(next_seq - 1);
-        let segments = list_segments(&config.dir)?;
         stats.set_segments(
             segments.len() as u64,
             segments.iter().map(|s| s.bytes).sum(),
@@ -206,7 +220,9 @@ impl JournalWriter {
             }),
             wake: Condvar::new(),
         });
-        let sync_thread = {
+        let sync_thread = if !config.sync_thread {
+            None
+        } else {
             let sync = Arc::clone(&sync);
             let stats = Arc::clone(&stats);
             let dir = config.dir.clone();
@@ -218,6 +234,7 @@ impl JournalWriter {
             std::thread::Builder::new()
                 .name("sortd-journal-fsync".into())
                 .spawn(move || fsync_loop(&sync, &stats, &dir, interval, policy, warning))
+                .map(Some)
                 .map_err(|error| JournalError::io("spawn fsync thread", &config.dir, error))?
         };
         Ok(JournalWriter {
@@ -234,7 +251,7 @@ impl JournalWriter {
             must_roll,
             stats,
             sync,
-            sync_thread: Some(sync_thread),
+            sync_thread,
             warn: RateLimit::new(config.warning_interval),
             header: Vec::with_capacity(segment::SEGMENT_HEADER_BYTES_MAX),
         })
@@ -423,6 +440,29 @@ impl JournalWriter {
         Ok(())
     }
 
+    /// One group commit now, as the fsync thread does every interval: fsyncs the
+    /// segments written since the last one (and the directory after a new segment),
+    /// then reports the sequence that is durable. For a writer opened without its
+    /// thread ([`WriterConfig::sync_thread`] false); harmless beside the thread.
+    pub fn sync(&mut self) -> Result<u64, io::Error> {
+        group_commit(&self.sync, &self.stats, &self.dir)?;
+        Ok(self.stats.durable_seq())
+    }
+
+    /// Stops as a killed process does: the batch not yet written is lost, nothing is
+    /// fsynced. For the simulator's crash points (a writer without its thread).
+    #[doc(hidden)]
+    pub fn crash(mut self) {
+        self.batch.clear();
+        self.batch_records = 0;
+        let thread = self.sync_thread.take();
+        self.sync.lock().stop = true;
+        self.sync.wake.notify_all();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+
     /// Writes what is batched, stops the fsync thread after a last fsync.
     pub fn close(mut self) {
         self.shutdown();
@@ -535,6 +575,54 @@ fn set_aside(path: &Path, stats: &JournalStats, why: &str) -> Result<(), Journal
     Ok(())
 }
 
+/// One group commit on the caller's thread (see [`JournalWriter::sync`]).
+fn group_commit(sync: &SyncShared, stats: &JournalStats, dir: &Path) -> Result<(), io::Error> {
+    let (target_seq, sealed, current, dir_dirty) = {
+        let mut state = sync.lock();
+        (
+            stats.written_seq(),
+            std::mem::take(&mut state.sealed),
+            state.current.clone(),
+            std::mem::take(&mut state.dir_dirty),
+        )
+    };
+    commit(sync, stats, dir, target_seq, &sealed, current, dir_dirty)
+}
+
+/// fsyncs `sealed` and `current` (and `dir` when `dir_dirty`); on success everything up
+/// to `target_seq` is durable, on failure the error is counted and the directory stays
+/// dirty.
+fn commit(
+    sync: &SyncShared,
+    stats: &JournalStats,
+    dir: &Path,
+    target_seq: u64,
+    sealed: &[Arc<File>],
+    current: Option<Arc<File>>,
+    dir_dirty: bool,
+) -> Result<(), io::Error> {
+    let mut result = sealed
+        .iter()
+        .chain(current.iter())
+        .try_for_each(|file| file.sync_data());
+    if result.is_ok() && dir_dirty {
+        result = File::open(dir).and_then(|handle| handle.sync_all());
+    }
+    match result {
+        Ok(()) => {
+            stats.set_durable_seq(target_seq);
+            Ok(())
+        }
+        Err(error) => {
+            stats.add_fsync_error();
+            if dir_dirty {
+                sync.lock().dir_dirty = true;
+            }
+            Err(error)
+        }
+    }
+}
+
 /// The fsync thread: group commit every `interval`, retention every
 /// [`RETENTION_CHECK_INTERVAL`], a last fsync on stop.
 fn fsync_loop(
@@ -565,23 +653,9 @@ fn fsync_loop(
                 state.stop,
             )
         };
-        let mut result = sealed
-            .iter()
-            .chain(current.iter())
-            .try_for_each(|file| file.sync_data());
-        if result.is_ok() && dir_dirty {
-            result = File::open(dir).and_then(|handle| handle.sync_all());
-        }
-        match result {
-            Ok(()) => stats.set_durable_seq(target_seq),
-            Err(error) => {
-                stats.add_fsync_error();
-                if dir_dirty {
-                    sync.lock().dir_dirty = true;
-                }
-                if let Some(held_back) = warn.allow(Instant::now()) {
-                    tracing::error!(%error, held_back, "events: journal fsync failed; events may not survive a power loss");
-                }
+        if let Err(error) = commit(sync, stats, dir, target_seq, &sealed, current, dir_dirty) {
+            if let Some(held_back) = warn.allow(Instant::now()) {
+                tracing::error!(%error, held_back, "events: journal fsync failed; events may not survive a power loss");
             }
         }
         if stop {

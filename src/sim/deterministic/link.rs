@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::plc::{ChuteState, Outcome, PeerConfig, PeerEvent, PlcPeer, TELEGRAM_BYTES};
+use crate::plc::{ChuteState, Outcome, PeerConfig, PeerEvent, PeerState, PlcPeer, TELEGRAM_BYTES};
 use crate::sim::plc_model::PlcModel;
 
 use super::check::{Checker, Violation};
@@ -309,9 +309,13 @@ impl Plc {
                 }
                 PeerEvent::HostLost { .. } => {
                     checker.trace(11, &[]);
-                    // The PLC closes its end; sortd sees it on its next read.
-                    transport.close();
-                    transport.closed_under_sortd = true;
+                    // The PLC closes its end; sortd sees it on its next read. A loss
+                    // reported for a connection already gone (sortd closed it, and a new
+                    // one came up before this turn) leaves the new one alone.
+                    if self.model.peer().state() == PeerState::AwaitingTransport {
+                        transport.close();
+                        transport.closed_under_sortd = true;
+                    }
                 }
                 PeerEvent::HostUp {
                     host_session_changed,

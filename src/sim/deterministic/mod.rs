@@ -22,6 +22,7 @@
 mod check;
 #[cfg(test)]
 mod drift_tests;
+mod events;
 mod fixtures;
 mod link;
 mod scanner;
@@ -52,17 +53,26 @@ pub enum PlantedBug {
     /// Ingress keeps filling its batch when the hand-off queue is full (breaks
     /// promise 6).
     IgnoreBackpressure,
+    /// The PLC thread writes the turn's events after its SORTs left, not before (breaks
+    /// promise 7 at a crash between the two).
+    JournalAfterSend,
+    /// The exporter resumes from its local cursor, never asking the stream for its last
+    /// event id (breaks promise 8 after a crash or an outage longer than the duplicate
+    /// window).
+    ExportResumesFromCursor,
 }
 
 impl PlantedBug {
     /// Every plantable bug.
-    pub const ALL: [PlantedBug; 6] = [
+    pub const ALL: [PlantedBug; 8] = [
         PlantedBug::SkipDuplicateWindow,
         PlantedBug::DoubleSubmit,
         PlantedBug::DropBatchWhenQueueFull,
         PlantedBug::GarbageClearsEveryBuffer,
         PlantedBug::PublishWithoutVerify,
         PlantedBug::IgnoreBackpressure,
+        PlantedBug::JournalAfterSend,
+        PlantedBug::ExportResumesFromCursor,
     ];
 
     /// The promise this bug breaks.
@@ -75,6 +85,8 @@ impl PlantedBug {
             PlantedBug::GarbageClearsEveryBuffer => Promise::Isolation,
             PlantedBug::PublishWithoutVerify => Promise::VerifiedPlansOnly,
             PlantedBug::IgnoreBackpressure => Promise::MemoryBounds,
+            PlantedBug::JournalAfterSend => Promise::JournalDurable,
+            PlantedBug::ExportResumesFromCursor => Promise::ExportExactlyOnce,
         }
     }
 
@@ -87,6 +99,8 @@ impl PlantedBug {
             PlantedBug::GarbageClearsEveryBuffer => "garbage-clears-every-buffer",
             PlantedBug::PublishWithoutVerify => "publish-without-verify",
             PlantedBug::IgnoreBackpressure => "ignore-backpressure",
+            PlantedBug::JournalAfterSend => "journal-after-send",
+            PlantedBug::ExportResumesFromCursor => "export-resumes-from-cursor",
         }
     }
 
@@ -165,6 +179,92 @@ pub struct SeedReport {
     pub steps: u64,
     /// Clean scanners compared by the isolation check.
     pub isolation_scanners_compared: u64,
+    /// sortd crashes (kill -9 and power loss).
+    pub sortd_crashes: u64,
+    /// Of those, power losses.
+    pub power_losses: u64,
+    /// Decisions in flight inside sortd when it crashed (lost with the process).
+    pub lost_in_crash: u64,
+    /// Events in the journal at the end of the run.
+    pub events_journaled: u64,
+    /// Events the stream holds at the end (equal to the journal's, or the run fails).
+    pub events_in_stream: u64,
+    /// NATS messages the stream stored.
+    pub nats_messages: u64,
+    /// Publishes the stream acknowledged as duplicates (`Nats-Msg-Id`).
+    pub nats_duplicates_refused: u64,
+    /// Connections the exporter lost (drops and stream restarts).
+    pub nats_connection_losses: u64,
+    /// Torn or corrupt journal tails cut at a restart.
+    pub torn_tails_cut: u64,
+}
+
+impl SeedReport {
+    /// Adds `other`'s counts to these totals (the seed and digest stay).
+    pub fn add(&mut self, other: &SeedReport) {
+        let SeedReport {
+            seed: _,
+            digest: _,
+            scans_sent,
+            scans_decoded,
+            sent,
+            duplicates,
+            undelivered,
+            held,
+            held_expired,
+            late,
+            actuated,
+            actuated_again_after_restart,
+            plc_restarts,
+            text_scanners,
+            bytes_skipped,
+            swaps_published,
+            swaps_refused,
+            blocked_turns,
+            connections_closed,
+            link_ups,
+            steps,
+            isolation_scanners_compared,
+            sortd_crashes,
+            power_losses,
+            lost_in_crash,
+            events_journaled,
+            events_in_stream,
+            nats_messages,
+            nats_duplicates_refused,
+            nats_connection_losses,
+            torn_tails_cut,
+        } = other;
+        self.scans_sent += scans_sent;
+        self.scans_decoded += scans_decoded;
+        self.sent += sent;
+        self.duplicates += duplicates;
+        self.undelivered += undelivered;
+        self.held += held;
+        self.held_expired += held_expired;
+        self.late += late;
+        self.actuated += actuated;
+        self.actuated_again_after_restart += actuated_again_after_restart;
+        self.plc_restarts += plc_restarts;
+        self.text_scanners += text_scanners;
+        self.bytes_skipped += bytes_skipped;
+        self.swaps_published += swaps_published;
+        self.swaps_refused += swaps_refused;
+        self.blocked_turns += blocked_turns;
+        self.connections_closed += connections_closed;
+        self.link_ups += link_ups;
+        self.steps += steps;
+        self.isolation_scanners_compared += isolation_scanners_compared;
+        self.sortd_crashes += sortd_crashes;
+        self.power_losses += power_losses;
+        self.lost_in_crash += lost_in_crash;
+        self.events_journaled += events_journaled;
+        self.events_in_stream += events_in_stream;
+        self.nats_messages += nats_messages;
+        self.nats_duplicates_refused += nats_duplicates_refused;
+        self.nats_connection_losses += nats_connection_losses;
+        self.torn_tails_cut += torn_tails_cut;
+    }
 }
 
 /// A broken promise and the seed that breaks it.
@@ -248,6 +348,15 @@ impl Simulator {
             link_ups: chaos.counts.link_ups,
             steps: chaos.counts.steps,
             isolation_scanners_compared: 0,
+            sortd_crashes: chaos.counts.events.crashes,
+            power_losses: chaos.counts.events.power_losses,
+            lost_in_crash: chaos.counts.lost_in_crash,
+            events_journaled: chaos.counts.events.events_journaled,
+            events_in_stream: chaos.counts.events.events_in_stream,
+            nats_messages: chaos.counts.events.messages_stored,
+            nats_duplicates_refused: chaos.counts.events.duplicates_refused,
+            nats_connection_losses: chaos.counts.events.nats_losses,
+            torn_tails_cut: chaos.counts.events.torn_tails_cut,
         };
         if options.isolation_check {
             report.isolation_scanners_compared = self.check_isolation(seed, options)?;

@@ -19,6 +19,7 @@ use crate::core::session::{
     SessionObserver, Skipped,
 };
 use crate::decision::ChuteNumber;
+use crate::net::egress_events::EgressJournal;
 use crate::pipeline::decide::Decision;
 use crate::pipeline::facts::ScanFacts;
 use crate::pipeline::finalize::Finalizer;
@@ -26,11 +27,12 @@ use crate::pipeline::queue::{Batch, BatchReceiver, BatchSender, Wake, batch_queu
 use crate::plan::{Plan, PlanHandle, PlanView};
 use crate::plc::{
     ChuteState, ChuteStateTable, HostLink, LinkConfig, LinkDownReason, LinkState, SortCommand,
-    SortConfirm,
+    SortConfirm, TELEGRAM_BYTES, Telegram,
 };
 use crate::wire::{Framing, ScanFrame, TextProfile};
 
 use super::check::{Checker, Fate, Promise, Violation};
+use super::events::{CrashPoint, EventSettings, EventSide, SortKey};
 use super::fixtures::PlanFixtures;
 use super::link::{CONFIRMS_MAX, LinkFaults, Plc, Transport};
 use super::scanner::{Read, SOCKET_BYTES_MAX, Scanner, Socket};
@@ -81,6 +83,10 @@ struct Settings {
     pause_per_mille: u32,
     restart_per_mille: u32,
     chute_event_per_mille: u32,
+    /// sortd crashes per mille per step (chaos runs only).
+    crash_per_mille: u32,
+    /// Of those, power losses per cent.
+    power_loss_per_cent: u32,
 }
 
 impl Settings {
@@ -152,6 +158,8 @@ impl Settings {
             pause_per_mille: per_mille(rng, 3),
             restart_per_mille: per_mille(rng, 1),
             chute_event_per_mille: if isolation { 0 } else { rng.u32(0..=60) },
+            crash_per_mille: if isolation { 0 } else { per_mille(rng, 3) },
+            power_loss_per_cent: rng.u32(0..=100),
         }
     }
 }
@@ -172,6 +180,8 @@ pub(super) struct RunCounts {
     pub plc_restarts: u64,
     pub held: u64,
     pub held_expired: u64,
+    pub events: super::events::EventCounts,
+    pub lost_in_crash: u64,
 }
 
 /// The outcome of a run that kept every promise.
@@ -299,6 +309,9 @@ impl SessionObserver for SessionChecks<'_> {
 /// Feeds the checker every parcel's fate and traces the link's events.
 struct EgressChecks<'a> {
     checker: &'a mut Checker,
+    /// The daemon's journal hook, fed as the daemon's observer feeds it.
+    journal: Option<&'a mut EgressJournal>,
+    now: Instant,
     finalized: &'a mut u64,
     /// SORTs sent in this pump, kept only for the double-submit bug.
     sent: Option<&'a mut Vec<SortCommand>>,
@@ -309,11 +322,14 @@ struct EgressChecks<'a> {
 impl EgressObserver for EgressChecks<'_> {
     fn on_decision(
         &mut self,
-        _now: Instant,
+        now: Instant,
         decision: &Decision,
-        _facts: Option<&ScanFacts<'_>>,
+        facts: Option<&ScanFacts<'_>>,
         fate: egress::Fate,
     ) {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.on_decision(now, decision, facts, fate);
+        }
         *self.finalized += 1;
         let fate = match fate {
             egress::Fate::Sent { .. } => {
@@ -337,7 +353,10 @@ impl EgressObserver for EgressChecks<'_> {
         }
     }
 
-    fn on_confirm(&mut self, _confirm: &SortConfirm, plc_seq: u32) {
+    fn on_confirm(&mut self, confirm: &SortConfirm, plc_seq: u32) {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.on_confirm(self.now, confirm);
+        }
         self.checker.trace(64, &[u64::from(plc_seq)]);
     }
 
@@ -388,6 +407,12 @@ pub(super) struct World<'f> {
     // Around the core.
     transport: Transport,
     plc: Plc,
+    // Sort events, and sortd's death.
+    events: Option<EventSide>,
+    /// The crash due in this step, and whether it is a power loss.
+    crash: Option<(CrashPoint, bool)>,
+    /// sortd died in this step: the rest of its turn does not happen.
+    dying: bool,
 }
 
 impl std::fmt::Debug for World<'_> {
@@ -413,6 +438,7 @@ impl<'f> World<'f> {
         let world_rng = master.fork();
         let transport_rng = master.fork();
         let plc_rng = master.fork();
+        let mut events_rng = master.fork();
         let checker = Checker::new();
         let initial = fixtures.initial().ok_or_else(|| {
             checker.violation(Promise::VerifiedPlansOnly, "no intact plan fixture".into())
@@ -483,6 +509,15 @@ impl<'f> World<'f> {
             epoch,
         );
         let transport = Transport::new(settings.pipe_bytes_max, settings.faults, transport_rng);
+        let events = if mode == Mode::Chaos {
+            let event_settings = EventSettings::draw(&mut events_rng);
+            Some(
+                EventSide::new(event_settings, options.planted_bug, events_rng, epoch)
+                    .map_err(|detail| checker.violation(Promise::JournalDurable, detail))?,
+            )
+        } else {
+            None
+        };
         Ok(World {
             fixtures,
             bug: options.planted_bug,
@@ -512,6 +547,9 @@ impl<'f> World<'f> {
             transport,
             plc,
             settings,
+            events,
+            crash: None,
+            dying: false,
         })
     }
 
@@ -540,15 +578,20 @@ impl<'f> World<'f> {
                 return Err(self.checker.violation(
                     Promise::Accounting,
                     format!(
-                        "did not drain: in flight {}, host unacked {}, link {:?}",
+                        "did not drain: in flight {}, host unacked {}, link {:?}, transport \
+                         connected {} connecting {}, PLC peer {:?}",
                         self.in_flight(),
                         self.egress.link().unacked(),
-                        self.egress.link().state()
+                        self.egress.link().state(),
+                        self.transport.connected,
+                        self.transport.connecting,
+                        self.plc.peer().state()
                     ),
                 ));
             }
         }
         self.checker.check_drained(self.in_flight())?;
+        self.drain_export()?;
         self.counts.emitted_valid = self
             .slots
             .iter()
@@ -563,6 +606,11 @@ impl<'f> World<'f> {
         self.counts.steps = self.checker.step;
         self.counts.confirms = self.plc.model.confirms_sent();
         self.counts.plc_restarts = self.plc.model.restarts();
+        self.counts.lost_in_crash = self.checker.lost_in_crash;
+        if let Some(events) = self.events.take() {
+            self.counts.events = events.counts;
+            events.close();
+        }
         let checker = &self.checker;
         Ok(RunOutcome {
             digest: checker.digest(),
@@ -580,6 +628,107 @@ impl<'f> World<'f> {
                 .map(|slot| (slot.scanner.scanner_id, slot.scanner.clean, slot.log))
                 .collect(),
         })
+    }
+
+    /// After the drain: the NATS side heals and the exporter catches up; then the
+    /// journal and the stream are compared.
+    fn drain_export(&mut self) -> Result<(), Violation> {
+        let Some(events) = self.events.as_mut() else {
+            return Ok(());
+        };
+        events.heal();
+        events.write();
+        let mut steps = 0;
+        while !events.export_settled() {
+            steps += 1;
+            if steps > DRAIN_STEPS_MAX {
+                return Err(self.checker.violation(
+                    Promise::ExportExactlyOnce,
+                    "the exporter did not catch up with the journal".into(),
+                ));
+            }
+            self.checker.step += 1;
+            self.now += Duration::from_millis(self.rng.u64(1..=self.settings.step_ms_max));
+            self.checker.at_ms = self.now.saturating_duration_since(self.epoch).as_millis() as u64;
+            events.fsync_turn(self.now);
+            events.export_turn(self.now, None, &mut self.checker)?;
+        }
+        events.check_final(&mut self.checker)
+    }
+
+    /// Whether sortd dies at `point` of this step (or died earlier in it).
+    fn dies_at(&mut self, point: CrashPoint) -> bool {
+        if self.crash.is_some_and(|(at, _)| at == point) {
+            self.dying = true;
+        }
+        self.dying
+    }
+
+    /// sortd died: everything in its memory is gone (sessions, batch, queue, the egress
+    /// core with its window and duplicate memory, the exporter); the journal is checked,
+    /// reopened and sorting goes on with a new PLC host session.
+    fn restart_sortd(&mut self) -> Result<(), Violation> {
+        let power_loss = self.crash.is_some_and(|(_, power)| power);
+        self.crash = None;
+        self.dying = false;
+        let in_flight = self.in_flight();
+        self.checker.on_sortd_crash(in_flight);
+        self.checker.trace(80, &[in_flight, u64::from(power_loss)]);
+        if let Some(events) = self.events.as_mut() {
+            events.crash(self.now, power_loss, &mut self.checker)?;
+        }
+        // The connections die with the process: no salvage of what they held.
+        for slot in &mut self.slots {
+            if slot.session.take().is_some() {
+                self.counts.connections_closed += 1;
+                slot.socket = Socket::default();
+                slot.scanner.on_closed();
+                let delay = Duration::from_millis(slot.scanner.rng.u64(1..=60));
+                slot.reconnect_at = Some(self.now + delay);
+            }
+        }
+        let (sender, receiver) = batch_queue(
+            self.settings.queue_batches_max,
+            self.settings.batch_parcels_max,
+            true,
+            Arc::new(NoWake) as Arc<dyn Wake>,
+        );
+        self.sink.batch = sender.empty_batch();
+        self.sink.sender = sender;
+        self.sink.handed_off = 0;
+        self.receiver = receiver;
+        self.finalized = 0;
+        self.blocked = false;
+        self.chute_states = Arc::new(ChuteStateTable::new());
+        let duplicate_window = if self.bug == Some(PlantedBug::SkipDuplicateWindow) {
+            Duration::ZERO
+        } else {
+            self.settings.duplicate_window
+        };
+        let host = LinkConfig {
+            session: self.rng.u64(1..),
+            first_seq: self.rng.u32(..),
+            jitter_seed: self.rng.u64(..),
+            ..self.settings.host
+        };
+        self.egress = EgressCore::new(
+            HostLink::new(host, self.now),
+            Finalizer::new(
+                self.settings.deadline,
+                duplicate_window,
+                self.settings.duplicate_entries_max,
+            ),
+            Arc::clone(&self.chute_states),
+        );
+        // The socket to the PLC dies too; the PLC notices.
+        self.outbound.clear();
+        if self.transport.connected {
+            self.transport.close();
+            self.plc.peer().handle_disconnected(self.now);
+        }
+        self.transport.connecting = false;
+        self.transport.closed_under_sortd = false;
+        Ok(())
     }
 
     /// Decisions made at ingress whose fate is not reported yet: in the batch, in the
@@ -616,10 +765,42 @@ impl<'f> World<'f> {
         self.scanners();
         self.ingress_turn()?;
         self.egress_turn()?;
-        self.plc
-            .turn(self.now, &mut self.transport, &mut self.checker)?;
-        self.egress_turn()?;
+        if !self.dying {
+            self.plc
+                .turn(self.now, &mut self.transport, &mut self.checker)?;
+            self.egress_turn()?;
+        }
+        if !self.dying {
+            self.events_turn()?;
+        }
+        if self.dying || self.crash.is_some() {
+            self.restart_sortd()?;
+        }
         self.check_step()
+    }
+
+    /// The journal's group commit and the exporter's turn (threads of their own in the
+    /// daemon), with their crash points.
+    fn events_turn(&mut self) -> Result<(), Violation> {
+        let Some(events) = self.events.as_mut() else {
+            return Ok(());
+        };
+        events.fsync_turn(self.now);
+        if self.dies_at(CrashPoint::AfterFsync) {
+            return Ok(());
+        }
+        let stop_at = self
+            .crash
+            .map(|(point, _)| point)
+            .filter(|point| matches!(point, CrashPoint::AfterPublish | CrashPoint::AfterAck));
+        let Some(events) = self.events.as_mut() else {
+            return Ok(());
+        };
+        events.export_turn(self.now, stop_at, &mut self.checker)?;
+        if stop_at.is_some() {
+            self.dying = true;
+        }
+        Ok(())
     }
 
     /// Plan swaps and link faults at random moments. The draws happen in every step, so
@@ -633,6 +814,9 @@ impl<'f> World<'f> {
         let pause = self.rng.u32(0..1000) < self.settings.pause_per_mille;
         let pause_ms = self.rng.u64(10..=2000);
         let restart = self.rng.u32(0..1000) < self.settings.restart_per_mille;
+        let crash = self.rng.u32(0..1000) < self.settings.crash_per_mille;
+        let crash_point = CrashPoint::ALL[self.rng.usize(0..CrashPoint::ALL.len())];
+        let power_loss = self.rng.u32(0..100) < self.settings.power_loss_per_cent;
         if swap {
             self.swap_plan(file_index)?;
         }
@@ -666,6 +850,9 @@ impl<'f> World<'f> {
         if restart {
             self.plc
                 .restart(self.now, &mut self.transport, &mut self.checker);
+        }
+        if crash && self.events.is_some() {
+            self.crash = Some((crash_point, power_loss));
         }
         Ok(())
     }
@@ -872,9 +1059,18 @@ impl<'f> World<'f> {
 
     /// One turn of the PLC thread, as `Egress::run`'s loop body and its stream event.
     fn egress_turn(&mut self) -> Result<(), Violation> {
+        if self.dying {
+            return Ok(());
+        }
+        if let Some(journal) = self.events.as_mut().and_then(EventSide::journal) {
+            journal.start_turn(self.now, self.checker.at_ms * 1000);
+        }
         self.pump()?;
         self.drive_link()?;
         self.flush_outbound();
+        if self.dying {
+            return Ok(());
+        }
         if self.transport.connecting {
             self.transport.connecting = false;
             if self.transport.is_reachable(self.now) {
@@ -892,17 +1088,36 @@ impl<'f> World<'f> {
         Ok(())
     }
 
+    /// The egress observer: the checker, and the journal hook when events are on.
+    fn egress_checks<'a>(
+        checker: &'a mut Checker,
+        events: &'a mut Option<EventSide>,
+        finalized: &'a mut u64,
+        now: Instant,
+    ) -> EgressChecks<'a> {
+        EgressChecks {
+            checker,
+            journal: events.as_mut().and_then(EventSide::journal),
+            now,
+            finalized,
+            sent: None,
+            decided_at_us: 0,
+            violation: None,
+        }
+    }
+
     /// The egress core's pump, its fates fed to the checker.
     fn pump(&mut self) -> Result<(), Violation> {
         let decided_at_us = self.checker.at_ms * 1000;
         let mut resubmit = Vec::new();
-        let mut checks = EgressChecks {
-            checker: &mut self.checker,
-            finalized: &mut self.finalized,
-            sent: (self.bug == Some(PlantedBug::DoubleSubmit)).then_some(&mut resubmit),
-            decided_at_us,
-            violation: None,
-        };
+        let mut checks = Self::egress_checks(
+            &mut self.checker,
+            &mut self.events,
+            &mut self.finalized,
+            self.now,
+        );
+        checks.sent = (self.bug == Some(PlantedBug::DoubleSubmit)).then_some(&mut resubmit);
+        checks.decided_at_us = decided_at_us;
         self.egress
             .pump(self.now, decided_at_us, &self.receiver, &mut checks);
         if let Some(violation) = checks.violation {
@@ -921,13 +1136,12 @@ impl<'f> World<'f> {
     fn drive_link(&mut self) -> Result<(), Violation> {
         self.egress.handle_timeout(self.now);
         loop {
-            let mut checks = EgressChecks {
-                checker: &mut self.checker,
-                finalized: &mut self.finalized,
-                sent: None,
-                decided_at_us: 0,
-                violation: None,
-            };
+            let mut checks = Self::egress_checks(
+                &mut self.checker,
+                &mut self.events,
+                &mut self.finalized,
+                self.now,
+            );
             let action = self.egress.poll_action(self.now, &mut checks);
             if let Some(violation) = checks.violation {
                 return Err(violation);
@@ -957,8 +1171,38 @@ impl<'f> World<'f> {
         }
     }
 
-    /// As `Egress::flush_outbound`: new telegrams only once the earlier ones are written.
+    /// As `Egress::flush_outbound`: the turn's events to the journal first, then new
+    /// telegrams only once the earlier ones are written. A crash may fall before,
+    /// between and after the two.
     fn flush_outbound(&mut self) {
+        if self.dies_at(CrashPoint::BeforeFlush) {
+            return;
+        }
+        let journal_first = self.bug != Some(PlantedBug::JournalAfterSend);
+        if journal_first {
+            self.write_journal();
+        } else {
+            self.send_outbound();
+        }
+        if self.dies_at(CrashPoint::MidFlush) {
+            return;
+        }
+        if journal_first {
+            self.send_outbound();
+        } else {
+            self.write_journal();
+        }
+        self.dies_at(CrashPoint::AfterFlush);
+    }
+
+    fn write_journal(&mut self) {
+        if let Some(events) = self.events.as_mut() {
+            events.write();
+        }
+    }
+
+    /// Hands what the link has to send to the pipe; the SORTs that left are noted.
+    fn send_outbound(&mut self) {
         if !self.transport.connected {
             return;
         }
@@ -974,7 +1218,22 @@ impl<'f> World<'f> {
             ..
         } = &mut self.transport;
         let taken = to_plc.send(self.now, &self.outbound, faults, rng);
-        self.outbound.drain(..taken.min(self.outbound.len()));
+        let taken = taken.min(self.outbound.len());
+        if let Some(events) = self.events.as_mut() {
+            let left = self
+                .outbound
+                .get(..taken)
+                .unwrap_or_default()
+                .chunks(TELEGRAM_BYTES)
+                .filter_map(|telegram| match Telegram::decode(telegram) {
+                    Ok(Telegram::Sort { seq, sort }) => {
+                        Some::<SortKey>((sort.scanner_id, sort.parcel_id, seq))
+                    }
+                    _ => None,
+                });
+            events.sorts_left(left);
+        }
+        self.outbound.drain(..taken);
     }
 
     /// As `Egress::read_stream`: read while the link has room.
@@ -1001,7 +1260,7 @@ impl<'f> World<'f> {
             }
             self.egress.link_mut().handle_input(self.now, &bytes);
             self.drive_link()?;
-            if !self.transport.connected {
+            if !self.transport.connected || self.dying {
                 return Ok(());
             }
         }
