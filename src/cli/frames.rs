@@ -14,8 +14,8 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sortd::wire::{
-    self, Barcodes, DecodeError, Decoded, Frame, Framing, Heartbeat, Hello, ScanFlags, ScanFrame,
-    TextProfile,
+    self, Barcodes, Decoded, Frame, FrameDecodeError, Framing, Heartbeat, Hello, ScanFlags,
+    ScanFrame, TextProfile,
 };
 
 /// Bytes read from the input per read call.
@@ -113,7 +113,7 @@ fn decode_stream(
                 }
                 Decoded::NeedMore if at_end => {
                     let skip = framing.resync_offset(rest);
-                    let error = DecodeError::Truncated {
+                    let error = FrameDecodeError::Truncated {
                         available: rest.len(),
                     };
                     writeln!(out, "{}", error_json(&error, offset, skip)?)?;
@@ -241,7 +241,7 @@ fn frame_json(frame: &Frame<'_>, offset: u64, consumed: usize) -> anyhow::Result
     Ok(line?)
 }
 
-fn error_json(error: &DecodeError, offset: u64, skipped: usize) -> anyhow::Result<String> {
+fn error_json(error: &FrameDecodeError, offset: u64, skipped: usize) -> anyhow::Result<String> {
     Ok(serde_json::to_string(&ErrorLine {
         offset,
         kind: "error",

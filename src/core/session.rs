@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::pipeline::decide::{Decision, decide};
 use crate::plan::{DefaultKind, PlanView};
 use crate::plc::ChuteStateTable;
-use crate::wire::{DecodeError, Decoded, Frame, Framing, ScanFrame};
+use crate::wire::{Decoded, Frame, FrameDecodeError, Framing, ScanFrame};
 
 use super::input::{Expiry, InputBuffer};
 
@@ -87,7 +87,7 @@ pub struct Skipped {
     /// How many bytes.
     pub bytes: usize,
     /// The decoder's error, when the bytes were bad (not merely cut off).
-    pub error: Option<DecodeError>,
+    pub error: Option<FrameDecodeError>,
 }
 
 /// Told what a session did. Every method has a do-nothing default.

@@ -10,14 +10,14 @@
 
 use std::time::{Duration, Instant};
 
-use super::error::DecodeError;
+use super::error::TelegramDecodeError;
 use super::telegram::{Role, TELEGRAM_BYTES, Telegram};
 
 /// Why a candidate connection was given up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
     /// The first telegram did not decode.
-    BadTelegram(DecodeError),
+    BadTelegram(TelegramDecodeError),
     /// The first telegram decoded but is not a HELLO from a PLC.
     NotPlcHello,
     /// No complete telegram before the deadline.

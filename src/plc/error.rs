@@ -8,7 +8,7 @@ use std::fmt;
 
 /// Why 40 bytes are not a valid telegram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecodeError {
+pub enum TelegramDecodeError {
     /// Fewer bytes than one telegram were given to the fixed-size decoder.
     TooShort {
         /// Bytes given.
@@ -50,30 +50,34 @@ pub enum DecodeError {
     },
 }
 
-impl fmt::Display for DecodeError {
+impl fmt::Display for TelegramDecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            DecodeError::TooShort { got_bytes } => {
+            TelegramDecodeError::TooShort { got_bytes } => {
                 write!(f, "telegram too short: {got_bytes} bytes")
             }
-            DecodeError::BadMagic { got } => write!(f, "bad sync word 0x{got:04x}"),
-            DecodeError::UnsupportedVersion { got } => write!(f, "unsupported version {got}"),
-            DecodeError::UnknownType { got } => write!(f, "unknown telegram type 0x{got:02x}"),
-            DecodeError::ChecksumMismatch { computed, carried } => write!(
+            TelegramDecodeError::BadMagic { got } => write!(f, "bad sync word 0x{got:04x}"),
+            TelegramDecodeError::UnsupportedVersion { got } => {
+                write!(f, "unsupported version {got}")
+            }
+            TelegramDecodeError::UnknownType { got } => {
+                write!(f, "unknown telegram type 0x{got:02x}")
+            }
+            TelegramDecodeError::ChecksumMismatch { computed, carried } => write!(
                 f,
                 "CRC mismatch: computed 0x{computed:04x}, carried 0x{carried:04x}"
             ),
-            DecodeError::ReservedNotZero { offset } => {
+            TelegramDecodeError::ReservedNotZero { offset } => {
                 write!(f, "reserved byte at offset {offset} is not zero")
             }
-            DecodeError::InvalidField { field, value } => {
+            TelegramDecodeError::InvalidField { field, value } => {
                 write!(f, "invalid value {value} in field {field}")
             }
         }
     }
 }
 
-impl std::error::Error for DecodeError {}
+impl std::error::Error for TelegramDecodeError {}
 
 /// The window of unacknowledged telegrams is full: the caller keeps the item and stops
 /// pulling work until acknowledgements free room (see `window_free`).

@@ -4,7 +4,7 @@
 //! PLC side; "their numbered telegrams" the other way round. Counters only grow
 //! (wrapping is not a concern at u64). Exporting them is the daemon's job.
 
-use super::error::DecodeError;
+use super::error::TelegramDecodeError;
 
 /// Everything either end of the link counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,5 +62,5 @@ pub struct LinkStats {
     /// Times the host asked its driver to dial.
     pub connect_requests: u64,
     /// The most recent decode error, for logs.
-    pub last_decode_error: Option<DecodeError>,
+    pub last_decode_error: Option<TelegramDecodeError>,
 }

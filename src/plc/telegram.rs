@@ -10,7 +10,7 @@
 use crate::decision::{ChuteNumber, Reason};
 
 use super::checksum::crc16;
-use super::error::DecodeError;
+use super::error::TelegramDecodeError;
 
 /// Bytes in every telegram, whatever its type.
 pub const TELEGRAM_BYTES: usize = 40;
@@ -335,20 +335,20 @@ impl Telegram {
     }
 
     /// Decode the first [`TELEGRAM_BYTES`] bytes of `bytes` (the rest is ignored).
-    pub fn decode(bytes: &[u8]) -> Result<Telegram, DecodeError> {
+    pub fn decode(bytes: &[u8]) -> Result<Telegram, TelegramDecodeError> {
         let Some(block) = bytes.get(..TELEGRAM_BYTES) else {
-            return Err(DecodeError::TooShort {
+            return Err(TelegramDecodeError::TooShort {
                 got_bytes: bytes.len(),
             });
         };
         let reader = Reader { bytes: block };
         let magic = reader.u16(0);
         if magic != MAGIC {
-            return Err(DecodeError::BadMagic { got: magic });
+            return Err(TelegramDecodeError::BadMagic { got: magic });
         }
         let version = reader.u8(2);
         if version != VERSION {
-            return Err(DecodeError::UnsupportedVersion { got: version });
+            return Err(TelegramDecodeError::UnsupportedVersion { got: version });
         }
         let kind = reader.u8(3);
         // The body layout is known once the type is known; an unknown type is reported
@@ -360,15 +360,15 @@ impl Telegram {
             kind::SORT => 35,
             kind::SORT_CONFIRM => 23,
             kind::CHUTE_STATUS => 11,
-            got => return Err(DecodeError::UnknownType { got }),
+            got => return Err(TelegramDecodeError::UnknownType { got }),
         };
         let computed = crc16(block.get(..CRC_OFFSET).unwrap_or(&[]));
         let carried = reader.u16(CRC_OFFSET);
         if computed != carried {
-            return Err(DecodeError::ChecksumMismatch { computed, carried });
+            return Err(TelegramDecodeError::ChecksumMismatch { computed, carried });
         }
         if let Some(offset) = (used_bytes..CRC_OFFSET).find(|&offset| reader.u8(offset) != 0) {
-            return Err(DecodeError::ReservedNotZero { offset });
+            return Err(TelegramDecodeError::ReservedNotZero { offset });
         }
         let seq = reader.u32(4);
         let telegram = match kind {
@@ -415,37 +415,37 @@ impl Telegram {
     }
 }
 
-fn decode_role(code: u8) -> Result<Role, DecodeError> {
-    Role::from_code(code).ok_or(DecodeError::InvalidField {
+fn decode_role(code: u8) -> Result<Role, TelegramDecodeError> {
+    Role::from_code(code).ok_or(TelegramDecodeError::InvalidField {
         field: "role",
         value: u64::from(code),
     })
 }
 
-fn decode_reason(code: u8) -> Result<Reason, DecodeError> {
-    Reason::from_code(code).ok_or(DecodeError::InvalidField {
+fn decode_reason(code: u8) -> Result<Reason, TelegramDecodeError> {
+    Reason::from_code(code).ok_or(TelegramDecodeError::InvalidField {
         field: "reason",
         value: u64::from(code),
     })
 }
 
-fn decode_outcome(code: u8) -> Result<Outcome, DecodeError> {
-    Outcome::from_code(code).ok_or(DecodeError::InvalidField {
+fn decode_outcome(code: u8) -> Result<Outcome, TelegramDecodeError> {
+    Outcome::from_code(code).ok_or(TelegramDecodeError::InvalidField {
         field: "outcome",
         value: u64::from(code),
     })
 }
 
-fn decode_chute_state(code: u8) -> Result<ChuteState, DecodeError> {
-    ChuteState::from_code(code).ok_or(DecodeError::InvalidField {
+fn decode_chute_state(code: u8) -> Result<ChuteState, TelegramDecodeError> {
+    ChuteState::from_code(code).ok_or(TelegramDecodeError::InvalidField {
         field: "state",
         value: u64::from(code),
     })
 }
 
-fn nonzero_chute(chute: u16) -> Result<ChuteNumber, DecodeError> {
+fn nonzero_chute(chute: u16) -> Result<ChuteNumber, TelegramDecodeError> {
     if chute == 0 {
-        return Err(DecodeError::InvalidField {
+        return Err(TelegramDecodeError::InvalidField {
             field: "chute",
             value: 0,
         });
@@ -453,9 +453,9 @@ fn nonzero_chute(chute: u16) -> Result<ChuteNumber, DecodeError> {
     Ok(chute)
 }
 
-fn nonzero_session(field: &'static str, session: u64) -> Result<u64, DecodeError> {
+fn nonzero_session(field: &'static str, session: u64) -> Result<u64, TelegramDecodeError> {
     if session == 0 {
-        return Err(DecodeError::InvalidField { field, value: 0 });
+        return Err(TelegramDecodeError::InvalidField { field, value: 0 });
     }
     Ok(session)
 }

@@ -7,7 +7,7 @@
 //! truth it is written from. This module does no I/O and keeps no state between calls:
 //! buffering and counting skipped bytes are the caller's job.
 
-use super::error::{DecodeError, EncodeError, Field};
+use super::error::{EncodeError, Field, FrameDecodeError};
 use super::frame::{
     BARCODE_BYTES_MAX, BARCODES_MAX, Barcodes, DESTINATION_BYTES_MAX, Decoded, Frame, Heartbeat,
     Hello, ScanFlags, ScanFrame,
@@ -74,10 +74,10 @@ pub fn decode_binary(buf: &[u8]) -> Decoded<'_> {
         return decode_short_header(buf);
     };
     if [header[0], header[1]] != MAGIC {
-        return skip_to_next_magic(buf, DecodeError::BadMagic);
+        return skip_to_next_magic(buf, FrameDecodeError::BadMagic);
     }
     if header[2] != PROTOCOL_VERSION {
-        return skip_to_next_magic(buf, DecodeError::UnsupportedVersion { got: header[2] });
+        return skip_to_next_magic(buf, FrameDecodeError::UnsupportedVersion { got: header[2] });
     }
     let frame_type = header[3];
     let declared = usize::from(u16::from_le_bytes([header[4], header[5]]));
@@ -85,18 +85,18 @@ pub fn decode_binary(buf: &[u8]) -> Decoded<'_> {
         FRAME_TYPE_HELLO => (HELLO_BYTES, HELLO_BYTES),
         FRAME_TYPE_HEARTBEAT => (HEARTBEAT_BYTES, HEARTBEAT_BYTES),
         FRAME_TYPE_SCAN => (SCAN_BYTES_MIN, FRAME_BYTES_MAX),
-        got => return skip_to_next_magic(buf, DecodeError::UnknownFrameType { got }),
+        got => return skip_to_next_magic(buf, FrameDecodeError::UnknownFrameType { got }),
     };
     if declared < min {
-        return skip_to_next_magic(buf, DecodeError::FrameTooShort { declared, min });
+        return skip_to_next_magic(buf, FrameDecodeError::FrameTooShort { declared, min });
     }
     if declared > max {
-        return skip_to_next_magic(buf, DecodeError::FrameTooLong { declared, max });
+        return skip_to_next_magic(buf, FrameDecodeError::FrameTooLong { declared, max });
     }
     if header[6] != 0 || header[7] != 0 {
         return skip_to_next_magic(
             buf,
-            DecodeError::BadField {
+            FrameDecodeError::BadField {
                 field: Field::Reserved,
             },
         );
@@ -110,7 +110,7 @@ pub fn decode_binary(buf: &[u8]) -> Decoded<'_> {
     let expected = u32::from_le_bytes(*trailer);
     let got = crc32c::crc32c(covered);
     if expected != got {
-        return skip_to_next_magic(buf, DecodeError::BadCrc { expected, got });
+        return skip_to_next_magic(buf, FrameDecodeError::BadCrc { expected, got });
     }
     // The CRC vouches for the length: from here on a bad field skips the whole frame.
     match frame_type {
@@ -157,13 +157,13 @@ fn decode_short_header(buf: &[u8]) -> Decoded<'_> {
     }
     match buf {
         [first, second, version, ..] if [*first, *second] == MAGIC => {
-            skip_to_next_magic(buf, DecodeError::UnsupportedVersion { got: *version })
+            skip_to_next_magic(buf, FrameDecodeError::UnsupportedVersion { got: *version })
         }
-        _ => skip_to_next_magic(buf, DecodeError::BadMagic),
+        _ => skip_to_next_magic(buf, FrameDecodeError::BadMagic),
     }
 }
 
-fn skip_to_next_magic(buf: &[u8], error: DecodeError) -> Decoded<'_> {
+fn skip_to_next_magic(buf: &[u8], error: FrameDecodeError) -> Decoded<'_> {
     Decoded::Skip {
         error,
         skip: resync_offset(buf),
@@ -196,7 +196,7 @@ fn u64_at<const N: usize>(bytes: &[u8; N], at: usize) -> u64 {
 
 const fn bad(field: Field, declared: usize) -> Decoded<'static> {
     Decoded::Skip {
-        error: DecodeError::BadField { field },
+        error: FrameDecodeError::BadField { field },
         skip: declared,
     }
 }
@@ -255,7 +255,7 @@ fn parse_scan(covered: &[u8], declared: usize) -> Decoded<'_> {
     let destination_bytes = usize::from(fixed[45]);
     if usize::from(barcode_count) > BARCODES_MAX {
         return Decoded::Skip {
-            error: DecodeError::TooManyBarcodes {
+            error: FrameDecodeError::TooManyBarcodes {
                 count: usize::from(barcode_count),
             },
             skip: declared,

@@ -1,13 +1,13 @@
-//! The wire layer's errors: why bytes were not a frame ([`DecodeError`], `Copy`, on the hot
+//! The wire layer's errors: why bytes were not a frame ([`FrameDecodeError`], `Copy`, on the hot
 //! path) and why a frame could not be written ([`EncodeError`]).
 //!
-//! Each decode error has a stable snake_case [`DecodeError::kind`] for metrics and logs.
+//! Each decode error has a stable snake_case [`FrameDecodeError::kind`] for metrics and logs.
 //! How many bytes to skip is not part of the error; it travels beside it in
 //! [`super::Decoded::Skip`].
 
 use std::fmt;
 
-/// A field of a frame or telegram, named in [`DecodeError::BadField`] and
+/// A field of a frame or telegram, named in [`FrameDecodeError::BadField`] and
 /// [`EncodeError::BadField`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Field {
@@ -65,7 +65,7 @@ impl Field {
 
 /// Why the front of a buffer is not a valid frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DecodeError {
+pub enum FrameDecodeError {
     /// Binary: the bytes do not start with the frame magic (garbage before a frame).
     BadMagic,
     /// Binary: a protocol version this build does not speak.
@@ -136,65 +136,67 @@ pub enum DecodeError {
     },
 }
 
-impl DecodeError {
+impl FrameDecodeError {
     /// Stable snake_case label for metrics and logs.
     pub const fn kind(&self) -> &'static str {
         match self {
-            DecodeError::BadMagic => "bad_magic",
-            DecodeError::UnsupportedVersion { .. } => "unsupported_version",
-            DecodeError::UnknownFrameType { .. } => "unknown_frame_type",
-            DecodeError::FrameTooShort { .. } => "frame_too_short",
-            DecodeError::FrameTooLong { .. } => "frame_too_long",
-            DecodeError::BadCrc { .. } => "bad_crc",
-            DecodeError::BadField { .. } => "bad_field",
-            DecodeError::TooManyBarcodes { .. } => "too_many_barcodes",
-            DecodeError::Garbage => "garbage",
-            DecodeError::Truncated { .. } => "truncated",
-            DecodeError::TelegramTooLong { .. } => "telegram_too_long",
-            DecodeError::EmptyTelegram => "empty_telegram",
-            DecodeError::FieldCount { .. } => "field_count",
+            FrameDecodeError::BadMagic => "bad_magic",
+            FrameDecodeError::UnsupportedVersion { .. } => "unsupported_version",
+            FrameDecodeError::UnknownFrameType { .. } => "unknown_frame_type",
+            FrameDecodeError::FrameTooShort { .. } => "frame_too_short",
+            FrameDecodeError::FrameTooLong { .. } => "frame_too_long",
+            FrameDecodeError::BadCrc { .. } => "bad_crc",
+            FrameDecodeError::BadField { .. } => "bad_field",
+            FrameDecodeError::TooManyBarcodes { .. } => "too_many_barcodes",
+            FrameDecodeError::Garbage => "garbage",
+            FrameDecodeError::Truncated { .. } => "truncated",
+            FrameDecodeError::TelegramTooLong { .. } => "telegram_too_long",
+            FrameDecodeError::EmptyTelegram => "empty_telegram",
+            FrameDecodeError::FieldCount { .. } => "field_count",
         }
     }
 }
 
-impl fmt::Display for DecodeError {
+impl fmt::Display for FrameDecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            DecodeError::BadMagic => write!(f, "no frame magic"),
-            DecodeError::UnsupportedVersion { got } => {
+            FrameDecodeError::BadMagic => write!(f, "no frame magic"),
+            FrameDecodeError::UnsupportedVersion { got } => {
                 write!(f, "unsupported protocol version {got}")
             }
-            DecodeError::UnknownFrameType { got } => write!(f, "unknown frame type {got:#04x}"),
-            DecodeError::FrameTooShort { declared, min } => {
+            FrameDecodeError::UnknownFrameType { got } => {
+                write!(f, "unknown frame type {got:#04x}")
+            }
+            FrameDecodeError::FrameTooShort { declared, min } => {
                 write!(f, "declared length {declared} below minimum {min}")
             }
-            DecodeError::FrameTooLong { declared, max } => {
+            FrameDecodeError::FrameTooLong { declared, max } => {
                 write!(f, "declared length {declared} above maximum {max}")
             }
-            DecodeError::BadCrc { expected, got } => {
+            FrameDecodeError::BadCrc { expected, got } => {
                 write!(
                     f,
                     "crc mismatch: frame says {expected:#010x}, bytes give {got:#010x}"
                 )
             }
-            DecodeError::BadField { field } => write!(f, "bad field {}", field.as_str()),
-            DecodeError::TooManyBarcodes { count } => write!(f, "{count} barcodes, at most 8"),
-            DecodeError::Garbage => write!(f, "bytes outside any telegram"),
-            DecodeError::Truncated { available } => {
+            FrameDecodeError::BadField { field } => write!(f, "bad field {}", field.as_str()),
+            FrameDecodeError::TooManyBarcodes { count } => write!(f, "{count} barcodes, at most 8"),
+            FrameDecodeError::Garbage => write!(f, "bytes outside any telegram"),
+            FrameDecodeError::Truncated { available } => {
                 write!(f, "telegram cut short after {available} bytes")
             }
-            DecodeError::TelegramTooLong { max } => {
+            FrameDecodeError::TelegramTooLong { max } => {
                 write!(f, "no telegram end within {max} bytes")
             }
-            DecodeError::EmptyTelegram => write!(f, "empty telegram"),
-            DecodeError::FieldCount { got, min, max } => {
+            FrameDecodeError::EmptyTelegram => write!(f, "empty telegram"),
+            FrameDecodeError::FieldCount { got, min, max } => {
                 write!(f, "{got} fields, expected {min} to {max}")
             }
         }
     }
 }
 
-impl std::error::Error for DecodeError {}
+impl std::error::Error for FrameDecodeError {}
 
 /// Why a frame cannot be encoded (it would not decode back to itself).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use super::error::DecodeError;
+use super::error::FrameDecodeError;
 
 /// Most barcodes one SCAN may carry.
 pub const BARCODES_MAX: usize = 8;
@@ -106,7 +106,7 @@ pub enum Decoded<'a> {
     /// again. `skip` is at least 1 and never more than the buffer holds.
     Skip {
         /// What was wrong.
-        error: DecodeError,
+        error: FrameDecodeError,
         /// Bytes to drop.
         skip: usize,
     },

@@ -21,7 +21,7 @@ pub use binary::{
     HEADER_BYTES, HEARTBEAT_BYTES, HELLO_BYTES, MAGIC, PROTOCOL_VERSION, SCAN_BYTES_MIN,
     SCAN_FIXED_BYTES, TRAILER_BYTES, decode_binary, encode, resync_offset,
 };
-pub use error::{DecodeError, EncodeError, Field};
+pub use error::{EncodeError, Field, FrameDecodeError};
 pub use frame::{
     BARCODE_BYTES_MAX, BARCODES_MAX, Barcodes, DESTINATION_BYTES_MAX, Decoded, Frame, Heartbeat,
     Hello, ScanFlags, ScanFrame,

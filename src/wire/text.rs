@@ -8,7 +8,7 @@
 
 use super::binary::is_utf8;
 use super::bytes::{Pieces, find, find_either};
-use super::error::{DecodeError, Field};
+use super::error::{Field, FrameDecodeError};
 use super::frame::{
     BARCODE_BYTES_MAX, BARCODES_MAX, Barcodes, DESTINATION_BYTES_MAX, Decoded, Frame, ScanFlags,
     ScanFrame,
@@ -22,9 +22,9 @@ const _: () = assert!(10u128.pow(DIGITS_MAX as u32 - 1) <= u64::MAX as u128 + 1)
 
 /// Decodes the text telegram at the front of `buf` with `profile`.
 ///
-/// Bytes before a telegram start are skipped as [`DecodeError::Garbage`]; a telegram cut
-/// short by the next `STX` is skipped as [`DecodeError::Truncated`]; no end within the
-/// profile's maximum is [`DecodeError::TelegramTooLong`], decided before buffering more.
+/// Bytes before a telegram start are skipped as [`FrameDecodeError::Garbage`]; a telegram cut
+/// short by the next `STX` is skipped as [`FrameDecodeError::Truncated`]; no end within the
+/// profile's maximum is [`FrameDecodeError::TelegramTooLong`], decided before buffering more.
 /// A telegram whose fields do not parse is skipped whole.
 pub fn decode_text<'a>(profile: &TextProfile, buf: &'a [u8]) -> Decoded<'a> {
     let Some(&first) = buf.first() else {
@@ -37,7 +37,7 @@ pub fn decode_text<'a>(profile: &TextProfile, buf: &'a [u8]) -> Decoded<'a> {
     if first != STX && start_required {
         let skip = find(buf, STX).unwrap_or(buf.len());
         return Decoded::Skip {
-            error: DecodeError::Garbage,
+            error: FrameDecodeError::Garbage,
             skip,
         };
     }
@@ -48,7 +48,7 @@ pub fn decode_text<'a>(profile: &TextProfile, buf: &'a [u8]) -> Decoded<'a> {
     let Some(found) = find_either(window, terminator, STX) else {
         if window.len() > max {
             return Decoded::Skip {
-                error: DecodeError::TelegramTooLong { max },
+                error: FrameDecodeError::TelegramTooLong { max },
                 skip: window_end,
             };
         }
@@ -59,9 +59,9 @@ pub fn decode_text<'a>(profile: &TextProfile, buf: &'a [u8]) -> Decoded<'a> {
         // `end` >= 1: position 0 is either the STX that started this telegram (so the
         // search began at 1) or not an STX.
         let error = if content_start == 1 {
-            DecodeError::Truncated { available: end }
+            FrameDecodeError::Truncated { available: end }
         } else {
-            DecodeError::Garbage
+            FrameDecodeError::Garbage
         };
         return Decoded::Skip { error, skip: end };
     }
@@ -87,7 +87,7 @@ fn parse_telegram<'a>(profile: &TextProfile, content: &'a [u8], consumed: usize)
     };
     let content = content.trim_ascii();
     if content.is_empty() {
-        return skip(DecodeError::EmptyTelegram);
+        return skip(FrameDecodeError::EmptyTelegram);
     }
     let mut parcel_id = 0;
     let mut codes: [&[u8]; BARCODES_MAX] = [&[]; BARCODES_MAX];
@@ -103,7 +103,7 @@ fn parse_telegram<'a>(profile: &TextProfile, content: &'a [u8], consumed: usize)
     let mut count = 0;
     for field in Pieces::new(content, profile.field_separator) {
         let Some(&role) = profile.fields.get(count) else {
-            return skip(DecodeError::FieldCount {
+            return skip(FrameDecodeError::FieldCount {
                 got: count + 1,
                 min: profile.fields_min,
                 max: profile.fields.len(),
@@ -135,7 +135,7 @@ fn parse_telegram<'a>(profile: &TextProfile, content: &'a [u8], consumed: usize)
         }
     }
     if count < profile.fields_min {
-        return skip(DecodeError::FieldCount {
+        return skip(FrameDecodeError::FieldCount {
             got: count,
             min: profile.fields_min,
             max: profile.fields.len(),
@@ -169,7 +169,7 @@ fn parse_barcodes<'a>(
     codes: &mut [&'a [u8]; BARCODES_MAX],
     code_count: &mut u8,
     flags: &mut ScanFlags,
-) -> Result<(), DecodeError> {
+) -> Result<(), FrameDecodeError> {
     let mut missing = false;
     for code in Pieces::new(field, profile.code_separator) {
         let code = code.trim_ascii();
@@ -178,7 +178,7 @@ fn parse_barcodes<'a>(
             continue;
         }
         if code.len() > BARCODE_BYTES_MAX {
-            return Err(DecodeError::BadField {
+            return Err(FrameDecodeError::BadField {
                 field: Field::BarcodeLength,
             });
         }
@@ -187,7 +187,7 @@ fn parse_barcodes<'a>(
                 .map(<[u8]>::trim_ascii)
                 .filter(|code| !code.is_empty() && !profile.is_no_read(code))
                 .count();
-            return Err(DecodeError::TooManyBarcodes { count });
+            return Err(FrameDecodeError::TooManyBarcodes { count });
         };
         *slot = code;
         *code_count += 1;
@@ -199,12 +199,12 @@ fn parse_barcodes<'a>(
 }
 
 /// An unsigned decimal, or `None` for an empty field.
-fn decimal(field: &[u8], name: Field) -> Result<Option<u64>, DecodeError> {
+fn decimal(field: &[u8], name: Field) -> Result<Option<u64>, FrameDecodeError> {
     if field.is_empty() {
         return Ok(None);
     }
     if field.len() > DIGITS_MAX {
-        return Err(DecodeError::BadField { field: name });
+        return Err(FrameDecodeError::BadField { field: name });
     }
     // Up to 19 digits cannot overflow a u64, so only the 20th needs a checked step.
     let (head, last) = field.split_at(field.len().min(DIGITS_MAX - 1));
@@ -216,7 +216,7 @@ fn decimal(field: &[u8], name: Field) -> Result<Option<u64>, DecodeError> {
         value = value.wrapping_mul(10).wrapping_add(u64::from(digit));
     }
     if !digits_ok {
-        return Err(DecodeError::BadField { field: name });
+        return Err(FrameDecodeError::BadField { field: name });
     }
     for &byte in last {
         let digit = byte.wrapping_sub(b'0');
@@ -224,12 +224,12 @@ fn decimal(field: &[u8], name: Field) -> Result<Option<u64>, DecodeError> {
             .then_some(value)
             .and_then(|v| v.checked_mul(10))
             .and_then(|v| v.checked_add(u64::from(digit)))
-            .ok_or(DecodeError::BadField { field: name })?;
+            .ok_or(FrameDecodeError::BadField { field: name })?;
     }
     Ok(Some(value))
 }
 
-fn unit(field: &[u8], units: &[(&[u8], u64)], name: Field) -> Result<u64, DecodeError> {
+fn unit(field: &[u8], units: &[(&[u8], u64)], name: Field) -> Result<u64, FrameDecodeError> {
     if field.is_empty() {
         return Ok(1);
     }
@@ -237,33 +237,33 @@ fn unit(field: &[u8], units: &[(&[u8], u64)], name: Field) -> Result<u64, Decode
         .iter()
         .find(|(unit, _)| unit.eq_ignore_ascii_case(field))
         .map(|&(_, scale)| scale)
-        .ok_or(DecodeError::BadField { field: name })
+        .ok_or(FrameDecodeError::BadField { field: name })
 }
 
-fn parse_destination(field: &[u8]) -> Result<Option<&[u8]>, DecodeError> {
+fn parse_destination(field: &[u8]) -> Result<Option<&[u8]>, FrameDecodeError> {
     if field.is_empty() {
         return Ok(None);
     }
     if field.len() > DESTINATION_BYTES_MAX {
-        return Err(DecodeError::BadField {
+        return Err(FrameDecodeError::BadField {
             field: Field::DestinationLength,
         });
     }
     if !is_utf8(field) {
-        return Err(DecodeError::BadField {
+        return Err(FrameDecodeError::BadField {
             field: Field::DestinationUtf8,
         });
     }
     Ok(Some(field))
 }
 
-fn read_status(field: &[u8], flags: &mut ScanFlags) -> Result<(), DecodeError> {
+fn read_status(field: &[u8], flags: &mut ScanFlags) -> Result<(), FrameDecodeError> {
     if field.is_empty() {
         return Ok(());
     }
     let status = field
         .strip_prefix(b"ST=")
-        .ok_or(DecodeError::BadField {
+        .ok_or(FrameDecodeError::BadField {
             field: Field::ReadStatus,
         })
         .and_then(|digits| decimal(digits, Field::ReadStatus))?;
@@ -271,7 +271,7 @@ fn read_status(field: &[u8], flags: &mut ScanFlags) -> Result<(), DecodeError> {
         Some(5) => flags.insert(ScanFlags::MULTI_READ),
         Some(_) => {}
         None => {
-            return Err(DecodeError::BadField {
+            return Err(FrameDecodeError::BadField {
                 field: Field::ReadStatus,
             });
         }
@@ -283,13 +283,13 @@ fn read_status(field: &[u8], flags: &mut ScanFlags) -> Result<(), DecodeError> {
 fn apply_measures(
     measures: &Measures,
     flags: &mut ScanFlags,
-) -> Result<(u32, [u16; 3]), DecodeError> {
+) -> Result<(u32, [u16; 3]), FrameDecodeError> {
     let mut weight_g = 0;
     if let Some(weight) = measures.weight {
         weight_g = weight
             .checked_mul(measures.weight_scale)
             .and_then(|grams| u32::try_from(grams).ok())
-            .ok_or(DecodeError::BadField {
+            .ok_or(FrameDecodeError::BadField {
                 field: Field::Weight,
             })?;
         flags.insert(ScanFlags::WEIGHT_MEASURED);
@@ -302,7 +302,7 @@ fn apply_measures(
             *out = value
                 .checked_mul(measures.length_scale)
                 .and_then(|mm| u16::try_from(mm).ok())
-                .ok_or(DecodeError::BadField { field })?;
+                .ok_or(FrameDecodeError::BadField { field })?;
             measured = true;
         }
     }

@@ -4,8 +4,8 @@
 use sortd::decision::Reason;
 use sortd::plc::telegram::kind;
 use sortd::plc::{
-    ChuteState, DecodeError, Hello, Outcome, Role, SortCommand, SortConfirm, TELEGRAM_BYTES,
-    Telegram,
+    ChuteState, Hello, Outcome, Role, SortCommand, SortConfirm, TELEGRAM_BYTES, Telegram,
+    TelegramDecodeError,
 };
 
 /// The examples PROTOCOL.md documents, by title.
@@ -257,31 +257,31 @@ fn rejections_name_what_is_wrong() {
     let hello = all[0].1;
     let mut bad_crc = sort.encode();
     bad_crc[39] ^= 0xff;
-    let cases: Vec<(&str, Vec<u8>, DecodeError)> = vec![
+    let cases: Vec<(&str, Vec<u8>, TelegramDecodeError)> = vec![
         (
             "short",
             sort.encode()[..39].to_vec(),
-            DecodeError::TooShort { got_bytes: 39 },
+            TelegramDecodeError::TooShort { got_bytes: 39 },
         ),
         (
             "magic",
             edited(sort, |b| b[0] = b'X'),
-            DecodeError::BadMagic { got: 0x5844 },
+            TelegramDecodeError::BadMagic { got: 0x5844 },
         ),
         (
             "version",
             edited(sort, |b| b[2] = 2),
-            DecodeError::UnsupportedVersion { got: 2 },
+            TelegramDecodeError::UnsupportedVersion { got: 2 },
         ),
         (
             "type",
             edited(sort, |b| b[3] = 0x7f),
-            DecodeError::UnknownType { got: 0x7f },
+            TelegramDecodeError::UnknownType { got: 0x7f },
         ),
         (
             "crc",
             bad_crc.to_vec(),
-            DecodeError::ChecksumMismatch {
+            TelegramDecodeError::ChecksumMismatch {
                 computed: u16::from_be_bytes([bad_crc[38], bad_crc[39] ^ 0xff]),
                 carried: u16::from_be_bytes([bad_crc[38], bad_crc[39]]),
             },
@@ -289,12 +289,12 @@ fn rejections_name_what_is_wrong() {
         (
             "reserved",
             edited(sort, |b| b[36] = 1),
-            DecodeError::ReservedNotZero { offset: 36 },
+            TelegramDecodeError::ReservedNotZero { offset: 36 },
         ),
         (
             "reason",
             edited(sort, |b| b[34] = 9),
-            DecodeError::InvalidField {
+            TelegramDecodeError::InvalidField {
                 field: "reason",
                 value: 9,
             },
@@ -302,7 +302,7 @@ fn rejections_name_what_is_wrong() {
         (
             "chute zero",
             edited(status, |b| b[8..10].copy_from_slice(&[0, 0])),
-            DecodeError::InvalidField {
+            TelegramDecodeError::InvalidField {
                 field: "chute",
                 value: 0,
             },
@@ -310,7 +310,7 @@ fn rejections_name_what_is_wrong() {
         (
             "state",
             edited(status, |b| b[10] = 3),
-            DecodeError::InvalidField {
+            TelegramDecodeError::InvalidField {
                 field: "state",
                 value: 3,
             },
@@ -318,7 +318,7 @@ fn rejections_name_what_is_wrong() {
         (
             "outcome",
             edited(all[5].1, |b| b[22] = 0),
-            DecodeError::InvalidField {
+            TelegramDecodeError::InvalidField {
                 field: "outcome",
                 value: 0,
             },
@@ -326,7 +326,7 @@ fn rejections_name_what_is_wrong() {
         (
             "role",
             edited(hello, |b| b[32] = 3),
-            DecodeError::InvalidField {
+            TelegramDecodeError::InvalidField {
                 field: "role",
                 value: 3,
             },
@@ -334,7 +334,7 @@ fn rejections_name_what_is_wrong() {
         (
             "session zero",
             edited(hello, |b| b[8..16].copy_from_slice(&[0; 8])),
-            DecodeError::InvalidField {
+            TelegramDecodeError::InvalidField {
                 field: "session",
                 value: 0,
             },
@@ -342,7 +342,7 @@ fn rejections_name_what_is_wrong() {
         (
             "ack with a body",
             edited(all[3].1, |b| b[8] = 1),
-            DecodeError::ReservedNotZero { offset: 8 },
+            TelegramDecodeError::ReservedNotZero { offset: 8 },
         ),
     ];
     for (name, bytes, expected) in cases {

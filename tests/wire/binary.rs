@@ -2,8 +2,8 @@
 //! wrong, and the prefix/resync rules.
 
 use sortd::wire::{
-    Barcodes, DecodeError, Decoded, EncodeError, FRAME_BYTES_MAX, Field, Frame, Heartbeat, Hello,
-    ScanFlags, ScanFrame, decode_binary, encode, resync_offset,
+    Barcodes, Decoded, EncodeError, FRAME_BYTES_MAX, Field, Frame, FrameDecodeError, Heartbeat,
+    Hello, ScanFlags, ScanFrame, decode_binary, encode, resync_offset,
 };
 
 const TYPICAL_CODE: &[u8] = b"0027110002054872550918034976966";
@@ -157,42 +157,42 @@ fn each_fault_gives_its_error_and_skip() {
     let hello = encoded(&hello());
     let next_magic_none = scan.len();
     // (name, bytes, expected error, expected skip)
-    let cases: Vec<(&str, Vec<u8>, DecodeError, usize)> = vec![
+    let cases: Vec<(&str, Vec<u8>, FrameDecodeError, usize)> = vec![
         (
             "garbage",
             b"hello world".to_vec(),
-            DecodeError::BadMagic,
+            FrameDecodeError::BadMagic,
             11,
         ),
-        ("one bad byte", vec![0x00], DecodeError::BadMagic, 1),
+        ("one bad byte", vec![0x00], FrameDecodeError::BadMagic, 1),
         (
             "magic first byte then bad",
             vec![0xa5, 0x00],
-            DecodeError::BadMagic,
+            FrameDecodeError::BadMagic,
             2,
         ),
         (
             "version 2",
             with(&scan, 2, &[2]),
-            DecodeError::UnsupportedVersion { got: 2 },
+            FrameDecodeError::UnsupportedVersion { got: 2 },
             next_magic_none,
         ),
         (
             "version in short header",
             vec![0xa5, 0x5d, 9],
-            DecodeError::UnsupportedVersion { got: 9 },
+            FrameDecodeError::UnsupportedVersion { got: 9 },
             3,
         ),
         (
             "frame type 9",
             with(&scan, 3, &[9]),
-            DecodeError::UnknownFrameType { got: 9 },
+            FrameDecodeError::UnknownFrameType { got: 9 },
             next_magic_none,
         ),
         (
             "scan too short",
             with(&scan, 4, &[49, 0]),
-            DecodeError::FrameTooShort {
+            FrameDecodeError::FrameTooShort {
                 declared: 49,
                 min: 50,
             },
@@ -201,7 +201,7 @@ fn each_fault_gives_its_error_and_skip() {
         (
             "scan over max",
             with(&scan, 4, &[0x01, 0x10]),
-            DecodeError::FrameTooLong {
+            FrameDecodeError::FrameTooLong {
                 declared: 4097,
                 max: FRAME_BYTES_MAX,
             },
@@ -210,7 +210,7 @@ fn each_fault_gives_its_error_and_skip() {
         (
             "hello wrong size",
             with(&hello, 4, &[29, 0]),
-            DecodeError::FrameTooLong {
+            FrameDecodeError::FrameTooLong {
                 declared: 29,
                 max: 28,
             },
@@ -219,7 +219,7 @@ fn each_fault_gives_its_error_and_skip() {
         (
             "reserved header",
             with(&scan, 6, &[1]),
-            DecodeError::BadField {
+            FrameDecodeError::BadField {
                 field: Field::Reserved,
             },
             next_magic_none,
@@ -227,7 +227,7 @@ fn each_fault_gives_its_error_and_skip() {
         (
             "crc",
             with(&scan, 50, b"X"),
-            DecodeError::BadCrc {
+            FrameDecodeError::BadCrc {
                 expected: 0xee82_d791,
                 got: crc32c::crc32c(&with(&scan, 50, b"X")[..88]),
             },
@@ -236,13 +236,13 @@ fn each_fault_gives_its_error_and_skip() {
         (
             "9 barcodes",
             reseal(with(&scan, 44, &[9])),
-            DecodeError::TooManyBarcodes { count: 9 },
+            FrameDecodeError::TooManyBarcodes { count: 9 },
             scan.len(),
         ),
         (
             "destination 129",
             reseal(with(&scan, 45, &[129])),
-            DecodeError::BadField {
+            FrameDecodeError::BadField {
                 field: Field::DestinationLength,
             },
             scan.len(),
@@ -250,7 +250,7 @@ fn each_fault_gives_its_error_and_skip() {
         (
             "destination length off",
             reseal(with(&scan, 45, &[8])),
-            DecodeError::BadField {
+            FrameDecodeError::BadField {
                 field: Field::BodyLength,
             },
             scan.len(),
@@ -258,7 +258,7 @@ fn each_fault_gives_its_error_and_skip() {
         (
             "barcode length 0",
             reseal(with(&scan, 46, &[0, 0])),
-            DecodeError::BadField {
+            FrameDecodeError::BadField {
                 field: Field::BarcodeLength,
             },
             scan.len(),
@@ -266,7 +266,7 @@ fn each_fault_gives_its_error_and_skip() {
         (
             "barcode length 1025",
             reseal(with(&scan, 46, &[0x01, 0x04])),
-            DecodeError::BadField {
+            FrameDecodeError::BadField {
                 field: Field::BarcodeLength,
             },
             scan.len(),
@@ -274,7 +274,7 @@ fn each_fault_gives_its_error_and_skip() {
         (
             "barcode past the end",
             reseal(with(&scan, 46, &[0xff, 0x03])),
-            DecodeError::BadField {
+            FrameDecodeError::BadField {
                 field: Field::BodyLength,
             },
             scan.len(),
@@ -282,7 +282,7 @@ fn each_fault_gives_its_error_and_skip() {
         (
             "destination not utf-8",
             reseal(with(&scan, 80, &[0xff])),
-            DecodeError::BadField {
+            FrameDecodeError::BadField {
                 field: Field::DestinationUtf8,
             },
             scan.len(),
@@ -290,7 +290,7 @@ fn each_fault_gives_its_error_and_skip() {
         (
             "hello version 0",
             reseal(with(&hello, 12, &[0])),
-            DecodeError::BadField {
+            FrameDecodeError::BadField {
                 field: Field::ProtocolVersion,
             },
             hello.len(),
@@ -298,7 +298,7 @@ fn each_fault_gives_its_error_and_skip() {
         (
             "hello reserved",
             reseal(with(&hello, 13, &[1])),
-            DecodeError::BadField {
+            FrameDecodeError::BadField {
                 field: Field::Reserved,
             },
             hello.len(),
@@ -320,7 +320,7 @@ fn over_long_length_is_rejected_from_the_header_alone() {
     assert_eq!(
         decode_binary(&header),
         Decoded::Skip {
-            error: DecodeError::FrameTooLong {
+            error: FrameDecodeError::FrameTooLong {
                 declared: 0xffff,
                 max: FRAME_BYTES_MAX
             },

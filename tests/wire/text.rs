@@ -2,7 +2,7 @@
 //! every way a telegram can be wrong.
 
 use sortd::wire::{
-    Barcodes, DecodeError, Decoded, Field, Frame, ScanFlags, ScanFrame, TextProfile,
+    Barcodes, Decoded, Field, Frame, FrameDecodeError, ScanFlags, ScanFrame, TextProfile,
     TextProfileSpec, decode_text,
 };
 
@@ -174,12 +174,12 @@ fn domain_examples_decode_to_the_right_fields() {
     }
 }
 
-fn skip(error: DecodeError, skip: usize) -> Decoded<'static> {
+fn skip(error: FrameDecodeError, skip: usize) -> Decoded<'static> {
     Decoded::Skip { error, skip }
 }
 
-fn bad(field: Field) -> DecodeError {
-    DecodeError::BadField { field }
+fn bad(field: Field) -> FrameDecodeError {
+    FrameDecodeError::BadField { field }
 }
 
 #[test]
@@ -218,7 +218,7 @@ fn faults_give_their_error_and_skip_the_right_bytes() {
             "sick-dws",
             b"\x020145;1JVGL0012345;000081212\x03",
             skip(
-                DecodeError::FieldCount {
+                FrameDecodeError::FieldCount {
                     got: 3,
                     min: 11,
                     max: 11,
@@ -230,7 +230,7 @@ fn faults_give_their_error_and_skip_the_right_bytes() {
             "sick-dws",
             b"\x020145;1;1;g;0;1;1;1;mm;0;1;extra\x03",
             skip(
-                DecodeError::FieldCount {
+                FrameDecodeError::FieldCount {
                     got: 12,
                     min: 11,
                     max: 11,
@@ -238,22 +238,22 @@ fn faults_give_their_error_and_skip_the_right_bytes() {
                 WHOLE,
             ),
         ),
-        ("sick-dws", b"junk\x02", skip(DecodeError::Garbage, 4)),
-        ("sick-dws", b"junk", skip(DecodeError::Garbage, 4)),
+        ("sick-dws", b"junk\x02", skip(FrameDecodeError::Garbage, 4)),
+        ("sick-dws", b"junk", skip(FrameDecodeError::Garbage, 4)),
         (
             "sick-dws",
             b"\x020145;1JV\x020146",
-            skip(DecodeError::Truncated { available: 9 }, 9),
+            skip(FrameDecodeError::Truncated { available: 9 }, 9),
         ),
         (
             "sick-dws",
             b"\x02\r\n\x03",
-            skip(DecodeError::EmptyTelegram, WHOLE),
+            skip(FrameDecodeError::EmptyTelegram, WHOLE),
         ),
         (
             "sick-dws",
             &too_long,
-            skip(DecodeError::TelegramTooLong { max: 512 }, 514),
+            skip(FrameDecodeError::TelegramTooLong { max: 512 }, 514),
         ),
         (
             "sick-clv",
@@ -268,17 +268,17 @@ fn faults_give_their_error_and_skip_the_right_bytes() {
         (
             "datalogic",
             nine_codes,
-            skip(DecodeError::TooManyBarcodes { count: 9 }, WHOLE),
+            skip(FrameDecodeError::TooManyBarcodes { count: 9 }, WHOLE),
         ),
         (
             "datalogic",
             b"junk\x021234\r\n",
-            skip(DecodeError::Garbage, 4),
+            skip(FrameDecodeError::Garbage, 4),
         ),
         (
             "datalogic",
             b"\r\n",
-            skip(DecodeError::EmptyTelegram, WHOLE),
+            skip(FrameDecodeError::EmptyTelegram, WHOLE),
         ),
     ];
     for (name, input, expected) in cases {
