@@ -6,7 +6,7 @@
 //! anything out of range rather than fail, so call `validate` when loading a
 //! configuration. Reading files is the daemon's job, not this module's.
 
-use super::error::ConfigError;
+use super::error::PlcConfigError;
 use super::seq::SEQ_DISTANCE_MAX;
 use super::telegram::TELEGRAM_BYTES;
 
@@ -98,9 +98,9 @@ impl Default for LinkConfig {
     }
 }
 
-fn check(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+fn check(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), PlcConfigError> {
     if value < min || value > max {
-        return Err(ConfigError {
+        return Err(PlcConfigError {
             key,
             value,
             min,
@@ -114,7 +114,7 @@ const MS_MAX: u64 = 3_600_000;
 
 impl LinkConfig {
     /// Check every value against its range; the error names the first bad key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), PlcConfigError> {
         check(
             "window_max",
             self.window_max as u64,

@@ -101,7 +101,7 @@ impl std::error::Error for WindowFull {}
 
 /// A link configuration value outside its allowed range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfigError {
+pub struct PlcConfigError {
     /// The configuration key, as the config file spells it.
     pub key: &'static str,
     /// The value given.
@@ -112,7 +112,7 @@ pub struct ConfigError {
     pub max: u64,
 }
 
-impl fmt::Display for ConfigError {
+impl fmt::Display for PlcConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -122,4 +122,4 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for PlcConfigError {}

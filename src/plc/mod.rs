@@ -31,7 +31,7 @@ mod window;
 
 pub use chute_state::ChuteStateTable;
 pub use config::{AckPolicy, LinkConfig, PeerConfig};
-pub use error::{ConfigError, TelegramDecodeError, WindowFull};
+pub use error::{PlcConfigError, TelegramDecodeError, WindowFull};
 pub use host::{HostEvent, HostLink, LinkDownReason, LinkState};
 pub use peer::{HostLostReason, PeerEvent, PeerState, PlcPeer};
 pub use stats::LinkStats;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::DaemonConfigError;
 use crate::events::journal::{DIR_DEFAULT, RetentionPolicy, WriterConfig};
 use crate::events::segment::check_id;
 
@@ -54,7 +54,7 @@ impl Default for EventsSection {
 }
 
 /// `value` within `min..=max`, or an error naming `events.<key>`.
-fn range(key: &str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+fn range(key: &str, value: u64, min: u64, max: u64) -> Result<u64, DaemonConfigError> {
     super::sections::within(&format!("events.{key}"), value, min, max)
 }
 
@@ -63,7 +63,7 @@ pub fn validate(
     section: &EventsSection,
     base: &Path,
     warning_interval: Duration,
-) -> Result<Option<WriterConfig>, ConfigError> {
+) -> Result<Option<WriterConfig>, DaemonConfigError> {
     if !section.enabled {
         return Ok(None);
     }
@@ -71,7 +71,7 @@ pub fn validate(
         ("hub_id", &section.hub_id),
         ("sorter_id", &section.sorter_id),
     ] {
-        check_id(id).map_err(|message| ConfigError {
+        check_id(id).map_err(|message| DaemonConfigError {
             key: format!("events.{key}"),
             message: format!("`{id}` {message} (required when events are enabled)"),
         })?;
@@ -110,8 +110,8 @@ pub fn validate(
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Option<WriterConfig>, ConfigError> {
-        let section: EventsSection = toml::from_str(text).map_err(|e| ConfigError {
+    fn parse(text: &str) -> Result<Option<WriterConfig>, DaemonConfigError> {
+        let section: EventsSection = toml::from_str(text).map_err(|e| DaemonConfigError {
             key: String::new(),
             message: e.to_string(),
         })?;

@@ -29,23 +29,23 @@ pub use schema::{
 
 /// A configuration problem, naming the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
+pub struct DaemonConfigError {
     /// The dotted key path, such as `scanners.listeners[1].protocol`.
     pub key: String,
     /// What is wrong with it.
     pub message: String,
 }
 
-impl ConfigError {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError {
+impl DaemonConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> DaemonConfigError {
+        DaemonConfigError {
             key: key.into(),
             message: message.into(),
         }
     }
 }
 
-impl fmt::Display for ConfigError {
+impl fmt::Display for DaemonConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.key.is_empty() {
             write!(f, "{}", self.message)
@@ -55,7 +55,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for DaemonConfigError {}
 
 /// Validated metrics endpoint settings.
 #[derive(Debug, Clone)]
@@ -135,14 +135,14 @@ pub struct PipelineSettings {
 }
 
 /// Parses a configuration file's text. Unknown keys are errors.
-pub fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
+pub fn parse(text: &str) -> Result<ConfigFile, DaemonConfigError> {
     toml::from_str(text).map_err(|error| {
         let message = error.message().to_string();
         let key = error
             .span()
             .map(|span| locate(text, span.start))
             .unwrap_or_default();
-        ConfigError::new(key, message)
+        DaemonConfigError::new(key, message)
     })
 }
 
@@ -157,9 +157,9 @@ fn locate(text: &str, offset: usize) -> String {
 
 /// Reads and validates a configuration file. Relative plan paths are taken relative to the
 /// configuration file's folder.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+pub fn load(path: &Path) -> Result<Config, DaemonConfigError> {
     let text = std::fs::read_to_string(path).map_err(|error| {
-        ConfigError::new("", format!("cannot read {}: {error}", path.display()))
+        DaemonConfigError::new("", format!("cannot read {}: {error}", path.display()))
     })?;
     let file = parse(&text)?;
     validate(file, path.parent().unwrap_or(Path::new(".")))
@@ -167,7 +167,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validates a parsed file. `base` is the folder relative paths are resolved against.
 /// Each section is checked by its own function in `sections.rs`, in file order.
-pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, ConfigError> {
+pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, DaemonConfigError> {
     let plan_path = sections::plan(file.plan, base)?;
     let custom_profiles = sections::text_profiles(&file.text_profiles)?;
     let (listeners, limits, allow) = sections::scanners(&file.scanners, &custom_profiles)?;
@@ -178,7 +178,7 @@ pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, ConfigError> {
     let export = file
         .export
         .validate()
-        .map_err(|error| ConfigError::new(error.key, error.message))?
+        .map_err(|error| DaemonConfigError::new(error.key, error.message))?
         .map(|settings| settings.relative_to(base));
 
     let events = events::validate(&file.events, base, bad_input_warning_interval)?;
@@ -186,12 +186,12 @@ pub fn validate(file: ConfigFile, base: &Path) -> Result<Config, ConfigError> {
     let hub = file
         .hub
         .validate(base)
-        .map_err(|error| ConfigError::new(error.key, error.message))?;
+        .map_err(|error| DaemonConfigError::new(error.key, error.message))?;
     if let Some(hub) = &hub
         && hub.preadvice
         && preadvice.is_none()
     {
-        return Err(ConfigError::new(
+        return Err(DaemonConfigError::new(
             "hub.preadvice",
             "taking pre-advice from the hub needs [preadvice] enabled = true",
         ));

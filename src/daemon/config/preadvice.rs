@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::DaemonConfigError;
 use crate::plan::PreAdviceSettings;
 
 /// Default pre-advice directory (under the state directory).
@@ -60,7 +60,7 @@ pub struct PreAdviceConfig {
 }
 
 /// `value` within `min..=max`, or an error naming `preadvice.<key>`.
-fn range(key: &str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+fn range(key: &str, value: u64, min: u64, max: u64) -> Result<u64, DaemonConfigError> {
     super::sections::within(&format!("preadvice.{key}"), value, min, max)
 }
 
@@ -68,7 +68,7 @@ fn range(key: &str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> 
 pub fn validate(
     section: &PreAdviceSection,
     base: &Path,
-) -> Result<Option<PreAdviceConfig>, ConfigError> {
+) -> Result<Option<PreAdviceConfig>, DaemonConfigError> {
     if !section.enabled {
         return Ok(None);
     }

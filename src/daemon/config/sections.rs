@@ -21,7 +21,7 @@ use crate::wire::{FRAME_BYTES_MAX, Framing, TextProfile, TextProfileSpec};
 use super::schema::{
     LogSection, MetricsSection, PipelineSection, PlanSection, PlcSection, ScannersSection,
 };
-use super::{ConfigError, MetricsSettings, PipelineSettings};
+use super::{DaemonConfigError, MetricsSettings, PipelineSettings};
 
 /// `value` if it lies in `min..=max`, or an error naming `key`.
 pub(super) fn within<T: PartialOrd + fmt::Display + Copy>(
@@ -29,9 +29,9 @@ pub(super) fn within<T: PartialOrd + fmt::Display + Copy>(
     value: T,
     min: T,
     max: T,
-) -> Result<T, ConfigError> {
+) -> Result<T, DaemonConfigError> {
     if value < min || value > max {
-        return Err(ConfigError::new(
+        return Err(DaemonConfigError::new(
             key,
             format!("{value} is out of range {min}..={max}"),
         ));
@@ -39,9 +39,9 @@ pub(super) fn within<T: PartialOrd + fmt::Display + Copy>(
     Ok(value)
 }
 
-fn socket_address(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+fn socket_address(key: &str, text: &str) -> Result<SocketAddr, DaemonConfigError> {
     text.parse().map_err(|_| {
-        ConfigError::new(
+        DaemonConfigError::new(
             key,
             format!("`{text}` is not an address:port such as 0.0.0.0:7100 or [::1]:7100"),
         )
@@ -53,17 +53,17 @@ fn millis(value: u64) -> Duration {
 }
 
 /// `[plan]`: the plan file, resolved against `base`, must exist.
-pub(super) fn plan(section: PlanSection, base: &Path) -> Result<PathBuf, ConfigError> {
+pub(super) fn plan(section: PlanSection, base: &Path) -> Result<PathBuf, DaemonConfigError> {
     let plan_path = section
         .path
-        .ok_or_else(|| ConfigError::new("plan.path", "is required"))?;
+        .ok_or_else(|| DaemonConfigError::new("plan.path", "is required"))?;
     let plan_path = if plan_path.is_relative() {
         base.join(plan_path)
     } else {
         plan_path
     };
     if !plan_path.is_file() {
-        return Err(ConfigError::new(
+        return Err(DaemonConfigError::new(
             "plan.path",
             format!("{} is not a readable file", plan_path.display()),
         ));
@@ -74,16 +74,19 @@ pub(super) fn plan(section: PlanSection, base: &Path) -> Result<PathBuf, ConfigE
 /// `[text_profiles.NAME]`: custom profiles, none shadowing a built-in name.
 pub(super) fn text_profiles(
     specs: &BTreeMap<String, TextProfileSpec>,
-) -> Result<BTreeMap<String, TextProfile>, ConfigError> {
+) -> Result<BTreeMap<String, TextProfile>, DaemonConfigError> {
     let mut custom_profiles = BTreeMap::new();
     for (name, spec) in specs {
         let key = format!("text_profiles.{name}");
         if name == "binary" || TextProfile::builtin(name).is_some() {
-            return Err(ConfigError::new(key, "shadows a built-in protocol name"));
+            return Err(DaemonConfigError::new(
+                key,
+                "shadows a built-in protocol name",
+            ));
         }
         let profile = spec
             .validate()
-            .map_err(|error| ConfigError::new(key, error.to_string()))?;
+            .map_err(|error| DaemonConfigError::new(key, error.to_string()))?;
         custom_profiles.insert(name.clone(), profile);
     }
     Ok(custom_profiles)
@@ -93,7 +96,7 @@ pub(super) fn text_profiles(
 pub(super) fn scanners(
     scanners: &ScannersSection,
     custom_profiles: &BTreeMap<String, TextProfile>,
-) -> Result<(Vec<Listener>, ConnectionLimits, AllowList), ConfigError> {
+) -> Result<(Vec<Listener>, ConnectionLimits, AllowList), DaemonConfigError> {
     let listeners = listeners(scanners, custom_profiles)?;
     let limits = ConnectionLimits {
         connections_max: within(
@@ -123,7 +126,7 @@ pub(super) fn scanners(
     };
     let allow = allow_list("scanners.allow", &scanners.allow)?;
     if allow.is_empty() {
-        return Err(ConfigError::new(
+        return Err(DaemonConfigError::new(
             "scanners.allow",
             "is empty, so no scanner could connect (use \"0.0.0.0/0\" and \"::/0\" to allow all)",
         ));
@@ -132,11 +135,11 @@ pub(super) fn scanners(
 }
 
 /// CIDR blocks under `key`, each error naming its index.
-fn allow_list(key: &str, texts: &[String]) -> Result<AllowList, ConfigError> {
+fn allow_list(key: &str, texts: &[String]) -> Result<AllowList, DaemonConfigError> {
     let mut blocks = Vec::with_capacity(texts.len());
     for (index, text) in texts.iter().enumerate() {
         let block: Cidr = text.parse().map_err(|error: crate::net::cidr::CidrError| {
-            ConfigError::new(format!("{key}[{index}]"), error.to_string())
+            DaemonConfigError::new(format!("{key}[{index}]"), error.to_string())
         })?;
         blocks.push(block);
     }
@@ -146,9 +149,9 @@ fn allow_list(key: &str, texts: &[String]) -> Result<AllowList, ConfigError> {
 fn listeners(
     scanners: &ScannersSection,
     custom_profiles: &BTreeMap<String, TextProfile>,
-) -> Result<Vec<Listener>, ConfigError> {
+) -> Result<Vec<Listener>, DaemonConfigError> {
     if scanners.listeners.is_empty() {
-        return Err(ConfigError::new(
+        return Err(DaemonConfigError::new(
             "scanners.listeners",
             "at least one listener is required",
         ));
@@ -159,7 +162,7 @@ fn listeners(
         let address = socket_address(&key("address"), &listener.address)?;
         // Port 0 asks for any free port, so two of them never collide.
         if address.port() != 0 && listeners.iter().any(|l: &Listener| l.address == address) {
-            return Err(ConfigError::new(
+            return Err(DaemonConfigError::new(
                 key("address"),
                 "is used by another listener",
             ));
@@ -174,7 +177,7 @@ fn listeners(
             let mut known = vec!["binary".to_string()];
             known.extend(TextProfile::builtin_names().iter().map(|n| n.to_string()));
             known.extend(custom_profiles.keys().cloned());
-            return Err(ConfigError::new(
+            return Err(DaemonConfigError::new(
                 key("protocol"),
                 format!(
                     "unknown protocol `{}` (known: {})",
@@ -188,7 +191,7 @@ fn listeners(
             Some(texts) => {
                 let allow = allow_list(&key("allow"), texts)?;
                 if allow.is_empty() {
-                    return Err(ConfigError::new(
+                    return Err(DaemonConfigError::new(
                         key("allow"),
                         "is empty, so no scanner could connect (remove the key to use scanners.allow alone)",
                     ));
@@ -208,10 +211,10 @@ fn listeners(
 }
 
 /// `[plc]`: the ranges are the link's own ([`crate::plc::LinkConfig::validate`]).
-pub(super) fn plc(section: &PlcSection) -> Result<PlcSettings, ConfigError> {
+pub(super) fn plc(section: &PlcSection) -> Result<PlcSettings, DaemonConfigError> {
     let allow = allow_list("plc.allow", &section.allow)?;
     if section.mode == PlcMode::Listen && allow.is_empty() {
-        return Err(ConfigError::new(
+        return Err(DaemonConfigError::new(
             "plc.allow",
             "is required in listen mode: name the PLC's address, e.g. allow = [\"10.20.1.5\"]",
         ));
@@ -231,7 +234,7 @@ pub(super) fn plc(section: &PlcSection) -> Result<PlcSettings, ConfigError> {
         .unclamped_link_config()
         .validate()
         .map_err(|error| {
-            ConfigError::new(
+            DaemonConfigError::new(
                 format!("plc.{}", error.key),
                 format!(
                     "{} is out of range {}..={}",
@@ -245,7 +248,7 @@ pub(super) fn plc(section: &PlcSection) -> Result<PlcSettings, ConfigError> {
 /// `[pipeline]`: workers, hand-off sizes, deadline, duplicate window; and the drain grace.
 pub(super) fn pipeline(
     section: &PipelineSection,
-) -> Result<(PipelineSettings, Duration), ConfigError> {
+) -> Result<(PipelineSettings, Duration), DaemonConfigError> {
     let pipeline = PipelineSettings {
         workers: within(
             "pipeline.workers",
@@ -284,7 +287,7 @@ pub(super) fn pipeline(
             100_000_000,
         )?,
         idle: IdleMode::from_name(&section.idle).ok_or_else(|| {
-            ConfigError::new(
+            DaemonConfigError::new(
                 "pipeline.idle",
                 format!(
                     "unknown idle mode {:?}: expected adaptive, park, spin or busy_poll",
@@ -309,13 +312,13 @@ pub(super) fn pipeline(
 }
 
 /// `[log]`: the filter must parse; the warning interval.
-pub(super) fn log(section: &LogSection) -> Result<Duration, ConfigError> {
+pub(super) fn log(section: &LogSection) -> Result<Duration, DaemonConfigError> {
     if section
         .filter
         .parse::<tracing_subscriber::EnvFilter>()
         .is_err()
     {
-        return Err(ConfigError::new(
+        return Err(DaemonConfigError::new(
             "log.filter",
             format!("`{}` is not a valid filter directive", section.filter),
         ));
@@ -335,7 +338,7 @@ pub(super) fn metrics(
     listeners: &[Listener],
     plc: &PlcSettings,
     base: &Path,
-) -> Result<MetricsSettings, ConfigError> {
+) -> Result<MetricsSettings, DaemonConfigError> {
     if !section.enabled {
         return Ok(MetricsSettings {
             address: None,
@@ -347,7 +350,7 @@ pub(super) fn metrics(
     let taken = listeners.iter().any(|l| l.address == address)
         || (plc.mode == PlcMode::Listen && plc.address == address);
     if address.port() != 0 && taken {
-        return Err(ConfigError::new(
+        return Err(DaemonConfigError::new(
             "metrics.address",
             "is used by a scanner or PLC listener",
         ));
@@ -355,7 +358,7 @@ pub(super) fn metrics(
     let web_config = section.web_config.as_ref().map(|path| base.join(path));
     let security = match &web_config {
         Some(path) => WebSecurity::load(path).map_err(|error| {
-            ConfigError::new("metrics.web_config", format!("{}: {error}", path.display()))
+            DaemonConfigError::new("metrics.web_config", format!("{}: {error}", path.display()))
         })?,
         None => WebSecurity::open(),
     };
