@@ -21,10 +21,19 @@ use crate::pipeline::facts::ScanFacts;
 use crate::plc::SortConfirm;
 use crate::wire::ScanFlags;
 
-/// Slots of the parcel to decision map; larger than any PLC window, so a confirmation
-/// finds its decision while the SORT is outstanding (a slot taken over by another
-/// parcel gives "unknown": 0).
-const SENT_SLOTS: usize = 1 << 14;
+/// Slots of the parcel to decision map. A confirmation comes when the parcel reaches
+/// its chute, one to three seconds after its SORT: 2^17 slots (3 MiB) keep that long at
+/// 40,000 SORTs per second, a hundred sorters' worth; a slot taken over by another parcel
+/// since gives "unknown" (0) in the outcome event.
+const SENT_SLOTS: usize = 1 << 17;
+
+/// The slot of a parcel: scanners number their parcels independently, so the key is the
+/// pair, mixed so that parcels 1, 2, 3 of every scanner spread over the table.
+fn sent_slot(scanner_id: u32, parcel_id: u64) -> usize {
+    let key = parcel_id ^ (u64::from(scanner_id)).rotate_left(40);
+    let mixed = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> (64 - SENT_SLOTS.trailing_zeros())) as usize
+}
 
 /// The journal as the PLC thread's observer sees it.
 #[derive(Debug)]
@@ -33,7 +42,7 @@ pub struct EgressJournal {
     /// The turn's clock: an instant and the same moment in Unix microseconds.
     turn_at: Instant,
     turn_unix_us: u64,
-    /// Recent SORTs, indexed by parcel id modulo [`SENT_SLOTS`].
+    /// Recent SORTs, in the slot of [`sent_slot`].
     sent: Box<[SentSort]>,
 }
 
@@ -131,7 +140,10 @@ impl EgressJournal {
         };
         if let Some(seq) = self.writer.append(&Event::Decision(event)) {
             if action == Action::Sent {
-                if let Some(slot) = self.sent.get_mut(decision.parcel_id as usize % SENT_SLOTS) {
+                if let Some(slot) = self
+                    .sent
+                    .get_mut(sent_slot(decision.scanner_id, decision.parcel_id))
+                {
                     *slot = SentSort {
                         parcel_id: decision.parcel_id,
                         scanner_id: decision.scanner_id,
@@ -148,7 +160,7 @@ impl EgressJournal {
     pub fn on_confirm(&mut self, now: Instant, confirm: &SortConfirm) {
         let sent = self
             .sent
-            .get(confirm.parcel_id as usize % SENT_SLOTS)
+            .get(sent_slot(confirm.scanner_id, confirm.parcel_id))
             .filter(|sent| {
                 sent.decision_seq != 0
                     && sent.parcel_id == confirm.parcel_id
@@ -190,5 +202,92 @@ impl EgressJournal {
     pub fn close(mut self) {
         self.writer.write_batch();
         self.writer.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::egress::test_support::decision;
+    use crate::events::journal::{JournalReader, WriterConfig};
+    use crate::events::record::{RecordDecoded, decode};
+    use crate::plc::Outcome;
+
+    #[test]
+    fn outcomes_name_their_decision_when_scanners_share_parcel_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = WriterConfig::new(dir.path(), "hub", "s1");
+        config.sync_thread = false;
+        let mut journal = EgressJournal::new(JournalWriter::open(config).unwrap());
+        let now = Instant::now();
+        journal.start_turn(now, 1_000_000);
+        // Parcels 1..=3 of scanners 1 and 2: the same parcel ids, six different parcels.
+        let mut plc_seq = 0;
+        for scanner_id in [1, 2] {
+            for parcel_id in 1..=3 {
+                plc_seq += 1;
+                let mut sent = decision(parcel_id, now);
+                sent.scanner_id = scanner_id;
+                journal.on_decision(now, &sent, None, Fate::Sent { plc_seq });
+            }
+        }
+        for scanner_id in [2, 1] {
+            for parcel_id in 1..=3 {
+                let confirm = SortConfirm {
+                    parcel_id,
+                    scanner_id,
+                    chute: 7,
+                    outcome: Outcome::Diverted,
+                };
+                journal.on_confirm(now, &confirm);
+            }
+        }
+        journal.write();
+        journal.writer_mut().sync().unwrap();
+        journal.close();
+
+        let mut reader = JournalReader::open(dir.path()).unwrap();
+        let mut bytes = Vec::new();
+        reader.read_batch(&mut bytes, 100, 1 << 20).unwrap();
+        let mut decisions = std::collections::HashMap::new();
+        let mut outcomes = 0;
+        let mut rest = bytes.as_slice();
+        while let RecordDecoded::Complete { record, consumed } = decode(rest) {
+            match record.event {
+                Event::Decision(event) => {
+                    decisions.insert(
+                        record.seq,
+                        (event.scanner_id, event.parcel_id, event.plc_seq),
+                    );
+                }
+                Event::Outcome(event) => {
+                    outcomes += 1;
+                    let named = decisions.get(&event.decision_seq).copied();
+                    assert_eq!(
+                        named,
+                        Some((event.scanner_id, event.parcel_id, event.plc_seq)),
+                        "outcome of scanner {} parcel {} names decision {} with SORT {}",
+                        event.scanner_id,
+                        event.parcel_id,
+                        event.decision_seq,
+                        event.plc_seq
+                    );
+                }
+            }
+            rest = &rest[consumed..];
+        }
+        assert_eq!((decisions.len(), outcomes), (6, 6));
+    }
+
+    #[test]
+    fn parcel_numbers_of_many_scanners_spread_over_the_slots() {
+        let mut used = std::collections::HashSet::new();
+        for scanner_id in 1..=16 {
+            for parcel_id in 1..=1000 {
+                used.insert(sent_slot(scanner_id, parcel_id));
+            }
+        }
+        // 16,000 keys into 131,072 slots: a handful of collisions at most.
+        assert!(used.len() > 15_000, "{} distinct slots", used.len());
     }
 }
