@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -91,18 +92,35 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut next_check = Instant::now() + check_interval;
     let mut next_status = Instant::now() + STATUS_INTERVAL;
     let mut stalled = false;
-    'serve: loop {
-        for signal in signals.pending() {
-            match signal {
-                SIGHUP => {
-                    notifier.reloading();
-                    // Failures are logged and counted by the daemon; the old plan stays.
-                    let _ = daemon.reload_plan();
-                    reload_web_config(metrics.as_ref(), metrics_settings.web_config.as_deref());
-                    notifier.ready(&status.line(&daemon, Instant::now()));
+    // Signals arrive through a channel, so the main loop sleeps until a signal or its next
+    // due check instead of waking every few milliseconds to look.
+    let handle = signals.handle();
+    let (signal_sender, signal_receiver) = mpsc::channel();
+    let forwarder = std::thread::Builder::new()
+        .name("sortd-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal_sender.send(signal).is_err() {
+                    break;
                 }
-                _ => break 'serve,
             }
+        })
+        .context("starting the signal thread")?;
+    'serve: loop {
+        let wait = next_check
+            .min(next_status)
+            .saturating_duration_since(Instant::now())
+            .min(MAIN_LOOP_WAIT_MAX);
+        match signal_receiver.recv_timeout(wait) {
+            Ok(SIGHUP) => {
+                notifier.reloading();
+                // Failures are logged and counted by the daemon; the old plan stays.
+                let _ = daemon.reload_plan();
+                reload_web_config(metrics.as_ref(), metrics_settings.web_config.as_deref());
+                notifier.ready(&status.line(&daemon, Instant::now()));
+            }
+            Ok(_) | Err(RecvTimeoutError::Disconnected) => break 'serve,
+            Err(RecvTimeoutError::Timeout) => {}
         }
         if daemon.has_stopped_thread() {
             tracing::error!("a daemon thread stopped unexpectedly; shutting down");
@@ -136,15 +154,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 notifier.status(&status.line(&daemon, now));
             }
         }
-        std::thread::sleep(MAIN_LOOP_SLEEP);
     }
 
     tracing::info!("stopping: draining received parcels");
     notifier.stopping("draining: deciding and sending every parcel received");
-    let handle = signals.handle();
     let second_signal = std::thread::spawn(move || {
-        if signals
-            .forever()
+        // Ends when the forwarder does (`handle.close()` below).
+        if signal_receiver
+            .iter()
             .any(|signal| signal == SIGTERM || signal == SIGINT)
         {
             tracing::warn!("second stop signal: exiting at once");
@@ -158,6 +175,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         metrics.shutdown();
     }
     handle.close();
+    let _ = forwarder.join();
     let _ = second_signal.join();
     let load =
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
@@ -208,8 +226,9 @@ fn check(path: &std::path::Path, config: &daemon::config::Config) -> ExitCode {
     }
 }
 
-/// How long the main loop sleeps between looks at signals, liveness and status.
-const MAIN_LOOP_SLEEP: Duration = Duration::from_millis(20);
+/// The longest the main loop waits for a signal before it looks at the daemon's threads
+/// again (a thread that stopped is noticed within this).
+const MAIN_LOOP_WAIT_MAX: Duration = Duration::from_millis(250);
 
 /// Starts the web endpoint (metrics, operator page). A failure to bind is logged, not
 /// fatal: the sorter keeps sorting without metrics rather than stopping (or
