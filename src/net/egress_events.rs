@@ -22,14 +22,14 @@ use crate::plc::SortConfirm;
 use crate::wire::ScanFlags;
 
 /// Slots of the parcel to decision map, in sets of [`SENT_WAYS`]. A confirmation comes
-/// when the parcel reaches its chute, one to three seconds after its SORT, so the map must
-/// remember the last seconds of SORTs: 2^18 slots (6 MiB, only with `[events]` on) keep
-/// the latest ~200,000 (the demo's 100,000 parcels/s with confirmations 1.5 s later; a
-/// real sorter sends 10 to 40 a second). An entry pushed out by newer SORTs gives
-/// "unknown" (0) in the outcome event.
-const SENT_SLOTS: usize = 1 << 18;
-/// Entries per set: a new SORT replaces the oldest of its set, so the map forgets in
-/// nearly the order SORTs were sent instead of wherever two keys collide.
+/// when the parcel reaches its chute, one to three seconds after its SORT. 2^14 slots
+/// (384 KiB, only with `[events]` on) keep about the latest 12,000 SORTs: four seconds at
+/// 3,000 parcels/s, a hundred times a real sorter's rate. The map stays this small on
+/// purpose: every SORT and every confirmation touches it, and at 2^18 slots its cache
+/// misses cost a third of the PLC thread flat out (`perf`, 0.67x parcels/s). An entry
+/// pushed out by newer SORTs gives "unknown" (0) in the outcome event: at the demo's
+/// 100,000 parcels/s with confirmations 1.5 s later, most outcomes.
+const SENT_SLOTS: usize = 1 << 14;
 const SENT_WAYS: usize = 4;
 
 /// The first slot of a parcel's set: scanners number their parcels independently, so
@@ -296,22 +296,22 @@ mod tests {
 
     #[test]
     fn the_map_remembers_the_latest_sorts_of_many_scanners() {
-        // The demo's case: 16 scanners numbering parcels from 1, 150,000 SORTs between a
-        // parcel's SORT and its confirmation. Every one of the last 150,000 is still known.
+        // 16 scanners numbering parcels from 1, 12,000 SORTs (three quarters of the
+        // slots) between the first SORT and its confirmation: nearly all are still known.
         let dir = tempfile::tempdir().unwrap();
         let mut config = WriterConfig::new(dir.path(), "hub", "s1");
         config.sync_thread = false;
         let mut journal = EgressJournal::new(JournalWriter::open(config).unwrap());
         let now = Instant::now();
         let mut sent = Vec::new();
-        for parcel_id in 1..=9_375u64 {
+        for parcel_id in 1..=750u64 {
             for scanner_id in 1..=16u32 {
                 let mut decision = decision(parcel_id, now);
                 decision.scanner_id = scanner_id;
                 sent.push((scanner_id, parcel_id));
                 journal.on_decision(now, &decision, None, Fate::Sent { plc_seq: 1 });
-                journal.write();
             }
+            journal.write();
         }
         let known = sent
             .iter()
@@ -322,8 +322,8 @@ mod tests {
                     .any(|entry| entry.scanner_id == scanner_id && entry.parcel_id == parcel_id)
             })
             .count();
-        // 150,000 keys in 2^18 slots of 4-way sets: all but a handful stay.
-        assert!(known >= 149_000, "{known} of {} known", sent.len());
+        eprintln!("{known} of {} known", sent.len());
+        assert!(known >= 11_700, "{known} of {} known", sent.len());
         journal.close();
     }
 }
