@@ -160,6 +160,29 @@ fn load(counter: &AtomicU64) -> u64 {
 }
 
 /// One descriptor and its series, each a label set and a value.
+/// A `{state="..."}` gauge family: 1 for the current state of a NATS-side task, 0 for
+/// the others (the exporter and the pre-advice subscriber share the states).
+fn state_family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    current: ExportState,
+) -> fmt::Result {
+    family(
+        encoder,
+        name,
+        help,
+        None,
+        MetricType::Gauge,
+        ExportState::ALL.map(|s| {
+            (
+                [("state", s.name())],
+                ConstGauge::new(i64::from(s == current)),
+            )
+        }),
+    )
+}
+
 fn family<L: EncodeLabelSet, M: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -652,19 +675,11 @@ impl Collector for ExportCollector {
             None,
             lag_seconds.metric_type(),
         )?)?;
-        let state = x.state();
-        family(
+        state_family(
             e,
             "sortd_export_state",
             "The exporter's state: 1 for the current one.",
-            None,
-            MetricType::Gauge,
-            ExportState::ALL.map(|s| {
-                (
-                    [("state", s.name())],
-                    ConstGauge::new(i64::from(s == state)),
-                )
-            }),
+            x.state(),
         )
     }
 }
@@ -848,19 +863,11 @@ impl Collector for HubPreadviceCollector {
             PreadviceErrorKind::ALL
                 .map(|kind| ([("kind", kind.name())], ConstCounter::new(x.errors(kind)))),
         )?;
-        let state = x.state();
-        family(
+        state_family(
             e,
             "sortd_hub_preadvice_state",
             "The pre-advice subscriber's state: 1 for the current one.",
-            None,
-            MetricType::Gauge,
-            ExportState::ALL.map(|s| {
-                (
-                    [("state", s.name())],
-                    ConstGauge::new(i64::from(s == state)),
-                )
-            }),
+            x.state(),
         )
     }
 }
