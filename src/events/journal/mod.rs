@@ -4,7 +4,8 @@
 //!
 //! Files: `<first_seq, 20 digits>.seg` segments (header, then records; see
 //! `segment.rs`), `export.cursor` (the exporter's acknowledged sequence), and segments set
-//! aside as `*.seg.corrupt-<µs>` when their header is unreadable. The record and segment
+//! aside as `*.seg.corrupt-<µs>` when their header is unreadable or they follow a power
+//! loss's gap (`power_gap.rs`). The record and segment
 //! formats are pure (`record.rs`, `segment.rs`); this module owns the files. It does not
 //! decide when to write (the PLC thread calls [`JournalWriter::write_batch`] once per
 //! turn) nor talk to NATS (the exporter does, through the reader).
@@ -15,6 +16,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+mod power_gap;
 mod reader;
 pub mod retention;
 mod stats;

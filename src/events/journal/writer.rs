@@ -11,7 +11,8 @@
 //! interval, and the next batch tries again (sorting goes on). Sequences stay gap-free:
 //! dropped events give their sequence numbers back, so a lost event never leaves a hole.
 //! On open, the last segment's torn or corrupt tail is cut; a segment with an unreadable
-//! header is set aside; neither stops start-up.
+//! header is set aside; segments after a power loss's gap across a roll are set aside
+//! (`power_gap.rs`); none of it stops start-up.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -24,7 +25,7 @@ use super::super::record::{self, Event, OUTCOME_BYTES, RECORD_BYTES_MAX};
 use super::super::segment::{self, SegmentHeader, check_id, decode_header};
 use super::{
     ExportCursor, JournalError, JournalStats, LossReason, RetentionPolicy, list_segments,
-    read_file, retention, segment_name, sync_dir,
+    power_gap, read_file, retention, segment_name, sync_dir,
 };
 use crate::util::rate_limit::RateLimit;
 
@@ -510,6 +511,9 @@ struct Recovered {
 /// Cuts the last segment's damaged tail and sets aside unreadable segments at the end.
 fn recover(config: &WriterConfig, stats: &JournalStats) -> Result<Recovered, JournalError> {
     let mut segments = list_segments(&config.dir)?;
+    power_gap::cut_power_loss_gap(&config.dir, &mut segments, &mut |segment| {
+        set_aside(&segment.path, stats, "after a power-loss gap")
+    })?;
     let mut next_seq = 1u64;
     while let Some(last) = segments.pop() {
         let bytes = read_file(&last.path)?;

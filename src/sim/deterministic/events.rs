@@ -7,7 +7,8 @@
 //!
 //! It also plays sortd's death: a crash (`kill -9`: the files keep what was written, the
 //! unwritten batch and everything in memory is gone) or a power loss (each segment keeps
-//! what was fsynced plus a random part of what was not, cut at a random byte). The
+//! what was fsynced plus a random part of what was not, cut at a random byte, each
+//! segment on its own: a later one may keep bytes an earlier one lost). The
 //! checks after each are the journal's promises; the check at the end of the run is the
 //! export's. It holds no journaling or exporting logic of its own.
 
@@ -622,20 +623,17 @@ impl EventSide {
     }
 
     /// Power loss: each segment keeps its fsynced bytes; of what was not fsynced, the
-    /// disk got a random prefix (written back in order): the first segment that lost
-    /// anything is cut at a random byte after its fsynced bytes (a torn tail), every
-    /// later one is gone. Not modelled: a later segment's unsynced bytes reaching the
-    /// disk while an earlier one's did not (see docs/testing.md).
+    /// kernel wrote back a random prefix per file, each file on its own (the page cache
+    /// of a later segment may reach the disk before an earlier one's: a journal that
+    /// rolled between two fsyncs can lose an earlier segment's last records and keep a
+    /// later segment's). A segment that lost anything is cut at a random byte after its
+    /// fsynced bytes (a torn tail); one with nothing fsynced may lose its directory
+    /// entry too.
     fn lose_power(&mut self) {
         let Ok(segments) = list_segments(self.dir.path()) else {
             return;
         };
-        let mut lost = false;
         for segment in segments {
-            if lost {
-                let _ = std::fs::remove_file(&segment.path);
-                continue;
-            }
             let durable = self.durable_bytes.get(&segment.path).copied().unwrap_or(0);
             if durable >= segment.bytes {
                 continue;
@@ -644,7 +642,6 @@ impl EventSide {
             if keep == segment.bytes {
                 continue;
             }
-            lost = true;
             if keep == 0 && self.rng.bool() {
                 // Its directory entry never reached the disk either.
                 let _ = std::fs::remove_file(&segment.path);
