@@ -18,6 +18,16 @@
 //! throughput run, default 10), SORTD_BENCH_LATENCY_SECONDS (default 30),
 //! SORTD_BENCH_EXACT_KEYS (default 10,000,000), SORTD_BENCH_CONFIRM (1 = the simulated
 //! PLC sends SORT_CONFIRMs, default 1).
+//!
+//! 5. Export: at each batching a third run with the events exported into NATS
+//!    JetStream (a `nats-server` the benchmark starts on a free loopback port with its
+//!    own store, installing Debian's package if missing), in a table of its own: parcels
+//!    per second against events off and journal only, events per second into the stream,
+//!    the export lag (events journaled, not acknowledged) at the end of the load and at
+//!    its worst, and how long after the load the stream caught up. SORTD_BENCH_EXPORT=0
+//!    skips it; SORTD_BENCH_ONLY_EXPORT=1 runs only the throughput rows with the export
+//!    (off, journal, export; no Redis, relay, latency or text rows);
+//!    SORTD_BENCH_BATCHINGS=64 (comma-separated) picks the batchings.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -64,8 +74,10 @@ fn main() {
     println!("machine: {}", machine_line());
     println!();
 
+    let knobs = ExportKnobs::from_env();
     let mut rows = Vec::new();
-    for frames_per_write in BATCHINGS {
+    let mut export_rows = Vec::new();
+    for frames_per_write in knobs.batchings() {
         let load = Load {
             connections: CONNECTIONS,
             frames_per_write,
@@ -75,9 +87,19 @@ fn main() {
         };
         let run = run_sortd(&sortd, &plan, &load, confirm, false);
         let journaling = run_sortd(&sortd, &plan, &load, confirm, true);
+        if knobs.export {
+            export_rows.push(export_row(&sortd, &plan, &load, confirm, &run, &journaling));
+        }
+        if knobs.only_export {
+            continue;
+        }
         let redis = redis_get_rate(CONNECTIONS, frames_per_write, seconds);
         let relay = relay_rate(&plan, CONNECTIONS, frames_per_write, seconds);
         rows.push((frames_per_write, run, journaling, redis, relay));
+    }
+    if knobs.only_export {
+        print_export_table(&export_rows);
+        return;
     }
     let latency_load = Load {
         connections: 64,
@@ -141,6 +163,7 @@ fn main() {
         + text.report.missing;
     println!();
     println!("parcels missing across all runs: {missing}");
+    print_export_table(&export_rows);
 }
 
 fn machine_line() -> String {
@@ -243,6 +266,8 @@ fn rss_anon_mib(pid: u32) -> f64 {
 struct Daemon {
     child: Child,
     scanner_address: SocketAddr,
+    /// From the "metrics endpoint listening" log line, once seen.
+    metrics_address: Arc<std::sync::Mutex<Option<SocketAddr>>>,
     _folder: tempfile::TempDir,
 }
 
@@ -256,13 +281,15 @@ impl Drop for Daemon {
 }
 
 /// `protocol`: the scanner listener's (`binary` or a text profile's name); `events`:
-/// journal sort events into the daemon's temporary folder.
+/// journal sort events into the daemon's temporary folder; `extra`: appended to the
+/// configuration (e.g. an `[export]` section).
 fn start_daemon(
     sortd: &Path,
     plan: &Path,
     plc: SocketAddr,
     protocol: &str,
     events: bool,
+    extra: &str,
 ) -> Daemon {
     let folder = tempfile::tempdir().expect("temp dir");
     let config = folder.path().join("sortd.toml");
@@ -277,7 +304,7 @@ fn start_daemon(
     std::fs::write(
         &config,
         format!(
-            "[plan]\npath = \"{}\"\n[[scanners.listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"{protocol}\"\n[plc]\naddress = \"{plc}\"\n[log]\nfilter = \"warn,sortd::daemon=info\"\n[metrics]\naddress = \"127.0.0.1:0\"\n{events}",
+            "[plan]\npath = \"{}\"\n[[scanners.listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"{protocol}\"\n[plc]\naddress = \"{plc}\"\n[log]\nfilter = \"warn,sortd::daemon=info,sortd::cli=info\"\n[metrics]\naddress = \"127.0.0.1:0\"\n{events}{extra}",
             plan.display()
         ),
     )
@@ -292,11 +319,13 @@ fn start_daemon(
         .expect("sortd run");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
+    let metrics_address = Arc::new(std::sync::Mutex::new(None));
     let scanner_address = loop {
         let line = lines
             .next()
             .and_then(Result::ok)
             .expect("sortd exited before listening");
+        note_metrics_address(&line, &metrics_address);
         if let Some(rest) = line.split("address=").nth(1) {
             if line.contains("listening for scanners") {
                 break rest
@@ -308,10 +337,18 @@ fn start_daemon(
             }
         }
     };
-    std::thread::spawn(move || for _ in lines.by_ref() {});
+    {
+        let metrics_address = Arc::clone(&metrics_address);
+        std::thread::spawn(move || {
+            for line in lines.by_ref().map_while(Result::ok) {
+                note_metrics_address(&line, &metrics_address);
+            }
+        });
+    }
     Daemon {
         child,
         scanner_address,
+        metrics_address,
         _folder: folder,
     }
 }
@@ -328,6 +365,18 @@ struct Load {
 }
 
 fn run_sortd(sortd: &Path, plan: &Path, load: &Load, confirm: bool, events: bool) -> SortdRun {
+    run_sortd_with(sortd, plan, load, confirm, events, None).0
+}
+
+/// [`run_sortd`], with the export into `nats` when given (events on), and its figures.
+fn run_sortd_with(
+    sortd: &Path,
+    plan: &Path,
+    load: &Load,
+    confirm: bool,
+    events: bool,
+    nats: Option<&BenchNats>,
+) -> (SortdRun, Option<ExportFigures>) {
     let Load {
         connections,
         frames_per_write,
@@ -354,8 +403,10 @@ fn run_sortd(sortd: &Path, plan: &Path, load: &Load, confirm: bool, events: bool
     let protocol = profile
         .as_ref()
         .map_or("binary".to_string(), |p| p.name().to_string());
-    let daemon = start_daemon(sortd, plan, plc_address, &protocol, events);
+    let extra = nats.map_or(String::new(), BenchNats::export_config);
+    let daemon = start_daemon(sortd, plan, plc_address, &protocol, events, &extra);
     let pid = daemon.child.id();
+    let watch = nats.map(|nats| ExportWatch::start(nats, &daemon, seconds));
     let options = LoadOptions {
         scanners: ScannerOptions {
             target: daemon.scanner_address,
@@ -380,22 +431,28 @@ fn run_sortd(sortd: &Path, plan: &Path, load: &Load, confirm: bool, events: bool
     let report = run_load(&options, Some(sim), None).expect("load run");
     let cpu = cpu_time_ns(pid).saturating_sub(cpu_before);
     let rss = rss_anon_mib(pid);
+    let export = watch.map(ExportWatch::finish);
     drop(daemon);
     let rate = report.decided as f64 / report.elapsed_s.max(1e-9);
     eprintln!(
         "sortd {connections} conns x {frames_per_write} frames/write{}{}: {:.0} parcels/s, p99.9 {} us, missing {}",
         rate_per_s.map_or(String::new(), |r| format!(" at {r}/s")),
-        if events { ", events on" } else { "" },
+        match (events, nats.is_some()) {
+            (true, true) => ", events on, export to NATS",
+            (true, false) => ", events on",
+            _ => "",
+        },
         rate,
         report.latency_us.p999,
         report.missing
     );
-    SortdRun {
+    let run = SortdRun {
         rate,
         cpu_ns_per_parcel: cpu as f64 / report.decided.max(1) as f64,
         rss_anon_mib: rss,
         report,
-    }
+    };
+    (run, export)
 }
 
 /// Requests per second of `redis-benchmark -t get`, or None when Redis is not installed
@@ -564,4 +621,409 @@ fn relay_rate(plan: &Path, connections: usize, frames_per_write: usize, seconds:
         "raw relay {connections} conns x {frames_per_write} frames/write: {rate:.0} frames/s"
     );
     rate
+}
+
+// ---- 5. Export into NATS JetStream ----------------------------------------------------
+
+/// Which rows run (environment knobs, see the module docs).
+struct ExportKnobs {
+    export: bool,
+    only_export: bool,
+    batchings: Vec<usize>,
+}
+
+impl ExportKnobs {
+    fn from_env() -> ExportKnobs {
+        let only_export = env_number("SORTD_BENCH_ONLY_EXPORT", 0) == 1;
+        let batchings = std::env::var("SORTD_BENCH_BATCHINGS")
+            .ok()
+            .map(|list| {
+                list.split(',')
+                    .filter_map(|item| item.trim().parse().ok())
+                    .filter(|&n: &usize| n > 0)
+                    .collect::<Vec<usize>>()
+            })
+            .filter(|list| !list.is_empty())
+            .unwrap_or_else(|| BATCHINGS.to_vec());
+        ExportKnobs {
+            export: only_export || env_number("SORTD_BENCH_EXPORT", 1) == 1,
+            only_export,
+            batchings,
+        }
+    }
+
+    fn batchings(&self) -> Vec<usize> {
+        self.batchings.clone()
+    }
+}
+
+/// A `nats-server` with JetStream for one run: loopback, free ports (client and
+/// monitoring), its own store; killed on drop.
+struct BenchNats {
+    child: Child,
+    port: u16,
+    monitor_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchNats {
+    /// None when nats-server is not installed and cannot be (the benchmark tries
+    /// `apt-get install nats-server` once, as for Redis).
+    fn start() -> Option<BenchNats> {
+        let have = || {
+            Command::new("sh")
+                .args(["-c", "command -v nats-server"])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !have() {
+            eprintln!("installing nats-server (Debian package) ...");
+            let _ = Command::new("sh")
+                .args(["-c", "apt-get install -y nats-server >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y nats-server >/dev/null 2>&1)"])
+                .status();
+            if !have() {
+                eprintln!("nats-server not available: the export table is left out");
+                return None;
+            }
+        }
+        let dir = tempfile::tempdir().ok()?;
+        let (port, monitor_port) = (free_port(), free_port());
+        let log = std::fs::File::create(dir.path().join("nats.log")).ok()?;
+        let child = Command::new("nats-server")
+            .arg("-js")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-m", &monitor_port.to_string()])
+            .arg("-sd")
+            .arg(dir.path().join("store"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .ok()?;
+        let nats = BenchNats {
+            child,
+            port,
+            monitor_port,
+            _dir: dir,
+        };
+        let ready = Instant::now() + Duration::from_secs(15);
+        while nats.stream_state().is_none() {
+            if Instant::now() > ready {
+                eprintln!("nats-server did not start");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(nats)
+    }
+
+    /// The daemon's `[export]` section. SORTD_BENCH_EXPORT_RECORDS and
+    /// SORTD_BENCH_EXPORT_WINDOW override events per message and messages in flight.
+    fn export_config(&self) -> String {
+        let mut section = format!(
+            "[export]\nenabled = true\nurls = [\"nats://127.0.0.1:{}\"]\nhub = \"bench\"\nsorter = \"bench\"\n",
+            self.port
+        );
+        for (knob, key) in [
+            ("SORTD_BENCH_EXPORT_RECORDS", "message_records_max"),
+            ("SORTD_BENCH_EXPORT_WINDOW", "publish_window_max"),
+        ] {
+            if let Some(value) = std::env::var(knob).ok().and_then(|v| v.parse::<u64>().ok()) {
+                section.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+        section
+    }
+
+    /// Messages stored over every stream, None until the monitoring endpoint answers.
+    fn stream_state(&self) -> Option<u64> {
+        stream_messages(self.monitor_port)
+    }
+}
+
+/// Messages stored over every stream (the benchmark's server holds one stream with one
+/// subject: this sorter's), from the monitoring endpoint on `monitor_port`.
+fn stream_messages(monitor_port: u16) -> Option<u64> {
+    let body = http_get(
+        SocketAddr::from(([127, 0, 0, 1], monitor_port)),
+        "/jsz?accounts=true&streams=true",
+    )?;
+    let jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
+    Some(
+        jsz["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten())
+            .filter_map(|stream| stream["state"]["messages"].as_u64())
+            .sum(),
+    )
+}
+
+impl Drop for BenchNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Keeps the metrics endpoint's address from its start-up log line.
+fn note_metrics_address(line: &str, address: &std::sync::Mutex<Option<SocketAddr>>) {
+    if !line.contains("metrics endpoint listening") {
+        return;
+    }
+    let found = line
+        .split("address=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|text| text.parse().ok());
+    if let (Some(found), Ok(mut slot)) = (found, address.lock()) {
+        *slot = Some(found);
+    }
+}
+
+/// The body of `GET path` (HTTP/1.0, the server closes), or None.
+fn http_get(address: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.0\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.to_string())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
+}
+
+/// One sample of the daemon's journal and export sequences.
+#[derive(Debug, Clone, Copy)]
+struct ExportSample {
+    /// Seconds since the watch started.
+    at_s: f64,
+    /// `sortd_events_written_sequence`: events journaled.
+    written: u64,
+    /// `sortd_export_acked_sequence`: events the stream acknowledged.
+    acked: u64,
+}
+
+fn sample_export(metrics: SocketAddr, started: Instant) -> Option<ExportSample> {
+    let body = http_get(metrics, "/metrics")?;
+    let value = |name: &str| {
+        body.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map(|value| value as u64)
+    };
+    Some(ExportSample {
+        at_s: started.elapsed().as_secs_f64(),
+        written: value("sortd_events_written_sequence")?,
+        acked: value("sortd_export_acked_sequence")?,
+    })
+}
+
+/// Samples the daemon's metrics every 100 ms while the load runs.
+struct ExportWatch {
+    samples: Arc<std::sync::Mutex<Vec<ExportSample>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    messages_before: u64,
+    monitor_port: u16,
+    load_seconds: f64,
+}
+
+/// What one export run showed.
+#[derive(Debug, Clone, Copy, Default)]
+struct ExportFigures {
+    /// Events journaled per second over the load.
+    journaled_per_s: f64,
+    /// Events acknowledged by JetStream per second over the load.
+    acked_per_s: f64,
+    /// Journaled minus acknowledged when the load ended.
+    lag_at_end: u64,
+    /// The largest lag seen during the load.
+    lag_max: u64,
+    /// Seconds from the end of the load until the stream held every event journaled by
+    /// then (None: not within the wait).
+    caught_up_s: Option<f64>,
+    /// Messages the stream stored over the run.
+    messages: u64,
+    /// Events the stream acknowledged over the run.
+    events: u64,
+}
+
+impl ExportWatch {
+    fn start(nats: &BenchNats, daemon: &Daemon, load_seconds: f64) -> ExportWatch {
+        let ready = Instant::now() + Duration::from_secs(10);
+        let metrics = loop {
+            if let Some(address) = *daemon.metrics_address.lock().expect("metrics address") {
+                break address;
+            }
+            assert!(Instant::now() < ready, "no metrics endpoint log line");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (samples, stop) = (Arc::clone(&samples), Arc::clone(&stop));
+            let started = Instant::now();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(sample) = sample_export(metrics, started) {
+                        samples.lock().expect("samples").push(sample);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        ExportWatch {
+            samples,
+            stop,
+            thread: Some(thread),
+            messages_before: nats.stream_state().unwrap_or(0),
+            monitor_port: nats.monitor_port,
+            load_seconds,
+        }
+    }
+
+    /// After the load (and its settle): waits up to 60 s for the stream to catch up,
+    /// then computes the figures. The load starts at the first sample with an event.
+    fn finish(mut self) -> ExportFigures {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let figures = loop {
+            let samples = self.samples.lock().expect("samples").clone();
+            let figures = export_figures(&samples, self.load_seconds);
+            if figures.caught_up_s.is_some() || Instant::now() > deadline {
+                break figures;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let messages_after = stream_messages(self.monitor_port).unwrap_or(0);
+        ExportFigures {
+            messages: messages_after.saturating_sub(self.messages_before),
+            ..figures
+        }
+    }
+}
+
+/// The figures from the samples (messages left at 0).
+fn export_figures(samples: &[ExportSample], load_seconds: f64) -> ExportFigures {
+    let Some(first) = samples.iter().position(|s| s.written > 0) else {
+        return ExportFigures::default();
+    };
+    let start = samples[first.saturating_sub(1)];
+    let end_at = start.at_s + load_seconds;
+    let during = &samples[first..];
+    let end = during
+        .iter()
+        .find(|s| s.at_s >= end_at)
+        .or(during.last())
+        .copied()
+        .unwrap_or(start);
+    let span = (end.at_s - start.at_s).max(1e-9);
+    let lag_max = during
+        .iter()
+        .filter(|s| s.at_s <= end.at_s)
+        .map(|s| s.written.saturating_sub(s.acked))
+        .max()
+        .unwrap_or(0);
+    let caught_up_s = (end.at_s >= end_at)
+        .then(|| {
+            during
+                .iter()
+                .find(|s| s.at_s >= end.at_s && s.acked >= end.written)
+        })
+        .flatten()
+        .map(|s| s.at_s - end.at_s);
+    let last = samples.last().copied().unwrap_or(end);
+    ExportFigures {
+        journaled_per_s: (end.written - start.written) as f64 / span,
+        acked_per_s: end.acked.saturating_sub(start.acked) as f64 / span,
+        lag_at_end: end.written.saturating_sub(end.acked),
+        lag_max,
+        caught_up_s,
+        messages: 0,
+        events: last.acked,
+    }
+}
+
+/// One batching's export row.
+struct ExportRow {
+    frames_per_write: usize,
+    off: f64,
+    journal: f64,
+    run: SortdRun,
+    figures: Option<ExportFigures>,
+}
+
+/// Runs `load` with the export into a fresh nats-server.
+fn export_row(
+    sortd: &Path,
+    plan: &Path,
+    load: &Load,
+    confirm: bool,
+    off: &SortdRun,
+    journal: &SortdRun,
+) -> ExportRow {
+    let nats = BenchNats::start();
+    let (run, figures) = run_sortd_with(sortd, plan, load, confirm, true, nats.as_ref());
+    if let Some(f) = &figures {
+        eprintln!(
+            "export {} frames/write: {:.0} events/s journaled, {:.0} acked, lag at end {} (max {}), caught up after {:?} s, {} messages",
+            load.frames_per_write,
+            f.journaled_per_s,
+            f.acked_per_s,
+            f.lag_at_end,
+            f.lag_max,
+            f.caught_up_s,
+            f.messages
+        );
+    }
+    ExportRow {
+        frames_per_write: load.frames_per_write,
+        off: off.rate,
+        journal: journal.rate,
+        run,
+        figures,
+    }
+}
+
+fn print_export_table(rows: &[ExportRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "| export to NATS JetStream | parcels/s | export / off | export / journal only | CPU ns/parcel | events/s journaled | events/s into JetStream | JetStream / journaled | events per message | lag at load end (events) | lag max (events) | caught up after (s) |"
+    );
+    println!(
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for row in rows {
+        let f = row.figures.unwrap_or_default();
+        println!(
+            "| {CONNECTIONS} conns, {} frames/write | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {} | {} | {} |",
+            row.frames_per_write,
+            row.run.rate,
+            row.run.rate / row.off.max(1.0),
+            row.run.rate / row.journal.max(1.0),
+            row.run.cpu_ns_per_parcel,
+            f.journaled_per_s,
+            f.acked_per_s,
+            f.acked_per_s / f.journaled_per_s.max(1.0),
+            f.events as f64 / f.messages.max(1) as f64,
+            f.lag_at_end,
+            f.lag_max,
+            f.caught_up_s
+                .map_or("not within 60 s".to_string(), |s| format!("{s:.1}"))
+        );
+    }
 }

@@ -102,12 +102,13 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         total.isolation_scanners_compared
     );
     println!(
-        "  sortd crashes {} (power losses {}, torn tails cut {}) | decisions lost in flight {} | \
+        "  sortd crashes {} (power losses {}, torn tails cut {}, segments set aside {}) | decisions lost in flight {} | \
          events journaled {} in the stream {} in {} messages | duplicate publishes refused {} | \
          NATS connections lost {}",
         total.sortd_crashes,
         total.power_losses,
         total.torn_tails_cut,
+        total.segments_set_aside,
         total.lost_in_crash,
         total.events_journaled,
         total.events_in_stream,

@@ -89,6 +89,7 @@ pub(super) struct EventCounts {
     pub guards_refused: u64,
     pub nats_losses: u64,
     pub torn_tails_cut: u64,
+    pub segments_set_aside: u64,
 }
 
 /// One message the stream stored.
@@ -336,7 +337,9 @@ impl EventSide {
         };
         let writer = JournalWriter::open(config).map_err(|e| format!("journal open: {e}"))?;
         let stats = writer.stats();
-        self.counts.torn_tails_cut += stats.snapshot().torn_tails_cut;
+        let recovered = stats.snapshot();
+        self.counts.torn_tails_cut += recovered.torn_tails_cut;
+        self.counts.segments_set_aside += recovered.segments_set_aside;
         let reader = JournalReader::open(self.dir.path()).map_err(|e| e.to_string())?;
         let cursor = ExportCursor::new(self.dir.path());
         let mut core = ExportCore::new(self.settings.core, Arc::new(ExportCounters::default()));

@@ -197,6 +197,9 @@ pub struct SeedReport {
     pub nats_connection_losses: u64,
     /// Torn or corrupt journal tails cut at a restart.
     pub torn_tails_cut: u64,
+    /// Journal segments set aside at a restart (after a power loss's gap across a roll,
+    /// or with a header cut short).
+    pub segments_set_aside: u64,
 }
 
 impl SeedReport {
@@ -234,6 +237,7 @@ impl SeedReport {
             nats_duplicates_refused,
             nats_connection_losses,
             torn_tails_cut,
+            segments_set_aside,
         } = other;
         self.scans_sent += scans_sent;
         self.scans_decoded += scans_decoded;
@@ -264,6 +268,7 @@ impl SeedReport {
         self.nats_duplicates_refused += nats_duplicates_refused;
         self.nats_connection_losses += nats_connection_losses;
         self.torn_tails_cut += torn_tails_cut;
+        self.segments_set_aside += segments_set_aside;
     }
 }
 
@@ -357,6 +362,7 @@ impl Simulator {
             nats_duplicates_refused: chaos.counts.events.duplicates_refused,
             nats_connection_losses: chaos.counts.events.nats_losses,
             torn_tails_cut: chaos.counts.events.torn_tails_cut,
+            segments_set_aside: chaos.counts.events.segments_set_aside,
         };
         if options.isolation_check {
             report.isolation_scanners_compared = self.check_isolation(seed, options)?;
