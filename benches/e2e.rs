@@ -834,6 +834,8 @@ struct ExportWatch {
     messages_before: u64,
     monitor_port: u16,
     load_seconds: f64,
+    nats_pid: u32,
+    nats_cpu_before_ns: u64,
 }
 
 /// What one export run showed.
@@ -854,6 +856,8 @@ struct ExportFigures {
     messages: u64,
     /// Events the stream acknowledged over the run.
     events: u64,
+    /// nats-server's CPU time (user + system) over the run, in nanoseconds.
+    nats_cpu_ns: u64,
 }
 
 impl ExportWatch {
@@ -887,6 +891,8 @@ impl ExportWatch {
             messages_before: nats.stream_state().unwrap_or(0),
             monitor_port: nats.monitor_port,
             load_seconds,
+            nats_pid: nats.child.id(),
+            nats_cpu_before_ns: cpu_time_ns(nats.child.id()),
         }
     }
 
@@ -909,6 +915,7 @@ impl ExportWatch {
         let messages_after = stream_messages(self.monitor_port).unwrap_or(0);
         ExportFigures {
             messages: messages_after.saturating_sub(self.messages_before),
+            nats_cpu_ns: cpu_time_ns(self.nats_pid).saturating_sub(self.nats_cpu_before_ns),
             ..figures
         }
     }
@@ -952,6 +959,7 @@ fn export_figures(samples: &[ExportSample], load_seconds: f64) -> ExportFigures 
         caught_up_s,
         messages: 0,
         events: last.acked,
+        nats_cpu_ns: 0,
     }
 }
 
@@ -1002,15 +1010,15 @@ fn print_export_table(rows: &[ExportRow]) {
     }
     println!();
     println!(
-        "| export to NATS JetStream | parcels/s | export / off | export / journal only | CPU ns/parcel | events/s journaled | events/s into JetStream | JetStream / journaled | events per message | lag at load end (events) | lag max (events) | caught up after (s) |"
+        "| export to NATS JetStream | parcels/s | export / off | export / journal only | CPU ns/parcel | events/s journaled | events/s into JetStream | JetStream / journaled | events per message | lag at load end (events) | lag max (events) | caught up after (s) | nats-server CPU ns/event |"
     );
     println!(
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for row in rows {
         let f = row.figures.unwrap_or_default();
         println!(
-            "| {CONNECTIONS} conns, {} frames/write | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {} | {} | {} |",
+            "| {CONNECTIONS} conns, {} frames/write | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {} | {} | {} | {:.0} |",
             row.frames_per_write,
             row.run.rate,
             row.run.rate / row.off.max(1.0),
@@ -1023,7 +1031,8 @@ fn print_export_table(rows: &[ExportRow]) {
             f.lag_at_end,
             f.lag_max,
             f.caught_up_s
-                .map_or("not within 60 s".to_string(), |s| format!("{s:.1}"))
+                .map_or("not within 60 s".to_string(), |s| format!("{s:.1}")),
+            f.nats_cpu_ns as f64 / f.events.max(1) as f64
         );
     }
 }
