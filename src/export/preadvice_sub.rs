@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
@@ -33,6 +33,7 @@ use super::counters::ExportState;
 use super::hub::{HubSession, HubTask, TaskEnd};
 use super::hub_config::{HubSettings, PREADVICE_STREAM_SUBJECTS_DEFAULT};
 use crate::plan::PreAdvice;
+use crate::plan::preadvice::Applied;
 use crate::plan::preadvice_msg::parse_message;
 
 /// How long the pre-advice stream keeps a batch when sortd creates it: a node offline
@@ -105,6 +106,98 @@ impl PreadviceErrorKind {
     }
 }
 
+/// Upper bounds of the pre-advice latency histogram's buckets, in microseconds (the
+/// exposition converts them to seconds): fine from 100 us, where a loopback batch lands,
+/// through the 100 ms goal, to 5 s, where a stalled node lands.
+pub const LATENCY_BUCKET_BOUNDS_US: [u64; 15] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000,
+];
+
+const _: () = {
+    let mut index = 1;
+    while index < LATENCY_BUCKET_BOUNDS_US.len() {
+        assert!(LATENCY_BUCKET_BOUNDS_US[index - 1] < LATENCY_BUCKET_BOUNDS_US[index]);
+        index += 1;
+    }
+};
+
+/// A stage of a batch on its way from publication to the sorting threads' view; each is
+/// timed on its own, `Total` end to end (PLAN.md and docs/preadvice.md, "Speed").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LatencyStage {
+    /// Publication (the broker's receive time, from the JetStream metadata) to the
+    /// subscriber holding the message: the consumer's delivery and the hub thread's
+    /// scheduling.
+    Delivery = 0,
+    /// Held by the subscriber to its apply starting on a blocking thread.
+    Wait = 1,
+    /// Parsing the JSON lines.
+    Parse = 2,
+    /// Writing the batch to the local log and syncing it (including the writer lock).
+    Log = 3,
+    /// Building the new overlay and publishing it to the sorting threads.
+    Publish = 4,
+    /// Publication to the batch being in the view the node sorts with.
+    Total = 5,
+}
+
+impl LatencyStage {
+    /// Every stage, in value order.
+    pub const ALL: [LatencyStage; 6] = [
+        LatencyStage::Delivery,
+        LatencyStage::Wait,
+        LatencyStage::Parse,
+        LatencyStage::Log,
+        LatencyStage::Publish,
+        LatencyStage::Total,
+    ];
+
+    /// The label value in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            LatencyStage::Delivery => "delivery",
+            LatencyStage::Wait => "wait",
+            LatencyStage::Parse => "parse",
+            LatencyStage::Log => "log",
+            LatencyStage::Publish => "publish",
+            LatencyStage::Total => "total",
+        }
+    }
+}
+
+/// One lock-free histogram over [`LATENCY_BUCKET_BOUNDS_US`]: per-bucket (not
+/// cumulative) counts, the last one above every bound.
+#[derive(Debug, Default)]
+pub struct LatencyBuckets {
+    counts: [AtomicU64; LATENCY_BUCKET_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl LatencyBuckets {
+    fn record(&self, us: u64) {
+        let index = LATENCY_BUCKET_BOUNDS_US
+            .iter()
+            .position(|bound| us <= *bound)
+            .unwrap_or(LATENCY_BUCKET_BOUNDS_US.len());
+        if let Some(count) = self.counts.get(index) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Per-bucket counts, in the order of [`LATENCY_BUCKET_BOUNDS_US`] then the overflow.
+    pub fn counts(&self) -> [u64; LATENCY_BUCKET_BOUNDS_US.len() + 1] {
+        std::array::from_fn(|index| self.counts[index].load(Ordering::Relaxed))
+    }
+
+    /// Sum of every recorded value, in microseconds.
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us.load(Ordering::Relaxed)
+    }
+}
+
 /// The subscriber's live figures; the task is the only writer, the metrics read them.
 #[derive(Debug, Default)]
 pub struct PreadviceCounters {
@@ -134,6 +227,7 @@ pub struct PreadviceCounters {
     /// Successful connections.
     pub connections: AtomicU64,
     errors: [AtomicU64; PreadviceErrorKind::ALL.len()],
+    latency: [LatencyBuckets; LatencyStage::ALL.len()],
 }
 
 impl PreadviceCounters {
@@ -157,6 +251,11 @@ impl PreadviceCounters {
 
     fn count_error(&self, kind: PreadviceErrorKind) {
         self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The latency histogram of `stage`: one value per batch applied.
+    pub fn latency(&self, stage: LatencyStage) -> &LatencyBuckets {
+        &self.latency[stage as usize]
     }
 
     fn record_delay(&self, delay_us: u64) {
@@ -395,6 +494,8 @@ impl Subscriber<'_> {
         &self,
         message: &jetstream::Message,
     ) -> Result<(), (PreadviceErrorKind, String)> {
+        let received = Instant::now();
+        let received_ns = unix_now_ns();
         let (stream_seq, pending, published_ns) = match message.info() {
             Ok(info) => (
                 info.stream_sequence,
@@ -411,8 +512,12 @@ impl Subscriber<'_> {
                 self.counters.redeliveries.fetch_add(1, Ordering::Relaxed);
             }
             Delivery::Apply(seq) => {
-                self.apply(seq, message.payload.clone(), published_ns)
-                    .await?
+                let times = Arrival {
+                    published_ns,
+                    received_ns,
+                    received,
+                };
+                self.apply(seq, message.payload.clone(), times).await?
             }
         }
         // A lost acknowledgement only means a redelivery, which is skipped.
@@ -431,15 +536,22 @@ impl Subscriber<'_> {
         &self,
         seq: u64,
         payload: bytes::Bytes,
-        published_ns: i128,
+        arrival: Arrival,
     ) -> Result<(), (PreadviceErrorKind, String)> {
         // Parsing and the synced log write block: off the hub's runtime thread, so the
         // other hub tasks are not held up by a disk sync.
         let preadvice = Arc::clone(self.preadvice);
-        let (parsed, applied) = tokio::task::spawn_blocking(move || {
+        let (parsed, applied, steps) = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let parsed = parse_message(&payload);
+            let parsed_at = Instant::now();
             let applied = preadvice.apply(&parsed.entries, seq);
-            (parsed, applied)
+            let steps = BlockingSteps {
+                started,
+                parse: parsed_at - started,
+                visible_ns: unix_now_ns(),
+            };
+            (parsed, applied, steps)
         })
         .await
         .map_err(|error| (PreadviceErrorKind::Apply, error.to_string()))?;
@@ -474,10 +586,11 @@ impl Subscriber<'_> {
             .entries_refused
             .fetch_add(applied.counts.refused_full, Ordering::Relaxed);
         counters.last_applied_seq.store(seq, Ordering::Relaxed);
-        let now_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos() as i128);
-        let delay_us = u64::try_from((now_ns - published_ns).max(0) / 1_000).unwrap_or(u64::MAX);
+        let stages = StageTimes::of(&arrival, &steps, &applied);
+        for stage in LatencyStage::ALL {
+            counters.latency(stage).record(stages.us(stage));
+        }
+        let delay_us = stages.us(LatencyStage::Total);
         counters.record_delay(delay_us);
         tracing::debug!(
             seq,
@@ -485,10 +598,64 @@ impl Subscriber<'_> {
             refused = applied.counts.refused_full,
             bad_lines = parsed.bad_lines,
             delay_us,
+            delivery_us = stages.us(LatencyStage::Delivery),
+            wait_us = stages.us(LatencyStage::Wait),
+            log_us = stages.us(LatencyStage::Log),
             "pre-advice batch applied"
         );
         Ok(())
     }
+}
+
+/// When a message was published (broker clock) and received by the subscriber.
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    published_ns: i128,
+    received_ns: i128,
+    received: Instant,
+}
+
+/// What the blocking apply measured.
+#[derive(Debug, Clone, Copy)]
+struct BlockingSteps {
+    started: Instant,
+    parse: Duration,
+    /// Wall clock right after the batch was published to the sorting threads.
+    visible_ns: i128,
+}
+
+/// The per-stage durations of one batch, in microseconds. Pure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StageTimes([u64; LatencyStage::ALL.len()]);
+
+impl StageTimes {
+    fn of(arrival: &Arrival, steps: &BlockingSteps, applied: &Applied) -> StageTimes {
+        // Wall-clock differences against the broker's clock can be negative (clock
+        // steps, another host): they count as 0.
+        let wall_us = |from_ns: i128, to_ns: i128| {
+            u64::try_from((to_ns - from_ns).max(0) / 1_000).unwrap_or(u64::MAX)
+        };
+        let us = |duration: Duration| u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        let mut times = [0; LatencyStage::ALL.len()];
+        times[LatencyStage::Delivery as usize] = wall_us(arrival.published_ns, arrival.received_ns);
+        times[LatencyStage::Wait as usize] =
+            us(steps.started.saturating_duration_since(arrival.received));
+        times[LatencyStage::Parse as usize] = us(steps.parse);
+        times[LatencyStage::Log as usize] = us(applied.timings.log);
+        times[LatencyStage::Publish as usize] = us(applied.timings.publish);
+        times[LatencyStage::Total as usize] = wall_us(arrival.published_ns, steps.visible_ns);
+        StageTimes(times)
+    }
+
+    fn us(&self, stage: LatencyStage) -> u64 {
+        self.0[stage as usize]
+    }
+}
+
+fn unix_now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as i128)
 }
 
 /// Why [`publish_batch`] failed.

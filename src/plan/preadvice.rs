@@ -22,6 +22,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, Guard};
 
@@ -193,6 +194,17 @@ pub struct Applied {
     pub duplicate: bool,
     /// Entries in the overlay afterwards.
     pub overlay_entries: usize,
+    /// How long the two steps took (zero for a duplicate).
+    pub timings: ApplyTimings,
+}
+
+/// Where [`PreAdvice::apply`] spent its time, for the subscriber's per-stage latency.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyTimings {
+    /// Waiting for the writer lock, encoding and writing the record, and its sync.
+    pub log: Duration,
+    /// Building the new overlay snapshot and publishing it to the sorting threads.
+    pub publish: Duration,
 }
 
 /// What [`PreAdvice::open`] found.
@@ -507,6 +519,7 @@ impl PreAdvice {
         for (index, entry) in batch.iter().enumerate() {
             validate_entry(entry).map_err(|error| PreAdviceError::Entry { index, error })?;
         }
+        let started = Instant::now();
         let mut writer = self.writer();
         if seq <= writer.last_seq {
             return Ok(Applied {
@@ -529,6 +542,7 @@ impl PreAdvice {
             .map_err(io_error("appending to", segment_path))?;
         writer.log_bytes += writer.encoded.len() as u64;
         writer.last_seq = seq;
+        let logged = Instant::now();
         let current = self.view.load_full();
         let (overlay, counts) = current
             .overlay
@@ -547,10 +561,15 @@ impl PreAdvice {
                 overlay: overlay.merged(),
             }));
         }
+        let published = Instant::now();
         Ok(Applied {
             counts,
             duplicate: false,
             overlay_entries,
+            timings: ApplyTimings {
+                log: logged - started,
+                publish: published - logged,
+            },
         })
     }
 
