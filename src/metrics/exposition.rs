@@ -24,7 +24,7 @@ use crate::decision::Reason;
 use crate::events::journal::{JournalStats, LossReason};
 use crate::export::preadvice_sub::{
     LATENCY_BUCKET_BOUNDS_US as PREADVICE_LATENCY_BOUNDS_US, LatencyStage, PreadviceCounters,
-    PreadviceErrorKind,
+    PreadviceErrorKind, StreamAnomaly,
 };
 use crate::export::{
     ExportCounters, ExportErrorKind, ExportState, HubCounters, HubState, PlanRefusal,
@@ -902,6 +902,26 @@ impl Collector for HubPreadviceCollector {
             MetricType::Counter,
             PreadviceErrorKind::ALL
                 .map(|kind| ([("kind", kind.name())], ConstCounter::new(x.errors(kind)))),
+        )?;
+        family(
+            e,
+            "sortd_hub_preadvice_stream_anomalies",
+            "The pre-advice stream against the node's log at a session's start: recreated or rewound (pre-advice reset, read again from the start), gap (batches aged out or purged unread; what was applied is kept).",
+            None,
+            MetricType::Counter,
+            StreamAnomaly::ALL.map(|kind| {
+                (
+                    [("reason", kind.name())],
+                    ConstCounter::new(x.anomalies(kind)),
+                )
+            }),
+        )?;
+        counter(
+            e,
+            "sortd_hub_preadvice_gap_sequences",
+            "Stream sequences found gone before this node read them, over every gap reported (some may have been other groups' batches).",
+            None,
+            load(&x.gap_sequences),
         )?;
         state_family(
             e,

@@ -121,7 +121,7 @@ fn decision_seqs(events: &Path) -> Vec<(u64, u64, u16)> {
     }
 }
 
-fn sort_one(daemon: &DaemonProcess, plc: &TestPlc, parcel_id: u64, barcode: &str) -> u16 {
+pub fn sort_one(daemon: &DaemonProcess, plc: &TestPlc, parcel_id: u64, barcode: &str) -> u16 {
     let mut scanner = BinaryScanner::connect(daemon.scanner_addresses[0], 3);
     scanner.send(&Parcel {
         parcel_id,
@@ -131,7 +131,7 @@ fn sort_one(daemon: &DaemonProcess, plc: &TestPlc, parcel_id: u64, barcode: &str
     plc.recorder.wait_for(3, parcel_id).chute
 }
 
-fn start_node(plc: &TestPlc, nats: &NatsServer, state: &Path) -> DaemonProcess {
+pub fn start_node(plc: &TestPlc, nats: &NatsServer, state: &Path) -> DaemonProcess {
     start_daemon(
         plc.address,
         &["protocol = \"binary\""],
