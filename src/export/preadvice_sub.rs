@@ -46,6 +46,18 @@ const BAD_LINES_LOGGED_MAX: usize = 5;
 /// Unacknowledged deliveries the consumer allows: a batch is acknowledged right after
 /// it is applied, so a few are enough and a redelivery storm stays small.
 const ACK_PENDING_MAX: i64 = 256;
+/// Messages per pull request. The client asks again when half are delivered, so with a
+/// small batch a new request is already waiting before the old one is used up, and while
+/// batches flow (8 per 30 s or more) no request ends by expiring. A request that expires
+/// has a race: a message published just as it expires waited, in the 50-node run, for
+/// async-nats's fallback re-pull 5 s later (docs/hub-run.md); async-nats's default
+/// batch of 200 made every request expire at the hub's rate of a batch a second.
+const PULL_BATCH_MESSAGES: usize = 16;
+/// How long a pull request waits on the server (async-nats's default).
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// Idle heartbeat of a pull request (async-nats's default for `messages()`): a broken
+/// consumer is noticed after twice this.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(15);
 /// How long the server waits for an acknowledgement before delivering again.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
@@ -547,7 +559,13 @@ impl Subscriber<'_> {
             Ok(consumer) => consumer,
             Err(detail) => return (PreadviceErrorKind::Stream, detail),
         };
-        let mut messages = match consumer.messages().await {
+        let pulling = consumer
+            .stream()
+            .max_messages_per_batch(PULL_BATCH_MESSAGES)
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
+            .messages();
+        let mut messages = match pulling.await {
             Ok(messages) => messages,
             Err(error) => return (PreadviceErrorKind::Stream, error.to_string()),
         };
