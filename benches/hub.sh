@@ -186,6 +186,7 @@ printf "node\tparcels_per_s\tcpu_pct\tvmhwm_mib\tpadv_last_seq\tpadv_batches\tpa
 for i in $(seq 1 "$nodes"); do
   pid=${daemon_pids[$((i - 1))]}
   scrape=$(metrics "$i")
+  echo "$scrape" > "$out/node-$i/metrics.txt"
   decided=$(sum_of sortd_parcels_decided_total <<< "$scrape")
   batches=$(sum_of sortd_hub_preadvice_batches_total <<< "$scrape")
   delay_sum=$(sum_of sortd_hub_preadvice_delay_seconds_sum <<< "$scrape")
@@ -221,6 +222,39 @@ published_at=$(cat "$out/plan-published-at")
 swapped=$(tail -n +2 "$out/nodes.tsv" | awk -F'\t' '$9 == 2' | wc -l)
 last_swap_s=$(tail -n +2 "$out/nodes.tsv" | awk -F'\t' -v t0="$published_at" \
   '$9 == 2 && $10 - t0 > m {m = $10 - t0} END {printf "%.2f", m}')
+# Pre-advice latency by stage over every batch of every node: the histograms
+# (sortd_hub_preadvice_latency_seconds{stage}) summed over the nodes; a quantile is the
+# upper bound of the bucket it falls in.
+stage_table() {
+  cat "$out"/node-*/metrics.txt | awk '
+    /^sortd_hub_preadvice_latency_seconds_bucket\{/ {
+      stage = $0; sub(/.*stage="/, "", stage); sub(/".*/, "", stage)
+      le = $0; sub(/.*le="/, "", le); sub(/".*/, "", le)
+      count[stage, le] += $NF; bounds[le] = 1; stages[stage] = 1
+    }
+    /^sortd_hub_preadvice_latency_seconds_sum\{/ {
+      stage = $0; sub(/.*stage="/, "", stage); sub(/".*/, "", stage); sum[stage] += $NF
+    }
+    END {
+      n = 0
+      for (le in bounds) { key[++n] = (le == "+Inf") ? 1e99 : le + 0; name[key[n]] = le }
+      for (i = 2; i <= n; i++) for (j = i; j > 1 && key[j - 1] > key[j]; j--) { t = key[j]; key[j] = key[j - 1]; key[j - 1] = t }
+      split("delivery wait parse log publish total", order, " ")
+      for (o = 1; o <= 6; o++) {
+        stage = order[o]; if (!(stage in stages)) continue
+        total = count[stage, "+Inf"]; if (total == 0) continue
+        p50 = p99 = p999 = ""; over = 0
+        for (i = 1; i <= n; i++) {
+          c = count[stage, name[key[i]]]; le = name[key[i]] == "+Inf" ? "inf" : key[i] * 1000
+          if (p50 == "" && c >= 0.5 * total) p50 = le
+          if (p99 == "" && c >= 0.99 * total) p99 = le
+          if (p999 == "" && c >= total) p999 = le
+          if (key[i] == 0.1) over = total - c
+        }
+        printf "| %s | %d | %.2f | <= %s | <= %s | <= %s | %d |\n", stage, total, sum[stage] / total * 1000, p50, p99, p999, over
+      }
+    }'
+}
 {
   echo "## Hub run: $nodes nodes x $rate parcels/s for $duration s"
   echo
@@ -237,6 +271,13 @@ last_swap_s=$(tail -n +2 "$out/nodes.tsv" | awk -F'\t' -v t0="$published_at" \
   echo
   echo "Total: $total_rate parcels/s over $nodes nodes ($(echo "$total_rate * 3600" | bc) parcels/h)."
   echo "Pre-advice: $(grep -c ' seq ' "$out/feed.log" || true) batches of $feed_entries entries published, last stream seq $last_feed; nodes not at it: $behind; worst publication-to-applied: $worst_padv ms."
+  echo
+  echo "Pre-advice latency by stage, all batches of all nodes (ms; quantiles are bucket upper bounds):"
+  echo
+  echo "| stage | batches | mean | p50 | p99 | max | over 100 ms |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  stage_table
+  echo
   echo "Plan: version 2 published once at half time; $swapped of $nodes nodes swapped; \`plan publish\` start to the last node's swap: $last_swap_s s."
   echo "Reconciliation (sortd events reconcile, exit $reconciled):"
   echo

@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
@@ -33,6 +33,7 @@ use super::counters::ExportState;
 use super::hub::{HubSession, HubTask, TaskEnd};
 use super::hub_config::{HubSettings, PREADVICE_STREAM_SUBJECTS_DEFAULT};
 use crate::plan::PreAdvice;
+use crate::plan::preadvice::Applied;
 use crate::plan::preadvice_msg::parse_message;
 
 /// How long the pre-advice stream keeps a batch when sortd creates it: a node offline
@@ -45,6 +46,18 @@ const BAD_LINES_LOGGED_MAX: usize = 5;
 /// Unacknowledged deliveries the consumer allows: a batch is acknowledged right after
 /// it is applied, so a few are enough and a redelivery storm stays small.
 const ACK_PENDING_MAX: i64 = 256;
+/// Messages per pull request. The client asks again when half are delivered, so with a
+/// small batch a new request is already waiting before the old one is used up, and while
+/// batches flow (8 per 30 s or more) no request ends by expiring. A request that expires
+/// has a race: a message published just as it expires waited, in the 50-node run, for
+/// async-nats's fallback re-pull 5 s later (docs/hub-run.md); async-nats's default
+/// batch of 200 made every request expire at the hub's rate of a batch a second.
+const PULL_BATCH_MESSAGES: usize = 16;
+/// How long a pull request waits on the server (async-nats's default).
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// Idle heartbeat of a pull request (async-nats's default for `messages()`): a broken
+/// consumer is noticed after twice this.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(15);
 /// How long the server waits for an acknowledgement before delivering again.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
@@ -105,6 +118,98 @@ impl PreadviceErrorKind {
     }
 }
 
+/// Upper bounds of the pre-advice latency histogram's buckets, in microseconds (the
+/// exposition converts them to seconds): fine from 100 us, where a loopback batch lands,
+/// through the 100 ms goal, to 5 s, where a stalled node lands.
+pub const LATENCY_BUCKET_BOUNDS_US: [u64; 15] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000,
+];
+
+const _: () = {
+    let mut index = 1;
+    while index < LATENCY_BUCKET_BOUNDS_US.len() {
+        assert!(LATENCY_BUCKET_BOUNDS_US[index - 1] < LATENCY_BUCKET_BOUNDS_US[index]);
+        index += 1;
+    }
+};
+
+/// A stage of a batch on its way from publication to the sorting threads' view; each is
+/// timed on its own, `Total` end to end (PLAN.md and docs/preadvice.md, "Speed").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LatencyStage {
+    /// Publication (the broker's receive time, from the JetStream metadata) to the
+    /// subscriber holding the message: the consumer's delivery and the hub thread's
+    /// scheduling.
+    Delivery = 0,
+    /// Held by the subscriber to its apply starting on a blocking thread.
+    Wait = 1,
+    /// Parsing the JSON lines.
+    Parse = 2,
+    /// Writing the batch to the local log and syncing it (including the writer lock).
+    Log = 3,
+    /// Building the new overlay and publishing it to the sorting threads.
+    Publish = 4,
+    /// Publication to the batch being in the view the node sorts with.
+    Total = 5,
+}
+
+impl LatencyStage {
+    /// Every stage, in value order.
+    pub const ALL: [LatencyStage; 6] = [
+        LatencyStage::Delivery,
+        LatencyStage::Wait,
+        LatencyStage::Parse,
+        LatencyStage::Log,
+        LatencyStage::Publish,
+        LatencyStage::Total,
+    ];
+
+    /// The label value in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            LatencyStage::Delivery => "delivery",
+            LatencyStage::Wait => "wait",
+            LatencyStage::Parse => "parse",
+            LatencyStage::Log => "log",
+            LatencyStage::Publish => "publish",
+            LatencyStage::Total => "total",
+        }
+    }
+}
+
+/// One lock-free histogram over [`LATENCY_BUCKET_BOUNDS_US`]: per-bucket (not
+/// cumulative) counts, the last one above every bound.
+#[derive(Debug, Default)]
+pub struct LatencyBuckets {
+    counts: [AtomicU64; LATENCY_BUCKET_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl LatencyBuckets {
+    fn record(&self, us: u64) {
+        let index = LATENCY_BUCKET_BOUNDS_US
+            .iter()
+            .position(|bound| us <= *bound)
+            .unwrap_or(LATENCY_BUCKET_BOUNDS_US.len());
+        if let Some(count) = self.counts.get(index) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Per-bucket counts, in the order of [`LATENCY_BUCKET_BOUNDS_US`] then the overflow.
+    pub fn counts(&self) -> [u64; LATENCY_BUCKET_BOUNDS_US.len() + 1] {
+        std::array::from_fn(|index| self.counts[index].load(Ordering::Relaxed))
+    }
+
+    /// Sum of every recorded value, in microseconds.
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us.load(Ordering::Relaxed)
+    }
+}
+
 /// The subscriber's live figures; the task is the only writer, the metrics read them.
 #[derive(Debug, Default)]
 pub struct PreadviceCounters {
@@ -134,6 +239,12 @@ pub struct PreadviceCounters {
     /// Successful connections.
     pub connections: AtomicU64,
     errors: [AtomicU64; PreadviceErrorKind::ALL.len()],
+    latency: [LatencyBuckets; LatencyStage::ALL.len()],
+    anomalies: [AtomicU64; StreamAnomaly::ALL.len()],
+    /// The last sequence of the last gap reported (a gap is reported once).
+    gap_reported_through: AtomicU64,
+    /// Sequences reported gone unread, summed over the gaps.
+    pub gap_sequences: AtomicU64,
 }
 
 impl PreadviceCounters {
@@ -159,11 +270,153 @@ impl PreadviceCounters {
         self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Anomalies of `kind` found so far.
+    pub fn anomalies(&self, kind: StreamAnomaly) -> u64 {
+        self.anomalies[kind as usize].load(Ordering::Relaxed)
+    }
+
+    fn count_anomaly(&self, kind: StreamAnomaly) {
+        self.anomalies[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The latency histogram of `stage`: one value per batch applied.
+    pub fn latency(&self, stage: LatencyStage) -> &LatencyBuckets {
+        &self.latency[stage as usize]
+    }
+
     fn record_delay(&self, delay_us: u64) {
         self.delay_us_last.store(delay_us, Ordering::Relaxed);
         self.delay_us_max.fetch_max(delay_us, Ordering::Relaxed);
         self.delay_us_sum.fetch_add(delay_us, Ordering::Relaxed);
     }
+}
+
+/// Something the subscriber found wrong with the stream against the node's log, at the
+/// start of a session (docs/preadvice.md, "When the stream changes under the node").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StreamAnomaly {
+    /// The stream is not the one the log came from (its creation time or name changed:
+    /// deleted and created again). The node resets its pre-advice and reads the stream
+    /// from the start.
+    Recreated = 0,
+    /// The stream's last sequence is below the node's last applied one, and the node has
+    /// no record of the stream it read (a log from before sortd recorded it): treated as
+    /// recreated.
+    Rewound = 1,
+    /// The stream no longer holds sequences the node never read (aged out by retention,
+    /// or purged): they are reported, what was applied is kept.
+    Gap = 2,
+}
+
+impl StreamAnomaly {
+    /// Every anomaly, in value order.
+    pub const ALL: [StreamAnomaly; 3] = [
+        StreamAnomaly::Recreated,
+        StreamAnomaly::Rewound,
+        StreamAnomaly::Gap,
+    ];
+
+    /// The label value in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamAnomaly::Recreated => "recreated",
+            StreamAnomaly::Rewound => "rewound",
+            StreamAnomaly::Gap => "gap",
+        }
+    }
+}
+
+/// Which stream a node's log came from: its name and creation time. Kept in the
+/// pre-advice directory ([`STREAM_ID_FILE`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamId {
+    /// The stream's name.
+    pub name: String,
+    /// Its creation time (server clock), nanoseconds since the Unix epoch.
+    pub created_ns: i128,
+}
+
+impl StreamId {
+    /// `NAME CREATED_NS\n`.
+    pub fn encode(&self) -> String {
+        format!("{} {}\n", self.name, self.created_ns)
+    }
+
+    /// The inverse of [`StreamId::encode`]; `None` for anything else.
+    pub fn decode(text: &str) -> Option<StreamId> {
+        let (name, created) = text.trim_end().split_once(' ')?;
+        Some(StreamId {
+            name: name.to_string(),
+            created_ns: created.parse().ok()?,
+        })
+    }
+}
+
+/// The file in the pre-advice directory that records [`StreamId`].
+pub const STREAM_ID_FILE: &str = "stream-id";
+
+/// The stream as the server reports it at the start of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamFacts {
+    /// Its name and creation time.
+    pub id: StreamId,
+    /// First sequence it still holds (last + 1 when empty after a purge; 0 when never
+    /// written).
+    pub first_seq: u64,
+    /// Last sequence it assigned.
+    pub last_seq: u64,
+}
+
+/// What to do about the stream before consuming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamVerdict {
+    /// Read on after the last applied batch.
+    Continue,
+    /// Forget every batch applied and read the stream from the start
+    /// ([`StreamAnomaly::Recreated`] or [`StreamAnomaly::Rewound`]).
+    Reset(StreamAnomaly),
+    /// Sequences `first..=last` are gone unread ([`StreamAnomaly::Gap`]): keep what was
+    /// applied, report them, read on. Some may have been other groups' batches: the
+    /// stream cannot say whose they were.
+    Gap {
+        /// The first sequence gone.
+        first: u64,
+        /// The last sequence gone.
+        last: u64,
+    },
+}
+
+/// Judges the stream against the node's record of it and its last applied sequence.
+/// Pure.
+pub fn judge_stream(
+    recorded: Option<&StreamId>,
+    facts: &StreamFacts,
+    last_applied: u64,
+) -> StreamVerdict {
+    if let Some(recorded) = recorded {
+        if *recorded != facts.id {
+            return StreamVerdict::Reset(StreamAnomaly::Recreated);
+        }
+    }
+    if facts.last_seq < last_applied {
+        return StreamVerdict::Reset(if recorded.is_some() {
+            // Same identity but fewer sequences: cannot happen in JetStream; read the
+            // stream again rather than skip its batches.
+            StreamAnomaly::Recreated
+        } else {
+            StreamAnomaly::Rewound
+        });
+    }
+    // A node that never applied anything has nothing to miss: batches that aged out
+    // before it first connected are old news.
+    if last_applied > 0 && facts.first_seq > last_applied + 1 {
+        return StreamVerdict::Gap {
+            first: last_applied + 1,
+            last: facts.first_seq - 1,
+        };
+    }
+    StreamVerdict::Continue
 }
 
 /// Where the durable consumer stands, as the server reports it.
@@ -295,11 +548,24 @@ struct Subscriber<'a> {
 
 impl Subscriber<'_> {
     async fn run(&self, js: &Context) -> (PreadviceErrorKind, String) {
-        let consumer = match self.consumer(js).await {
+        let stream = match self.stream(js).await {
+            Ok(stream) => stream,
+            Err(detail) => return (PreadviceErrorKind::Stream, detail),
+        };
+        if let Err(end) = self.settle(&stream).await {
+            return end;
+        }
+        let consumer = match self.consumer(&stream).await {
             Ok(consumer) => consumer,
             Err(detail) => return (PreadviceErrorKind::Stream, detail),
         };
-        let mut messages = match consumer.messages().await {
+        let pulling = consumer
+            .stream()
+            .max_messages_per_batch(PULL_BATCH_MESSAGES)
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
+            .messages();
+        let mut messages = match pulling.await {
             Ok(messages) => messages,
             Err(error) => return (PreadviceErrorKind::Stream, error.to_string()),
         };
@@ -322,18 +588,85 @@ impl Subscriber<'_> {
         }
     }
 
-    /// The durable consumer, positioned after the last applied batch.
-    async fn consumer(&self, js: &Context) -> Result<jetstream::consumer::PullConsumer, String> {
+    /// The stream (created when missing and allowed), with fresh info.
+    async fn stream(&self, js: &Context) -> Result<jetstream::stream::Stream, String> {
         let settings = self.settings;
-        let stream = if settings.create {
+        let failed = |error: &dyn std::fmt::Display| {
+            format!("stream {}: {error}", settings.preadvice_stream)
+        };
+        if settings.create {
             js.get_or_create_stream(stream_config(&settings.preadvice_stream))
                 .await
-                .map_err(|error| format!("stream {}: {error}", settings.preadvice_stream))?
+                .map_err(|error| failed(&error))
         } else {
             js.get_stream(&settings.preadvice_stream)
                 .await
-                .map_err(|error| format!("stream {}: {error}", settings.preadvice_stream))?
+                .map_err(|error| failed(&error))
+        }
+    }
+
+    /// Compares the stream with the node's record of it ([`judge_stream`]): resets the
+    /// local pre-advice for a stream created anew, reports a gap once, and records the
+    /// stream. The file work runs on a blocking thread.
+    async fn settle(
+        &self,
+        stream: &jetstream::stream::Stream,
+    ) -> Result<(), (PreadviceErrorKind, String)> {
+        let info = stream.cached_info();
+        let facts = StreamFacts {
+            id: StreamId {
+                name: info.config.name.clone(),
+                created_ns: info.created.unix_timestamp_nanos(),
+            },
+            first_seq: info.state.first_sequence,
+            last_seq: info.state.last_sequence,
         };
+        let preadvice = Arc::clone(self.preadvice);
+        let settled = tokio::task::spawn_blocking(move || settle_stream(&preadvice, &facts))
+            .await
+            .map_err(|error| (PreadviceErrorKind::Apply, error.to_string()))?;
+        let (verdict, forgotten) = settled.map_err(|detail| (PreadviceErrorKind::Apply, detail))?;
+        let counters = self.counters;
+        let stream_name = &info.config.name;
+        match verdict {
+            StreamVerdict::Continue => {}
+            StreamVerdict::Reset(kind) => {
+                counters.count_anomaly(kind);
+                counters.last_applied_seq.store(0, Ordering::Relaxed);
+                counters.gap_reported_through.store(0, Ordering::Relaxed);
+                tracing::warn!(
+                    stream = %stream_name,
+                    reason = kind.name(),
+                    forgotten_through_seq = forgotten,
+                    stream_last_seq = info.state.last_sequence,
+                    "pre-advice stream is not the one the log came from; pre-advice reset, reading it from the start"
+                );
+            }
+            StreamVerdict::Gap { first, last } => {
+                if counters.gap_reported_through.load(Ordering::Relaxed) < last {
+                    counters.gap_reported_through.store(last, Ordering::Relaxed);
+                    counters.count_anomaly(StreamAnomaly::Gap);
+                    counters
+                        .gap_sequences
+                        .fetch_add(last - first + 1, Ordering::Relaxed);
+                    tracing::warn!(
+                        stream = %stream_name,
+                        first_missing_seq = first,
+                        last_missing_seq = last,
+                        "pre-advice batches aged out or purged before this node read them; what was applied is kept"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The durable consumer, positioned after the last applied batch.
+    async fn consumer(
+        &self,
+        stream: &jetstream::stream::Stream,
+    ) -> Result<jetstream::consumer::PullConsumer, String> {
+        let settings = self.settings;
         let name = consumer_name(&settings.node);
         let existing = match stream.consumer_info(&name).await {
             Ok(info) => Some(ConsumerPosition {
@@ -395,6 +728,8 @@ impl Subscriber<'_> {
         &self,
         message: &jetstream::Message,
     ) -> Result<(), (PreadviceErrorKind, String)> {
+        let received = Instant::now();
+        let received_ns = unix_now_ns();
         let (stream_seq, pending, published_ns) = match message.info() {
             Ok(info) => (
                 info.stream_sequence,
@@ -411,8 +746,12 @@ impl Subscriber<'_> {
                 self.counters.redeliveries.fetch_add(1, Ordering::Relaxed);
             }
             Delivery::Apply(seq) => {
-                self.apply(seq, message.payload.clone(), published_ns)
-                    .await?
+                let times = Arrival {
+                    published_ns,
+                    received_ns,
+                    received,
+                };
+                self.apply(seq, message.payload.clone(), times).await?
             }
         }
         // A lost acknowledgement only means a redelivery, which is skipped.
@@ -431,15 +770,22 @@ impl Subscriber<'_> {
         &self,
         seq: u64,
         payload: bytes::Bytes,
-        published_ns: i128,
+        arrival: Arrival,
     ) -> Result<(), (PreadviceErrorKind, String)> {
         // Parsing and the synced log write block: off the hub's runtime thread, so the
         // other hub tasks are not held up by a disk sync.
         let preadvice = Arc::clone(self.preadvice);
-        let (parsed, applied) = tokio::task::spawn_blocking(move || {
+        let (parsed, applied, steps) = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let parsed = parse_message(&payload);
+            let parsed_at = Instant::now();
             let applied = preadvice.apply(&parsed.entries, seq);
-            (parsed, applied)
+            let steps = BlockingSteps {
+                started,
+                parse: parsed_at - started,
+                visible_ns: unix_now_ns(),
+            };
+            (parsed, applied, steps)
         })
         .await
         .map_err(|error| (PreadviceErrorKind::Apply, error.to_string()))?;
@@ -474,10 +820,11 @@ impl Subscriber<'_> {
             .entries_refused
             .fetch_add(applied.counts.refused_full, Ordering::Relaxed);
         counters.last_applied_seq.store(seq, Ordering::Relaxed);
-        let now_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos() as i128);
-        let delay_us = u64::try_from((now_ns - published_ns).max(0) / 1_000).unwrap_or(u64::MAX);
+        let stages = StageTimes::of(&arrival, &steps, &applied);
+        for stage in LatencyStage::ALL {
+            counters.latency(stage).record(stages.us(stage));
+        }
+        let delay_us = stages.us(LatencyStage::Total);
         counters.record_delay(delay_us);
         tracing::debug!(
             seq,
@@ -485,10 +832,104 @@ impl Subscriber<'_> {
             refused = applied.counts.refused_full,
             bad_lines = parsed.bad_lines,
             delay_us,
+            delivery_us = stages.us(LatencyStage::Delivery),
+            wait_us = stages.us(LatencyStage::Wait),
+            log_us = stages.us(LatencyStage::Log),
             "pre-advice batch applied"
         );
         Ok(())
     }
+}
+
+/// When a message was published (broker clock) and received by the subscriber.
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    published_ns: i128,
+    received_ns: i128,
+    received: Instant,
+}
+
+/// What the blocking apply measured.
+#[derive(Debug, Clone, Copy)]
+struct BlockingSteps {
+    started: Instant,
+    parse: Duration,
+    /// Wall clock right after the batch was published to the sorting threads.
+    visible_ns: i128,
+}
+
+/// The per-stage durations of one batch, in microseconds. Pure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StageTimes([u64; LatencyStage::ALL.len()]);
+
+impl StageTimes {
+    fn of(arrival: &Arrival, steps: &BlockingSteps, applied: &Applied) -> StageTimes {
+        // Wall-clock differences against the broker's clock can be negative (clock
+        // steps, another host): they count as 0.
+        let wall_us = |from_ns: i128, to_ns: i128| {
+            u64::try_from((to_ns - from_ns).max(0) / 1_000).unwrap_or(u64::MAX)
+        };
+        let us = |duration: Duration| u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        let mut times = [0; LatencyStage::ALL.len()];
+        times[LatencyStage::Delivery as usize] = wall_us(arrival.published_ns, arrival.received_ns);
+        times[LatencyStage::Wait as usize] =
+            us(steps.started.saturating_duration_since(arrival.received));
+        times[LatencyStage::Parse as usize] = us(steps.parse);
+        times[LatencyStage::Log as usize] = us(applied.timings.log);
+        times[LatencyStage::Publish as usize] = us(applied.timings.publish);
+        times[LatencyStage::Total as usize] = wall_us(arrival.published_ns, steps.visible_ns);
+        StageTimes(times)
+    }
+
+    fn us(&self, stage: LatencyStage) -> u64 {
+        self.0[stage as usize]
+    }
+}
+
+/// Reads the recorded [`StreamId`], judges the stream, resets the pre-advice when the
+/// verdict says so, then records the stream (after a reset, so a crash in between
+/// resets again at the next start). Returns the verdict and the last sequence a reset
+/// forgot.
+fn settle_stream(
+    preadvice: &PreAdvice,
+    facts: &StreamFacts,
+) -> Result<(StreamVerdict, u64), String> {
+    let path = preadvice.dir().join(STREAM_ID_FILE);
+    let recorded = match std::fs::read_to_string(&path) {
+        Ok(text) => StreamId::decode(&text),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(format!("reading {}: {error}", path.display())),
+    };
+    let verdict = judge_stream(recorded.as_ref(), facts, preadvice.last_seq());
+    let mut forgotten = 0;
+    if let StreamVerdict::Reset(_) = verdict {
+        forgotten = preadvice.reset().map_err(|error| error.to_string())?;
+    }
+    if recorded.as_ref() != Some(&facts.id) {
+        write_stream_id(&path, &facts.id)
+            .map_err(|error| format!("writing {}: {error}", path.display()))?;
+    }
+    Ok((verdict, forgotten))
+}
+
+/// Temporary file, sync, rename, directory sync.
+fn write_stream_id(path: &std::path::Path, id: &StreamId) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = path.with_extension("tmp");
+    let mut file = crate::util::fs::create_private_file(&temporary)?;
+    file.write_all(id.encode().as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    match path.parent() {
+        Some(dir) => crate::util::fs::sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
+fn unix_now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as i128)
 }
 
 /// Why [`publish_batch`] failed.
@@ -629,6 +1070,142 @@ mod tests {
                 "last {last}, {position:?}"
             );
         }
+    }
+
+    fn facts(created_ns: i128, first_seq: u64, last_seq: u64) -> StreamFacts {
+        StreamFacts {
+            id: StreamId {
+                name: "SORTD_PREADVICE".into(),
+                created_ns,
+            },
+            first_seq,
+            last_seq,
+        }
+    }
+
+    #[test]
+    fn the_stream_is_judged_against_the_record_and_the_log() {
+        let recorded = facts(100, 0, 0).id;
+        let renamed = StreamId {
+            name: "OTHER".into(),
+            created_ns: 100,
+        };
+        let cases = [
+            // (recorded, facts, last applied, verdict)
+            (None, facts(100, 0, 0), 0, StreamVerdict::Continue),
+            (
+                Some(&recorded),
+                facts(100, 1, 50),
+                40,
+                StreamVerdict::Continue,
+            ),
+            // Caught up, then purged: first = last + 1, nothing unread is gone.
+            (
+                Some(&recorded),
+                facts(100, 51, 50),
+                50,
+                StreamVerdict::Continue,
+            ),
+            // Behind, then purged or aged out: 41..=50 gone unread.
+            (
+                Some(&recorded),
+                facts(100, 51, 50),
+                40,
+                StreamVerdict::Gap {
+                    first: 41,
+                    last: 50,
+                },
+            ),
+            (
+                Some(&recorded),
+                facts(100, 45, 60),
+                40,
+                StreamVerdict::Gap {
+                    first: 41,
+                    last: 44,
+                },
+            ),
+            // A fresh node has nothing to miss.
+            (None, facts(100, 45, 60), 0, StreamVerdict::Continue),
+            // Created anew, whatever its sequences.
+            (
+                Some(&recorded),
+                facts(200, 1, 90),
+                40,
+                StreamVerdict::Reset(StreamAnomaly::Recreated),
+            ),
+            (
+                Some(&renamed),
+                facts(100, 1, 90),
+                40,
+                StreamVerdict::Reset(StreamAnomaly::Recreated),
+            ),
+            // No record (a log from before sortd kept one) and the sequence went back.
+            (
+                None,
+                facts(200, 1, 3),
+                40,
+                StreamVerdict::Reset(StreamAnomaly::Rewound),
+            ),
+            (
+                Some(&recorded),
+                facts(100, 1, 3),
+                40,
+                StreamVerdict::Reset(StreamAnomaly::Recreated),
+            ),
+        ];
+        for (recorded, facts, last, expected) in cases {
+            assert_eq!(
+                judge_stream(recorded, &facts, last),
+                expected,
+                "{recorded:?} {facts:?} {last}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_stream_id_round_trips_and_refuses_junk() {
+        let id = facts(1_764_150_000_123_456_789, 0, 0).id;
+        assert_eq!(StreamId::decode(&id.encode()), Some(id));
+        for junk in ["", "SORTD_PREADVICE", "SORTD_PREADVICE x", "\n"] {
+            assert_eq!(StreamId::decode(junk), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn stage_times_split_publication_to_visible() {
+        let received = Instant::now();
+        let arrival = Arrival {
+            published_ns: 1_000_000_000,
+            received_ns: 1_003_000_000,
+            received,
+        };
+        let steps = BlockingSteps {
+            started: received + Duration::from_micros(200),
+            parse: Duration::from_micros(50),
+            visible_ns: 1_010_000_000,
+        };
+        let applied = Applied {
+            timings: crate::plan::preadvice::ApplyTimings {
+                log: Duration::from_micros(6_000),
+                publish: Duration::from_micros(300),
+            },
+            ..Applied::default()
+        };
+        let times = StageTimes::of(&arrival, &steps, &applied);
+        let expected = [3_000, 200, 50, 6_000, 300, 10_000];
+        for (stage, us) in LatencyStage::ALL.into_iter().zip(expected) {
+            assert_eq!(times.us(stage), us, "{}", stage.name());
+        }
+        // A broker clock ahead of ours counts as 0, never as a huge value.
+        let early = Arrival {
+            published_ns: 2_000_000_000,
+            ..arrival
+        };
+        assert_eq!(
+            StageTimes::of(&early, &steps, &applied).us(LatencyStage::Total),
+            0
+        );
     }
 
     #[test]

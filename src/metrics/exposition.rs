@@ -22,7 +22,10 @@ use prometheus_client::registry::{Registry, Unit};
 use super::format::{Format, openmetrics_to_classic};
 use crate::decision::Reason;
 use crate::events::journal::{JournalStats, LossReason};
-use crate::export::preadvice_sub::{PreadviceCounters, PreadviceErrorKind};
+use crate::export::preadvice_sub::{
+    LATENCY_BUCKET_BOUNDS_US as PREADVICE_LATENCY_BOUNDS_US, LatencyStage, PreadviceCounters,
+    PreadviceErrorKind, StreamAnomaly,
+};
 use crate::export::{
     ExportCounters, ExportErrorKind, ExportState, HubCounters, HubState, PlanRefusal,
 };
@@ -249,6 +252,23 @@ impl LatencyHistogram {
         LatencyHistogram {
             sum_seconds: sum_us / 1e6,
             count,
+            buckets,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// From per-bucket counts over `bounds_us` (then one above every bound).
+    fn from_buckets(bounds_us: &[u64], counts: &[u64], sum_us: u64) -> LatencyHistogram {
+        let buckets = bounds_us
+            .iter()
+            .map(|bound_us| *bound_us as f64 / 1e6)
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(counts.iter().copied())
+            .collect();
+        LatencyHistogram {
+            sum_seconds: sum_us as f64 / 1e6,
+            count: counts.iter().sum(),
             buckets,
         }
     }
@@ -847,6 +867,26 @@ impl Collector for HubPreadviceCollector {
             let metric = seconds(value);
             metric.encode(e.encode_descriptor(name, help, None, metric.metric_type())?)?;
         }
+        family(
+            e,
+            "sortd_hub_preadvice_latency",
+            "Pre-advice batches by stage: delivery (publication, broker clock, to the \
+             subscriber), wait (to the apply starting), parse, log (write and sync), publish \
+             (into the view the node sorts with), total (publication to that view).",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+            LatencyStage::ALL.map(|stage| {
+                let buckets = x.latency(stage);
+                (
+                    [("stage", stage.name())],
+                    LatencyHistogram::from_buckets(
+                        &PREADVICE_LATENCY_BOUNDS_US,
+                        &buckets.counts(),
+                        buckets.sum_us(),
+                    ),
+                )
+            }),
+        )?;
         counter(
             e,
             "sortd_hub_preadvice_connections",
@@ -862,6 +902,26 @@ impl Collector for HubPreadviceCollector {
             MetricType::Counter,
             PreadviceErrorKind::ALL
                 .map(|kind| ([("kind", kind.name())], ConstCounter::new(x.errors(kind)))),
+        )?;
+        family(
+            e,
+            "sortd_hub_preadvice_stream_anomalies",
+            "The pre-advice stream against the node's log at a session's start: recreated or rewound (pre-advice reset, read again from the start), gap (batches aged out or purged unread; what was applied is kept).",
+            None,
+            MetricType::Counter,
+            StreamAnomaly::ALL.map(|kind| {
+                (
+                    [("reason", kind.name())],
+                    ConstCounter::new(x.anomalies(kind)),
+                )
+            }),
+        )?;
+        counter(
+            e,
+            "sortd_hub_preadvice_gap_sequences",
+            "Stream sequences found gone before this node read them, over every gap reported (some may have been other groups' batches).",
+            None,
+            load(&x.gap_sequences),
         )?;
         state_family(
             e,

@@ -22,6 +22,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, Guard};
 
@@ -193,6 +194,17 @@ pub struct Applied {
     pub duplicate: bool,
     /// Entries in the overlay afterwards.
     pub overlay_entries: usize,
+    /// How long the two steps took (zero for a duplicate).
+    pub timings: ApplyTimings,
+}
+
+/// Where [`PreAdvice::apply`] spent its time, for the subscriber's per-stage latency.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyTimings {
+    /// Waiting for the writer lock, encoding and writing the record, and its sync.
+    pub log: Duration,
+    /// Building the new overlay snapshot and publishing it to the sorting threads.
+    pub publish: Duration,
 }
 
 /// What [`PreAdvice::open`] found.
@@ -243,6 +255,9 @@ struct Writer {
     encoded: Vec<u8>,
     /// The base plan's version as configured (carried through compactions).
     base_version: u32,
+    /// The base plan (configured or last swapped in): what [`PreAdvice::reset`] goes
+    /// back to.
+    base: Arc<Plan>,
 }
 
 /// Pre-advice for one node: see the module docs.
@@ -252,6 +267,9 @@ pub struct PreAdvice {
     settings: PreAdviceSettings,
     view: ArcSwap<PlanView>,
     writer: Mutex<Writer>,
+    /// Held through a whole [`PreAdvice::compact`] and [`PreAdvice::reset`], so a reset
+    /// never races a compaction that would bring the forgotten batches back.
+    rewriting: Mutex<()>,
 }
 
 /// What [`load`] rebuilt from a directory.
@@ -267,7 +285,7 @@ struct Loaded {
 /// last segment off the file too.
 fn load(
     dir: &Path,
-    base: Plan,
+    base: Arc<Plan>,
     settings: PreAdviceSettings,
     cut_tail: bool,
 ) -> Result<Loaded, PreAdviceError> {
@@ -283,7 +301,7 @@ fn load(
             Some((_, version, seq)) if version == base_version => {
                 folded_through = seq;
                 recovery.compacted_through = Some(seq);
-                plan = compacted;
+                plan = Arc::new(compacted);
             }
             _ => recovery.compacted_ignored = true,
         }
@@ -334,7 +352,7 @@ fn load(
     recovery.refused_full = replay.refused_full;
     Ok(Loaded {
         view: PlanView {
-            plan: Arc::new(plan),
+            plan,
             overlay: replay.finish(),
         },
         recovery,
@@ -365,6 +383,14 @@ pub fn compacted_name(base_name: &str, base_version: u32, seq: u64) -> String {
         base = &base[..cut];
     }
     format!("{base}{suffix}")
+}
+
+/// A panic while holding one of the locks leaves the state consistent (the log is
+/// append-only and the view is replaced whole), so a poisoned lock is usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn segment_name(first_seq: u64) -> String {
@@ -433,7 +459,8 @@ impl PreAdvice {
     ) -> Result<(PreAdvice, Recovery), PreAdviceError> {
         crate::util::fs::create_private_dir(dir).map_err(io_error("creating", dir))?;
         let base_version = base.version();
-        let loaded = load(dir, base, settings, true)?;
+        let base = Arc::new(base);
+        let loaded = load(dir, Arc::clone(&base), settings, true)?;
         let segment_path = loaded
             .last_segment
             .unwrap_or_else(|| dir.join(segment_name(loaded.last_seq + 1)));
@@ -450,7 +477,9 @@ impl PreAdvice {
                 log_bytes: loaded.log_bytes,
                 encoded: Vec::new(),
                 base_version,
+                base,
             }),
+            rewriting: Mutex::new(()),
         };
         Ok((preadvice, loaded.recovery))
     }
@@ -463,7 +492,7 @@ impl PreAdvice {
         base: Plan,
         settings: PreAdviceSettings,
     ) -> Result<(PlanView, Recovery), PreAdviceError> {
-        let loaded = load(dir, base, settings, false)?;
+        let loaded = load(dir, Arc::new(base), settings, false)?;
         Ok((loaded.view, loaded.recovery))
     }
 
@@ -485,11 +514,7 @@ impl PreAdvice {
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
-        // A panic while holding the lock leaves the writer consistent (the log is
-        // append-only and the view is replaced whole), so a poisoned lock is usable.
-        self.writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.writer)
     }
 
     /// Log `batch` at sequence `seq` (synced to disk), then publish it. Sequences must
@@ -507,6 +532,7 @@ impl PreAdvice {
         for (index, entry) in batch.iter().enumerate() {
             validate_entry(entry).map_err(|error| PreAdviceError::Entry { index, error })?;
         }
+        let started = Instant::now();
         let mut writer = self.writer();
         if seq <= writer.last_seq {
             return Ok(Applied {
@@ -529,6 +555,7 @@ impl PreAdvice {
             .map_err(io_error("appending to", segment_path))?;
         writer.log_bytes += writer.encoded.len() as u64;
         writer.last_seq = seq;
+        let logged = Instant::now();
         let current = self.view.load_full();
         let (overlay, counts) = current
             .overlay
@@ -547,10 +574,15 @@ impl PreAdvice {
                 overlay: overlay.merged(),
             }));
         }
+        let published = Instant::now();
         Ok(Applied {
             counts,
             duplicate: false,
             overlay_entries,
+            timings: ApplyTimings {
+                log: logged - started,
+                publish: published - logged,
+            },
         })
     }
 
@@ -591,11 +623,58 @@ impl PreAdvice {
     pub fn swap_plan(&self, plan: Plan) {
         let mut writer = self.writer();
         writer.base_version = plan.version();
+        let plan = Arc::new(plan);
+        writer.base = Arc::clone(&plan);
         let current = self.view.load_full();
         self.view.store(Arc::new(PlanView {
-            plan: Arc::new(plan),
+            plan,
             overlay: current.overlay.clone(),
         }));
+    }
+
+    /// Forget every batch: delete the log and the compacted plan, start a new log at
+    /// sequence 1, and publish the base plan with an empty overlay. For a source whose
+    /// sequences started again (the hub's stream was deleted and created anew): its
+    /// batches are read again from the start. Returns the last sequence forgotten.
+    /// Crash-safe in the sense that a crash midway leaves a directory that opens (what
+    /// is left of the old log replays); the caller repeats the reset after restart
+    /// because it records the new source only once this returns.
+    pub fn reset(&self) -> Result<u64, PreAdviceError> {
+        let _rewriting = lock(&self.rewriting);
+        let mut writer = self.writer();
+        let forgotten = writer.last_seq;
+        let first_path = self.dir.join(segment_name(1));
+        // The new segment first (it may have the name of an old one: truncate it), then
+        // the old segments and the compacted plan go.
+        let segment = crate::util::fs::private_options()
+            .write(true)
+            .truncate(true)
+            .create(true)
+            .open(&first_path)
+            .map_err(io_error("creating", &first_path))?;
+        segment
+            .sync_all()
+            .map_err(io_error("syncing", &first_path))?;
+        for (_, path) in segments(&self.dir)? {
+            if path != first_path {
+                fs::remove_file(&path).map_err(io_error("deleting", &path))?;
+            }
+        }
+        let compacted = self.dir.join(COMPACTED_FILE);
+        if compacted.exists() {
+            fs::remove_file(&compacted).map_err(io_error("deleting", &compacted))?;
+        }
+        sync_dir(&self.dir)?;
+        // Appends go to the end of the (empty) segment.
+        writer.segment = open_segment(&first_path)?;
+        writer.segment_path = first_path;
+        writer.last_seq = 0;
+        writer.log_bytes = 0;
+        self.view.store(Arc::new(PlanView {
+            plan: Arc::clone(&writer.base),
+            overlay: OverlaySnapshot::empty(),
+        }));
+        Ok(forgotten)
     }
 
     /// True when the overlay or the log has reached its compaction threshold.
@@ -613,6 +692,7 @@ impl PreAdvice {
     /// records the compacted plan already holds. Returns `None` when there is nothing to
     /// fold.
     pub fn compact(&self) -> Result<Option<Compaction>, PreAdviceError> {
+        let _rewriting = lock(&self.rewriting);
         // Step 1: fix the fold point and start a new segment for later batches.
         let (through_seq, view, old_segments, base_version) = {
             let mut writer = self.writer();

@@ -82,6 +82,22 @@ pub fn wait_applied(daemon: &DaemonProcess, seq: u64) {
     });
 }
 
+/// Every stage of the latency histogram holds one value per batch applied (no timings
+/// are asserted), and the buckets add up to the count.
+pub fn assert_latency_counts_every_batch(daemon: &DaemonProcess) {
+    let scrape = scrape(daemon.metrics_address());
+    let batches = scrape.value("sortd_hub_preadvice_batches_total", &[]);
+    assert!(batches > 0.0);
+    for stage in ["delivery", "wait", "parse", "log", "publish", "total"] {
+        let labels = [("stage", stage)];
+        let count = scrape.value("sortd_hub_preadvice_latency_seconds_count", &labels);
+        assert_eq!(count, batches, "stage {stage}");
+        let labels = [("stage", stage), ("le", "+Inf")];
+        let all = scrape.value("sortd_hub_preadvice_latency_seconds_bucket", &labels);
+        assert_eq!(all, batches, "stage {stage}");
+    }
+}
+
 /// The pre-advice sequence in the decision event of each parcel, from the journal.
 fn decision_seqs(events: &Path) -> Vec<(u64, u64, u16)> {
     let mut found = Vec::new();
@@ -105,7 +121,7 @@ fn decision_seqs(events: &Path) -> Vec<(u64, u64, u16)> {
     }
 }
 
-fn sort_one(daemon: &DaemonProcess, plc: &TestPlc, parcel_id: u64, barcode: &str) -> u16 {
+pub fn sort_one(daemon: &DaemonProcess, plc: &TestPlc, parcel_id: u64, barcode: &str) -> u16 {
     let mut scanner = BinaryScanner::connect(daemon.scanner_addresses[0], 3);
     scanner.send(&Parcel {
         parcel_id,
@@ -115,7 +131,7 @@ fn sort_one(daemon: &DaemonProcess, plc: &TestPlc, parcel_id: u64, barcode: &str
     plc.recorder.wait_for(3, parcel_id).chute
 }
 
-fn start_node(plc: &TestPlc, nats: &NatsServer, state: &Path) -> DaemonProcess {
+pub fn start_node(plc: &TestPlc, nats: &NatsServer, state: &Path) -> DaemonProcess {
     start_daemon(
         plc.address,
         &["protocol = \"binary\""],
@@ -160,6 +176,7 @@ fn pre_advice_from_nats_decides_survives_restarts_of_node_and_broker() {
     wait_applied(&node, second);
     assert_eq!(sort_one(&node, &plc, 3, "YT0000000000010"), 44);
     assert_eq!(metric(&node, "sortd_hub_preadvice_batches_total"), 2.0);
+    assert_latency_counts_every_batch(&node);
     let (code, _) = node.terminate();
     assert_eq!(code, Some(0));
 

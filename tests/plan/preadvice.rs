@@ -305,6 +305,32 @@ fn compaction_folds_into_a_verified_named_plan_and_cuts_the_log() {
 }
 
 #[test]
+fn reset_forgets_log_and_compacted_plan_and_starts_again_at_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let preadvice = open(dir.path());
+    preadvice
+        .apply(&[add("OLD", &[40]), remove("YT1")], 1)
+        .expect("applies");
+    preadvice.compact().expect("compacts").expect("had work");
+    preadvice.apply(&[add("LATER", &[41])], 2).expect("applies");
+    assert_eq!(preadvice.reset().expect("resets"), 2);
+    assert_eq!(preadvice.last_seq(), 0);
+    // The base plan answers again, with nothing of the old batches.
+    assert_eq!(answer(&preadvice, "OLD", None), (999, Outcome::NoRule, 0));
+    assert_eq!(answer(&preadvice, "LATER", None), (999, Outcome::NoRule, 0));
+    assert_eq!(answer(&preadvice, "YT1", None), (7, Outcome::Exact, 0));
+    assert!(!dir.path().join(COMPACTED_FILE).exists());
+    // Sequence 1 is new again, and a restart replays only what came after the reset.
+    preadvice.apply(&[add("NEW", &[42])], 1).expect("applies");
+    drop(preadvice);
+    let (preadvice, recovery) =
+        PreAdvice::open(dir.path(), plan(), PreAdviceSettings::default()).expect("reopens");
+    assert_eq!((recovery.records, recovery.compacted_through), (1, None));
+    assert_eq!(answer(&preadvice, "NEW", None), (42, Outcome::Exact, 1));
+    assert_eq!(answer(&preadvice, "OLD", None), (999, Outcome::NoRule, 0));
+}
+
+#[test]
 fn a_crash_between_plan_rename_and_log_cut_replays_nothing_twice() {
     let dir = tempfile::tempdir().expect("temp dir");
     let preadvice = open(dir.path());

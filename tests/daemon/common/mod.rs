@@ -764,32 +764,49 @@ pub fn parse_openmetrics(text: &str) -> Result<Scrape, String> {
             return Err(format!("series {key} repeated"));
         }
     }
-    // Histograms: cumulative buckets, the last one +Inf and equal to the count.
+    // Histograms: per series (the labels other than `le`), cumulative buckets, the last
+    // one +Inf and equal to the count.
     for (name, kind) in &scrape.types {
         if kind != "histogram" {
             continue;
         }
-        let series = scrape.series(&format!("{name}_bucket"));
-        let mut bounds: Vec<(f64, f64)> = series
-            .iter()
-            .map(|(labels, count)| {
-                let bound = labels
-                    .trim_start_matches("le=\"")
-                    .trim_end_matches('"')
-                    .replace("+Inf", "inf");
-                (bound.parse::<f64>().unwrap_or(f64::NAN), *count)
-            })
-            .collect();
-        bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
-        if bounds.last().map(|(bound, _)| *bound) != Some(f64::INFINITY) {
+        let mut by_series: std::collections::BTreeMap<String, Vec<(f64, f64)>> =
+            std::collections::BTreeMap::new();
+        for (labels, count) in scrape.series(&format!("{name}_bucket")) {
+            let mut bound = f64::NAN;
+            let mut rest = Vec::new();
+            for label in labels.split("\",").map(|label| label.trim_end_matches('"')) {
+                match label.strip_prefix("le=\"") {
+                    Some(le) => bound = le.replace("+Inf", "inf").parse().unwrap_or(f64::NAN),
+                    None => rest.push(label.to_string()),
+                }
+            }
+            by_series
+                .entry(rest.join(","))
+                .or_default()
+                .push((bound, count));
+        }
+        if by_series.is_empty() {
             return Err(format!("{name} has no +Inf bucket"));
         }
-        if bounds.windows(2).any(|pair| pair[0].1 > pair[1].1) {
-            return Err(format!("{name} buckets are not cumulative"));
-        }
-        let count = scrape.get(&format!("{name}_count"), &[]);
-        if count != bounds.last().map(|(_, count)| *count) {
-            return Err(format!("{name}: +Inf bucket differs from _count"));
+        for (labels, mut bounds) in by_series {
+            bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if bounds.last().map(|(bound, _)| *bound) != Some(f64::INFINITY) {
+                return Err(format!("{name}{{{labels}}} has no +Inf bucket"));
+            }
+            if bounds.windows(2).any(|pair| pair[0].1 > pair[1].1) {
+                return Err(format!("{name}{{{labels}}} buckets are not cumulative"));
+            }
+            let label_pairs: Vec<(&str, &str)> = labels
+                .split(',')
+                .filter_map(|label| label.split_once("=\""))
+                .collect();
+            let count = scrape.get(&format!("{name}_count"), &label_pairs);
+            if count != bounds.last().map(|(_, count)| *count) {
+                return Err(format!(
+                    "{name}{{{labels}}}: +Inf bucket differs from _count"
+                ));
+            }
         }
     }
     Ok(scrape)
