@@ -12,6 +12,7 @@ mod hostile;
 mod hub_cluster;
 mod hub_plans;
 mod hub_preadvice;
+mod nats_cli;
 mod preadvice;
 mod prometheus;
 mod service;
