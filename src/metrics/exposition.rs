@@ -24,7 +24,7 @@ use crate::decision::Reason;
 use crate::events::journal::{JournalStats, LossReason};
 use crate::export::preadvice_sub::{PreadviceCounters, PreadviceErrorKind};
 use crate::export::{
-    ExportCounters, ExportErrorKind, ExportState, HubCounters, HubState, PlanRefusal,
+    ExportCounters, ExportErrorKind, ExportState, HubCounters, HubState, PlanRefusal, PlanRetry,
 };
 use crate::plan::PlanHandle;
 use crate::plc::{ChuteState, ChuteStateTable};
@@ -746,6 +746,27 @@ impl Collector for HubCollector {
                     ConstCounter::new(x.refused(reason)),
                 )
             }),
+        )?;
+        family(
+            e,
+            "sortd_hub_plan_retries",
+            "Failed attempts to take a plan from the hub that were not the plan's fault, by \
+             reason (write: the hub dir; interrupted: the download broke off); each is retried.",
+            None,
+            MetricType::Counter,
+            PlanRetry::ALL.map(|reason| {
+                (
+                    [("reason", reason.name())],
+                    ConstCounter::new(x.retried(reason)),
+                )
+            }),
+        )?;
+        counter(
+            e,
+            "sortd_hub_plan_downloads",
+            "Plan downloads from the hub started, retries included.",
+            None,
+            load(&x.plan_downloads),
         )?;
         gauge(
             e,
