@@ -476,6 +476,27 @@ impl Collector for DaemonCollector {
             None,
             load(&plc.acked),
         )?;
+        gauge(
+            e,
+            "sortd_plc_held_sorts",
+            "SORTs held now while the PLC link is down (sent when it is up, or expired).",
+            load(&plc.held_now) as i64,
+        )?;
+        counter(
+            e,
+            "sortd_plc_sorts_held",
+            "SORTs decided while the PLC link was down and held for it.",
+            None,
+            load(&plc.held),
+        )?;
+        counter(
+            e,
+            "sortd_plc_sorts_held_expired",
+            "Held SORTs whose deadline passed before the PLC link came back; never sent \
+             (each also counts as an undelivered decision).",
+            None,
+            load(&plc.held_expired),
+        )?;
         counter(
             e,
             "sortd_plc_retransmissions",
