@@ -31,6 +31,20 @@ fn compiled(dir: &Path, version: u32, chute: u16) -> std::path::PathBuf {
     out
 }
 
+/// Version 2 (prefix 33 to chute 202) with `exact_entries` more exact entries, compiled
+/// to `<dir>/big.sortplan`.
+fn compiled_big(dir: &Path, exact_entries: u32) -> std::path::PathBuf {
+    let mut csv = plan_csv(2, 202);
+    for index in 0..exact_entries {
+        csv.push_str(&format!("exact,YT{index:013},7\n"));
+    }
+    let source = dir.join("big.csv");
+    std::fs::write(&source, csv).expect("plan written");
+    let big = dir.join("big.sortplan");
+    sortd::plan::compile_file(&source, &big).expect("plan compiles");
+    big
+}
+
 fn sortd(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sortd"))
         .args(args)
@@ -463,14 +477,7 @@ fn a_plan_larger_than_plan_bytes_max_is_refused_before_download() {
     );
     plc.wait_connected();
     // Version 2 with enough exact entries to pass 4 KiB.
-    let mut csv = plan_csv(2, 202);
-    for index in 0..400 {
-        csv.push_str(&format!("exact,YT{index:013},7\n"));
-    }
-    let source = plans.path().join("big.csv");
-    std::fs::write(&source, csv).expect("plan written");
-    let big = plans.path().join("big.sortplan");
-    sortd::plan::compile_file(&source, &big).expect("compiles");
+    let big = compiled_big(plans.path(), 400);
     assert!(std::fs::metadata(&big).expect("meta").len() > 4096);
     assert!(publish(&nats, &big, &[]).status.success());
     wait_until("the refusal", || {
@@ -573,6 +580,51 @@ fn a_plan_that_does_not_verify_is_downloaded_once_even_across_reconnects() {
     assert_eq!(daemon.log_lines("plan from the hub refused").len(), 1);
     assert_eq!(
         metric("sortd_hub_plan_retries_total", &[("reason", "write")]),
+        0.0
+    );
+}
+
+#[test]
+fn a_download_cut_off_by_the_broker_is_counted_and_downloaded_again_after_the_reconnect() {
+    let nats = NatsServer::start();
+    let proxy = crate::common::proxy::Proxy::start(nats.address(), 8);
+    let plans = tempfile::tempdir().expect("temp dir");
+    let hub_dir = tempfile::tempdir().expect("temp dir");
+    let plc = TestPlc::start(vec![], vec![]);
+    let daemon = start_node(
+        &format!("nats://{}", proxy.address),
+        &plc,
+        hub_dir.path(),
+        (1, 101),
+    );
+    plc.wait_connected();
+    let metric =
+        |name: &str, labels: &[(&str, &str)]| scrape(daemon.metrics_address()).value(name, labels);
+    wait_until("the node to connect", || {
+        metric("sortd_hub_connections_total", &[]) == 1.0
+    });
+    // Version 2 with enough exact entries to take seconds at 64 KB/s.
+    let v2 = compiled_big(plans.path(), 20_000);
+    assert!(std::fs::metadata(&v2).expect("meta").len() > 256 * 1024);
+    proxy.set(|toxics| toxics.downstream.bytes_per_s = Some(64 * 1024));
+    assert!(publish(&nats, &v2, &[]).status.success());
+    wait_until("the download to start", || {
+        metric("sortd_hub_plan_downloads_total", &[]) == 1.0
+    });
+    // The broker drops the node mid-download.
+    proxy.reset_all();
+    proxy.heal();
+    wait_taken(&daemon, 2);
+    assert_eq!(decide(&daemon, &plc, 1), 202);
+    let scraped = scrape(daemon.metrics_address());
+    assert_eq!(
+        scraped.value("sortd_hub_plan_retries_total", &[("reason", "interrupted")]),
+        1.0
+    );
+    assert_eq!(scraped.value("sortd_hub_plan_downloads_total", &[]), 2.0);
+    assert_eq!(scraped.value("sortd_hub_plans_taken_total", &[]), 1.0);
+    assert_eq!(
+        scraped.value("sortd_hub_plans_refused_total", &[("reason", "download")]),
         0.0
     );
 }
