@@ -391,10 +391,7 @@ impl Watcher {
                 Outcome::Retry(reason, detail) => (reason, detail),
                 outcome => {
                     if failures > 0 {
-                        tracing::info!(
-                            failures,
-                            "the plan from the hub could be written after all"
-                        );
+                        tracing::info!(failures, "plan from the hub: the retries are over");
                     }
                     return Ok(outcome);
                 }
@@ -630,6 +627,30 @@ mod tests {
             ),
         )
         .expect("compiles")
+    }
+
+    #[test]
+    fn an_installer_error_is_the_disks_when_an_io_error_is_in_its_chain() {
+        #[derive(Debug)]
+        struct Wrapped(io::Error);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "installing: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let disk: InstallError = Box::new(Wrapped(io::Error::other("EIO")));
+        assert!(is_io(disk.as_ref()));
+        let plan: InstallError = Box::new(PlanError::Io {
+            kind: io::ErrorKind::Other,
+        });
+        assert!(is_io(plan.as_ref()));
+        let content: InstallError = "checksum mismatch".into();
+        assert!(!is_io(content.as_ref()));
     }
 
     #[test]
