@@ -90,7 +90,7 @@ fn per_turn(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("per_turn");
     group.bench_function("publish_plc_turn", |b| {
-        b.iter(|| counters.publish_plc_turn(black_box(&stats), true, black_box(12), 3))
+        b.iter(|| counters.publish_plc_turn(black_box(&stats), true, black_box(12), 0, 3))
     });
     group.bench_function("ingress_liveness_turn", |b| {
         b.iter(|| counters.liveness.ingress_turn(black_box(0)))

@@ -163,6 +163,12 @@ pub struct PlcGauges {
     pub acked: AtomicU64,
     /// ACKs that acknowledged nothing new.
     pub acks_duplicate: AtomicU64,
+    /// SORTs submitted while the link was down, held until it came up (or expired).
+    pub held: AtomicU64,
+    /// Held SORTs whose deadline passed before the link came up; never sent.
+    pub held_expired: AtomicU64,
+    /// SORTs held now (the link is down).
+    pub held_now: AtomicU64,
     /// Times the link came up.
     pub link_ups: AtomicU64,
     /// Times the link went down.
@@ -216,11 +222,13 @@ impl PlcRefusals {
 }
 
 impl PlcGauges {
-    fn store(&self, stats: &LinkStats, link_up: bool, in_flight: usize, queued_batches: usize) {
+    fn store(&self, stats: &LinkStats, link_up: bool, in_flight: usize, held_now: usize) {
         let set = |gauge: &AtomicU64, value: u64| gauge.store(value, Ordering::Relaxed);
         self.link_up.store(link_up, Ordering::Relaxed);
         set(&self.in_flight, in_flight as u64);
-        set(&self.queued_batches, queued_batches as u64);
+        set(&self.held_now, held_now as u64);
+        set(&self.held, stats.held);
+        set(&self.held_expired, stats.held_expired);
         set(&self.sent, stats.sent);
         set(&self.retransmitted, stats.retransmitted);
         set(&self.acked, stats.acked);
@@ -458,16 +466,22 @@ impl Counters {
         }
     }
 
-    /// Called by the PLC thread once per turn: marks it alive and publishes the link.
+    /// Called by the PLC thread once per turn: marks it alive and publishes the link
+    /// (`in_flight`: SORTs unacknowledged; `held_now`: SORTs held while it is down) and
+    /// the hand-off queue.
     pub fn publish_plc_turn(
         &self,
         stats: &LinkStats,
         link_up: bool,
         in_flight: usize,
+        held_now: usize,
         queued_batches: usize,
     ) {
         self.liveness.plc_turn();
-        self.plc.store(stats, link_up, in_flight, queued_batches);
+        self.plc.store(stats, link_up, in_flight, held_now);
+        self.plc
+            .queued_batches
+            .store(queued_batches as u64, Ordering::Relaxed);
     }
 
     /// Records that the plan deciding now was loaded at this moment (wall clock).
@@ -573,9 +587,11 @@ mod tests {
             acked: 9,
             acks_duplicate: 1,
             link_ups: 1,
+            held: 7,
+            held_expired: 2,
             ..LinkStats::default()
         };
-        counters.publish_plc_turn(&stats, true, 1, 3);
+        counters.publish_plc_turn(&stats, true, 1, 4, 3);
         let plc = &counters.plc;
         let load = |gauge: &AtomicU64| gauge.load(Ordering::Relaxed);
         assert!(plc.link_up.load(Ordering::Relaxed));
@@ -588,8 +604,11 @@ mod tests {
                 load(&plc.acked),
                 load(&plc.acks_duplicate),
                 load(&plc.link_ups),
+                load(&plc.held),
+                load(&plc.held_expired),
+                load(&plc.held_now),
             ],
-            [1, 3, 10, 2, 9, 1, 1]
+            [1, 3, 10, 2, 9, 1, 1, 7, 2, 4]
         );
         assert_eq!(counters.liveness.plc_turns(), 1);
     }

@@ -55,6 +55,10 @@ fn campaign(range: std::ops::Range<u64>) -> SeedReport {
             report.events_in_stream, report.events_journaled,
             "seed {seed}"
         );
+        assert_eq!(
+            report.chute_states_disagreeing, 0,
+            "seed {seed}: sortd and the PLC disagree on chute states at the end"
+        );
         total.add(&report);
     }
     total
@@ -76,6 +80,10 @@ fn assert_faults_bit(total: &SeedReport, seeds: u64) {
     assert!(total.connections_closed > seeds, "closes: {total:?}");
     assert!(total.link_ups > seeds, "reconnects: {total:?}");
     assert!(total.plc_restarts > 0, "PLC restarts: {total:?}");
+    assert!(
+        total.chutes_kept_across_plc_restarts > 0,
+        "chutes full or disabled through a PLC restart: {total:?}"
+    );
     assert!(total.text_scanners > seeds / 2, "text scanners: {total:?}");
     assert!(
         total.isolation_scanners_compared >= seeds,

@@ -67,7 +67,7 @@ pub enum EventsCommand {
     },
     /// Read the hub's event stream from NATS and check it per sorter: gaps, duplicates,
     /// parcels decided once, outcomes matched; exit 1 unless exact.
-    Reconcile(super::events_reconcile::ReconcileArgs),
+    Reconcile(Box<super::events_reconcile::ReconcileArgs>),
     /// Binary records on stdin (e.g. NATS message payloads) to JSON lines on stdout.
     Decode {
         /// Hub id to put in the JSON (from the NATS subject).
@@ -97,7 +97,7 @@ pub fn run(command: EventsCommand) -> anyhow::Result<ExitCode> {
             json,
         } => find(&dir, parcel, barcode.as_deref(), json, &mut out),
         EventsCommand::Verify { dir } => verify_dir(&dir, &mut out),
-        EventsCommand::Reconcile(args) => super::events_reconcile::run(args, &mut out),
+        EventsCommand::Reconcile(args) => super::events_reconcile::run(*args, &mut out),
         EventsCommand::Decode { hub, sorter } => {
             let ids = hub.as_deref().zip(sorter.as_deref());
             decode_stdin(ids, &mut out)

@@ -9,8 +9,9 @@ use std::process::ExitCode;
 
 use sortd::events::reconcile::{Reconciler, SorterReport};
 use sortd::export::config::STREAM_NAME_DEFAULT;
-use sortd::export::connection::{AuthSection, NatsConnection, TlsSection};
 use sortd::export::stream_read::read_events;
+
+use super::nats_args::{self, NatsArgs};
 
 /// Milliseconds to connect and for each stream API call.
 const TIMEOUT_MS: u64 = 10_000;
@@ -18,9 +19,8 @@ const TIMEOUT_MS: u64 = 10_000;
 /// Arguments of `sortd events reconcile`.
 #[derive(Debug, clap::Args)]
 pub struct ReconcileArgs {
-    /// NATS server URL.
-    #[arg(long, default_value = "nats://127.0.0.1:4222")]
-    nats: String,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// The sort-event stream.
     #[arg(long, default_value = STREAM_NAME_DEFAULT)]
     stream: String,
@@ -35,16 +35,14 @@ pub struct ReconcileArgs {
     json: bool,
 }
 
-/// Run `sortd events reconcile`.
+/// Run `sortd events reconcile`. Exit 1 when the stream is not exact; a failure to
+/// connect has its own status (`nats_args`).
 pub fn run(args: ReconcileArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let connection = NatsConnection::validate(
-        "nats",
-        std::slice::from_ref(&args.nats),
-        TIMEOUT_MS,
-        TIMEOUT_MS,
-        &AuthSection::default(),
-        &TlsSection::default(),
-    )?;
+    nats_args::exit_on_connect_error(reconcile(args, out))
+}
+
+fn reconcile(args: ReconcileArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let connection = args.nats.connection(TIMEOUT_MS)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -14,6 +14,7 @@ mod events_reconcile;
 mod frames;
 mod generate;
 mod loadgen;
+mod nats_args;
 mod plan;
 mod plan_hub;
 mod plan_preadvice;
@@ -101,6 +102,12 @@ fn one_line(error: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::one_line;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // Catches, among others, a conflict or requirement naming an unknown option.
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 
     #[test]
     fn a_cause_already_in_the_message_is_not_repeated() {

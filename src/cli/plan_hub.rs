@@ -2,31 +2,35 @@
 //! bucket for a group, and what each node of the group runs. Thin shells over
 //! `sortd::export::hub_admin`, on a small tokio runtime of their own.
 //!
-//! Where NATS is: `--nats URL` (no credentials), or `--config FILE`, whose `[hub]`
-//! section gives the URLs, credentials, TLS, buckets and (by default) the group, as a
-//! node configured with it would use them (`enabled` need not be set).
+//! Where NATS is: the shared options of `super::nats_args` (`--nats URL`, credentials
+//! and TLS from files), or `--config FILE`, whose `[hub]` section gives the URLs,
+//! credentials, TLS, buckets and (by default) the group, as a node configured with it
+//! would use them (`enabled` need not be set).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use sortd::export::connection::{AuthSection, NatsConnection, TlsSection, connect};
+use sortd::export::connection::{NatsConnection, connect};
 use sortd::export::hub_admin::{self, AdminError};
 use sortd::export::hub_config::{PLAN_BUCKET_DEFAULT, STATUS_BUCKET_DEFAULT};
 use sortd::export::hub_plan::{NodeState, checksum_hex, node_state};
 
+use super::nats_args::{self, NatsArgs};
+
 /// Exit status of `plan status --strict` when a node does not run the published plan.
 const EXIT_NODES_DIFFER: u8 = 2;
+/// Milliseconds to connect and for each JetStream request, with the NATS options.
+const TIMEOUT_MS: u64 = 10_000;
 
 /// Where the hub is, and which group.
 #[derive(Debug, clap::Args)]
 pub struct HubArgs {
-    /// A NATS server URL (nats://host:port); no credentials. Or use --config.
-    #[arg(long, conflicts_with = "config")]
-    nats: Option<String>,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// A sortd configuration whose [hub] section says how to reach NATS (URLs,
-    /// credentials, TLS), the buckets and the default group.
-    #[arg(long)]
+    /// credentials, TLS), the buckets and the default group; instead of the NATS options.
+    #[arg(long, conflicts_with_all = nats_args::IDS)]
     config: Option<PathBuf>,
     /// The sorter group (default: the configuration's [hub] group).
     #[arg(long)]
@@ -93,21 +97,10 @@ fn target(args: &HubArgs) -> anyhow::Result<Target> {
             group: settings.group,
         });
     }
-    let Some(url) = &args.nats else {
-        bail!("say where NATS is: --nats URL or --config FILE");
-    };
     let Some(group) = &args.group else {
-        bail!("--group is required with --nats");
+        bail!("--group is required without --config");
     };
-    let connection = NatsConnection::validate(
-        "nats",
-        std::slice::from_ref(url),
-        5_000,
-        10_000,
-        &AuthSection::default(),
-        &TlsSection::default(),
-    )
-    .map_err(|error| anyhow::anyhow!("--nats: {}", error.message))?;
+    let connection = args.nats.connection(TIMEOUT_MS)?;
     Ok(Target {
         connection,
         plan_bucket: PLAN_BUCKET_DEFAULT.into(),
@@ -140,6 +133,10 @@ fn now_unix_ms() -> u64 {
 
 /// `sortd plan publish`.
 pub fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
+    nats_args::exit_on_connect_error(publish_to_hub(args))
+}
+
+fn publish_to_hub(args: PublishArgs) -> anyhow::Result<ExitCode> {
     let target = target(&args.hub)?;
     // Verified before anything reaches the hub.
     let identity = match hub_admin::verified_identity(&args.plan) {
@@ -196,6 +193,10 @@ pub fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
 
 /// `sortd plan status`.
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    nats_args::exit_on_connect_error(group_status(args))
+}
+
+fn group_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let target = target(&args.hub)?;
     let runtime = runtime()?;
     let status = runtime.block_on(async {

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use sortd::export::connection::{AuthSection, NatsConnection, TlsSection};
 use sortd::export::hub_config::{PREADVICE_STREAM_DEFAULT, check_name, preadvice_subject};
 use sortd::export::preadvice_sub::publish_batch;
 use sortd::plan::overlay::OverlayValue;
 use sortd::plan::preadvice_msg::{entry_to_json, parse_message};
 use sortd::plan::{Plan, PreAdvice, PreAdviceSettings};
+
+use super::nats_args::{self, NatsArgs};
 
 /// The `plan preadvice` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -47,9 +48,8 @@ pub enum PreadviceCommand {
     /// Publish a JSON-lines file as one batch to the hub's pre-advice stream (created
     /// when missing); prints the stream sequence, which every node applies it at.
     Publish {
-        /// NATS server URL.
-        #[arg(long, default_value = "nats://127.0.0.1:4222")]
-        nats: String,
+        #[command(flatten)]
+        nats: Box<NatsArgs>,
         /// The sorter group (subject `sortd.preadvice.<group>`).
         #[arg(long)]
         group: String,
@@ -164,7 +164,13 @@ pub fn run(command: PreadviceCommand) -> anyhow::Result<ExitCode> {
             stream,
             msg_id,
             file,
-        } => publish(&nats, &group, &stream, msg_id.as_deref(), &file),
+        } => nats_args::exit_on_connect_error(publish(
+            &nats,
+            &group,
+            &stream,
+            msg_id.as_deref(),
+            &file,
+        )),
         PreadviceCommand::Compact { dir, plan } => {
             let preadvice = open_dir(&dir, &plan)?;
             match preadvice
@@ -193,7 +199,7 @@ pub fn run(command: PreadviceCommand) -> anyhow::Result<ExitCode> {
 const PUBLISH_TIMEOUT_MS: u64 = 10_000;
 
 fn publish(
-    url: &str,
+    nats: &NatsArgs,
     group: &str,
     stream: &str,
     msg_id: Option<&str>,
@@ -217,14 +223,7 @@ fn publish(
         "{}: over the pre-advice message limit",
         file.display()
     );
-    let connection = NatsConnection::validate(
-        "nats",
-        &[url.to_string()],
-        PUBLISH_TIMEOUT_MS,
-        PUBLISH_TIMEOUT_MS,
-        &AuthSection::default(),
-        &TlsSection::default(),
-    )?;
+    let connection = nats.connection(PUBLISH_TIMEOUT_MS)?;
     let subject = preadvice_subject(group);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -295,6 +295,24 @@ impl fmt::Display for ConnectError {
     }
 }
 
+impl ConnectError {
+    /// Whether the credentials are at fault: a secret file that cannot be read or used,
+    /// or a server that refused them. Otherwise the server could not be reached (refused,
+    /// timed out, TLS handshake failed).
+    pub fn is_credentials(&self) -> bool {
+        match self {
+            ConnectError::Secret { .. }
+            | ConnectError::SecretTooLarge { .. }
+            | ConnectError::Credentials { .. } => true,
+            ConnectError::Connect(error) => matches!(
+                error.kind(),
+                async_nats::ConnectErrorKind::Authentication
+                    | async_nats::ConnectErrorKind::AuthorizationViolation
+            ),
+        }
+    }
+}
+
 impl std::error::Error for ConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {

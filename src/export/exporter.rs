@@ -3,7 +3,8 @@
 //! unacknowledged messages, and resumes from the stream itself after every start and
 //! every lost connection. The decisions (what to replay, where to resume, how old the
 //! oldest unexported event is) are in [`super::ledger`]; this file is the IO around
-//! them.
+//! them. Why a session ended is a `SessionError` (typed, with its cause), counted by
+//! its [`ExportErrorKind`].
 //!
 //! One connection, one tokio runtime: each connection attempt runs in a fresh
 //! current-thread runtime that is dropped when the connection is lost. async-nats would
@@ -19,16 +20,20 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::context::{
+    CreateStreamError, GetStreamError, PublishAckFuture, PublishError, PublishErrorKind,
+};
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::{Config as StreamConfig, LastRawMessageErrorKind, StorageType};
+use async_nats::jetstream::stream::{
+    Config as StreamConfig, LastRawMessageError, LastRawMessageErrorKind, StorageType,
+};
 use async_nats::jetstream::{self, Context};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::sync::{Notify, watch};
 
 use super::config::ExportSettings;
-use super::connection::connect;
+use super::connection::{ConnectError, connect};
 use super::core::{CoreSettings, ExportCore, Outgoing, StreamEnd};
 use super::counters::{ExportCounters, ExportErrorKind, ExportState};
 use super::ledger::Bounds;
@@ -120,16 +125,94 @@ enum SessionEnd {
     },
 }
 
-type AckFuture = std::pin::Pin<
-    Box<
-        dyn Future<
-            Output = (
-                Bounds,
-                Result<jetstream::publish::PublishAck, String>,
-                ExportErrorKind,
+/// Why one connection's session ended, with what the library said: counted by its
+/// [`ExportErrorKind`], logged once per kind. `E` is the source's error.
+#[derive(Debug)]
+enum SessionError<E> {
+    /// The connection could not be opened.
+    Connect(ConnectError),
+    /// The stream could not be created (`create_stream = true`).
+    CreateStream {
+        stream: String,
+        error: CreateStreamError,
+    },
+    /// The stream could not be found (`create_stream = false`) or read.
+    GetStream {
+        stream: String,
+        error: GetStreamError,
+    },
+    /// The last message on the subject could not be read.
+    LastMessage {
+        subject: String,
+        error: LastRawMessageError,
+    },
+    /// The newest message on the subject was not written by a sortd exporter.
+    ForeignMessage { subject: String, stream_seq: u64 },
+    /// The source (journal) could not be read.
+    Source(E),
+    /// A publish was not sent or not acknowledged.
+    Publish(PublishError),
+    /// The connection dropped.
+    Disconnected,
+}
+
+impl<E> SessionError<E> {
+    /// The counter it goes to.
+    fn kind(&self) -> ExportErrorKind {
+        match self {
+            SessionError::Connect(_) => ExportErrorKind::Connect,
+            SessionError::CreateStream { .. }
+            | SessionError::GetStream { .. }
+            | SessionError::LastMessage { .. } => ExportErrorKind::Stream,
+            SessionError::ForeignMessage { .. } => ExportErrorKind::ForeignMessage,
+            SessionError::Source(_) => ExportErrorKind::Source,
+            SessionError::Publish(error) => publish_error_kind(error.kind()),
+            SessionError::Disconnected => ExportErrorKind::Disconnected,
+        }
+    }
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for SessionError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionError::Connect(error) => write!(f, "connecting: {error}"),
+            SessionError::CreateStream { stream, error } => {
+                write!(f, "creating stream {stream}: {error}")
+            }
+            SessionError::GetStream { stream, error } => write!(f, "stream {stream}: {error}"),
+            SessionError::LastMessage { subject, error } => {
+                write!(f, "last message on {subject}: {error}")
+            }
+            SessionError::ForeignMessage {
+                subject,
+                stream_seq,
+            } => write!(
+                f,
+                "stream message {stream_seq} on {subject} has no {HEADER_LAST_SEQ} header"
             ),
-        >,
-    >,
+            SessionError::Source(error) => write!(f, "reading the journal: {error}"),
+            SessionError::Publish(error) => write!(f, "publishing: {error}"),
+            SessionError::Disconnected => write!(f, "connection lost"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for SessionError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SessionError::Connect(error) => Some(error),
+            SessionError::CreateStream { error, .. } => Some(error),
+            SessionError::GetStream { error, .. } => Some(error),
+            SessionError::LastMessage { error, .. } => Some(error),
+            SessionError::Source(error) => Some(error),
+            SessionError::Publish(error) => Some(error),
+            SessionError::ForeignMessage { .. } | SessionError::Disconnected => None,
+        }
+    }
+}
+
+type AckFuture = std::pin::Pin<
+    Box<dyn Future<Output = (Bounds, Result<jetstream::publish::PublishAck, PublishError>)>>,
 >;
 
 /// The core's settings from the `[export]` section.
@@ -248,23 +331,24 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
         last
     }
 
-    fn log_loss(&mut self, kind: ExportErrorKind, detail: &str) {
+    fn log_loss(&mut self, kind: ExportErrorKind, error: &SessionError<S::Error>) {
         // One line per kind until the exporter makes progress again: a long outage does
         // not flood the log.
         if self.last_logged != Some(kind) {
             tracing::warn!(
                 kind = kind.name(),
-                detail,
+                detail = %error,
                 "NATS export interrupted; retrying with backoff"
             );
             self.last_logged = Some(kind);
         } else {
-            tracing::debug!(kind = kind.name(), detail, "NATS export still interrupted");
+            tracing::debug!(kind = kind.name(), detail = %error, "NATS export still interrupted");
         }
     }
 
-    fn lost(&mut self, kind: ExportErrorKind, detail: &str, progressed: bool) -> SessionEnd {
-        self.log_loss(kind, detail);
+    fn lost(&mut self, error: SessionError<S::Error>, progressed: bool) -> SessionEnd {
+        let kind = error.kind();
+        self.log_loss(kind, &error);
         SessionEnd::Lost { kind, progressed }
     }
 
@@ -283,9 +367,7 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
         let client = match connecting {
             None => return SessionEnd::Stopped,
             Some(Ok(client)) => client,
-            Some(Err(error)) => {
-                return self.lost(ExportErrorKind::Connect, &error.to_string(), false);
-            }
+            Some(Err(error)) => return self.lost(SessionError::Connect(error), false),
         };
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
         let js = jetstream::context::ContextBuilder::new()
@@ -301,11 +383,11 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
         let end = match reading {
             None => return SessionEnd::Stopped,
             Some(Ok(end)) => end,
-            Some(Err((kind, detail))) => return self.lost(kind, &detail, false),
+            Some(Err(error)) => return self.lost(error, false),
         };
         let resume = match self.core.connected(end, &mut self.source) {
             Ok(resume) => resume,
-            Err(error) => return self.lost(ExportErrorKind::Source, &error.to_string(), false),
+            Err(error) => return self.lost(SessionError::Source(error), false),
         };
         if end.last_seq.is_some() {
             self.store_cursor(true);
@@ -321,7 +403,7 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
 
     /// The last event sequence the stream holds for this subject (None when the subject
     /// is empty) and the stream sequence of that message (0 when none).
-    async fn read_stream_end(&self, js: &Context) -> Result<StreamEnd, (ExportErrorKind, String)> {
+    async fn read_stream_end(&self, js: &Context) -> Result<StreamEnd, SessionError<S::Error>> {
         let settings = &self.settings;
         let stream = if settings.create_stream {
             js.get_or_create_stream(StreamConfig {
@@ -333,11 +415,17 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
                 ..Default::default()
             })
             .await
-            .map_err(|e| (ExportErrorKind::Stream, e.to_string()))?
+            .map_err(|error| SessionError::CreateStream {
+                stream: settings.stream.clone(),
+                error,
+            })?
         } else {
             js.get_stream(&settings.stream)
                 .await
-                .map_err(|e| (ExportErrorKind::Stream, e.to_string()))?
+                .map_err(|error| SessionError::GetStream {
+                    stream: settings.stream.clone(),
+                    error,
+                })?
         };
         match stream
             .get_last_raw_message_by_subject(&settings.subject)
@@ -353,13 +441,10 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
                         last_seq: Some(last),
                         subject_seq: message.sequence,
                     }),
-                    None => Err((
-                        ExportErrorKind::ForeignMessage,
-                        format!(
-                            "stream message {} on {} has no {HEADER_LAST_SEQ} header",
-                            message.sequence, settings.subject
-                        ),
-                    )),
+                    None => Err(SessionError::ForeignMessage {
+                        subject: settings.subject.clone(),
+                        stream_seq: message.sequence,
+                    }),
                 }
             }
             Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
@@ -368,7 +453,10 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
                     subject_seq: 0,
                 })
             }
-            Err(error) => Err((ExportErrorKind::Stream, error.to_string())),
+            Err(error) => Err(SessionError::LastMessage {
+                subject: settings.subject.clone(),
+                error,
+            }),
         }
     }
 
@@ -400,7 +488,7 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
                     }
                     Err(error) => {
                         let progressed = self.core.progressed();
-                        return self.lost(ExportErrorKind::Source, &error.to_string(), progressed);
+                        return self.lost(SessionError::Source(error), progressed);
                     }
                 };
                 let bounds = outgoing.bounds;
@@ -412,9 +500,8 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
                 match sent {
                     Ok(ack) => in_flight.push_back(ack_future(bounds, ack)),
                     Err(error) => {
-                        let kind = publish_error_kind(error.kind());
                         let progressed = self.core.progressed();
-                        return self.lost(kind, &error.to_string(), progressed);
+                        return self.lost(SessionError::Publish(error), progressed);
                     }
                 }
             }
@@ -427,17 +514,17 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
                 biased;
                 _ = lost.notified() => {
                     let progressed = self.core.progressed();
-                    return self.lost(ExportErrorKind::Disconnected, "connection lost", progressed);
+                    return self.lost(SessionError::Disconnected, progressed);
                 }
-                Some((bounds, result, kind)) = in_flight.next(), if !in_flight.is_empty() => {
+                Some((bounds, result)) = in_flight.next(), if !in_flight.is_empty() => {
                     match result {
                         Ok(ack) => {
                             self.last_logged = None;
                             self.core.on_ack(bounds, ack.duplicate);
                         }
-                        Err(detail) => {
+                        Err(error) => {
                             let progressed = self.core.progressed();
-                            return self.lost(kind, &detail, progressed);
+                            return self.lost(SessionError::Publish(error), progressed);
                         }
                     }
                 }
@@ -479,7 +566,7 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
     /// On stop: waits up to the ack timeout for what is in flight.
     async fn drain(&mut self, in_flight: &mut FuturesOrdered<AckFuture>) {
         let deadline = tokio::time::Instant::now() + self.settings.ack_timeout;
-        while let Ok(Some((bounds, result, _))) =
+        while let Ok(Some((bounds, result))) =
             tokio::time::timeout_at(deadline, in_flight.next()).await
         {
             match result {
@@ -491,15 +578,7 @@ impl<S: ExportSource, C: CursorStore> Shell<S, C> {
 }
 
 fn ack_future(bounds: Bounds, ack: PublishAckFuture) -> AckFuture {
-    Box::pin(async move {
-        match ack.await {
-            Ok(ack) => (bounds, Ok(ack), ExportErrorKind::Rejected),
-            Err(error) => {
-                let kind = publish_error_kind(error.kind());
-                (bounds, Err(error.to_string()), kind)
-            }
-        }
-    })
+    Box::pin(async move { (bounds, ack.await) })
 }
 
 fn publish_error_kind(kind: PublishErrorKind) -> ExportErrorKind {
@@ -511,5 +590,61 @@ fn publish_error_kind(kind: PublishErrorKind) -> ExportErrorKind {
         | PublishErrorKind::WrongLastSequence
         | PublishErrorKind::MaxAckPending
         | PublishErrorKind::Other => ExportErrorKind::Rejected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_session_error_names_its_counter_and_keeps_its_cause() {
+        let cases: [(SessionError<io::Error>, ExportErrorKind); 6] = [
+            (
+                SessionError::Publish(PublishError::new(PublishErrorKind::TimedOut)),
+                ExportErrorKind::AckTimeout,
+            ),
+            (
+                SessionError::Publish(PublishError::new(PublishErrorKind::BrokenPipe)),
+                ExportErrorKind::Disconnected,
+            ),
+            (
+                SessionError::Publish(PublishError::new(PublishErrorKind::WrongLastSequence)),
+                ExportErrorKind::Rejected,
+            ),
+            (
+                SessionError::ForeignMessage {
+                    subject: "sortd.events.h.s".into(),
+                    stream_seq: 7,
+                },
+                ExportErrorKind::ForeignMessage,
+            ),
+            (
+                SessionError::Source(io::Error::other("segment unreadable")),
+                ExportErrorKind::Source,
+            ),
+            (SessionError::Disconnected, ExportErrorKind::Disconnected),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind, "{error}");
+        }
+        let source = SessionError::Source(io::Error::other("segment unreadable"));
+        assert_eq!(
+            source.to_string(),
+            "reading the journal: segment unreadable"
+        );
+        let cause = source.source().expect("a cause");
+        assert!(cause.downcast_ref::<io::Error>().is_some());
+        let foreign = SessionError::<io::Error>::ForeignMessage {
+            subject: "sortd.events.h.s".into(),
+            stream_seq: 7,
+        };
+        assert_eq!(
+            foreign.to_string(),
+            "stream message 7 on sortd.events.h.s has no Sortd-Last-Seq header"
+        );
+        assert!(foreign.source().is_none());
     }
 }

@@ -71,7 +71,8 @@ pub enum PlanRefusal {
     Metadata = 0,
     /// Larger than `plan_bytes_max`.
     TooLarge = 1,
-    /// The download failed its digest or length, or could not be written.
+    /// The download failed its digest or length (a failure to write it locally is not
+    /// the plan's fault: see [`PlanRetry`]).
     Download = 2,
     /// The plan does not open or verify, or is not the plan the metadata names.
     Verify = 3,
@@ -97,6 +98,33 @@ impl PlanRefusal {
     }
 }
 
+/// Why taking a plan from the hub failed for a reason that is not the plan's: the same
+/// revision is tried again (with backoff) instead of being refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PlanRetry {
+    /// The state directory (`[hub] dir`) could not be written (disk full, permissions,
+    /// an I/O error) or the download could not be read back: retried in the session
+    /// with a capped backoff until it works or a newer revision replaces it.
+    Write = 0,
+    /// The download broke off (the broker went away, a read failed): the session ends,
+    /// and the next one, after the hub's reconnect backoff, downloads it again.
+    Interrupted = 1,
+}
+
+impl PlanRetry {
+    /// Every reason, in value order.
+    pub const ALL: [PlanRetry; 2] = [PlanRetry::Write, PlanRetry::Interrupted];
+
+    /// The label value in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlanRetry::Write => "write",
+            PlanRetry::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// The hub connection's live figures, read by the metrics.
 #[derive(Debug, Default)]
 pub struct HubCounters {
@@ -110,6 +138,9 @@ pub struct HubCounters {
     /// Published plans ignored: not newer than the running plan and not a rollback.
     pub plans_ignored: AtomicU64,
     refused: [AtomicU64; PlanRefusal::ALL.len()],
+    retried: [AtomicU64; PlanRetry::ALL.len()],
+    /// Plan downloads started (each attempt, retries included).
+    pub plan_downloads: AtomicU64,
     /// The version published for the group, as last seen (0: none seen yet).
     pub published_version: AtomicU64,
     /// Status reports written to the status bucket.
@@ -138,6 +169,16 @@ impl HubCounters {
     /// Plans refused for `reason` so far.
     pub fn refused(&self, reason: PlanRefusal) -> u64 {
         self.refused[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts one failed attempt to take a plan that will be retried.
+    pub fn count_retry(&self, reason: PlanRetry) {
+        self.retried[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed attempts for `reason` so far (each is retried).
+    pub fn retried(&self, reason: PlanRetry) -> u64 {
+        self.retried[reason as usize].load(Ordering::Relaxed)
     }
 }
 

@@ -58,9 +58,10 @@ pub struct HubSection {
     pub connect_timeout_ms: u64,
     /// How long one JetStream API call may take, in milliseconds.
     pub request_timeout_ms: u64,
-    /// Reconnect backoff: first delay, in milliseconds.
+    /// Reconnect backoff (also between attempts to write a plan into `dir`): first
+    /// delay, in milliseconds.
     pub reconnect_backoff_min_ms: u32,
-    /// Reconnect backoff: largest delay, in milliseconds.
+    /// Reconnect backoff (and plan write retries): largest delay, in milliseconds.
     pub reconnect_backoff_max_ms: u32,
     /// The largest plan the node will download, in bytes.
     pub plan_bytes_max: u64,

@@ -9,7 +9,14 @@
 //! verifies and swaps the plan (under the pre-advice overlay). Only then is the file
 //! renamed to `plan.sortplan`, with its metadata in `plan.json`, and the directory
 //! fsynced: the plan on disk is always one that verified and ran. A plan that does not
-//! verify is refused, counted and logged once; the old one keeps sorting.
+//! verify is refused, counted and logged once; the old one keeps sorting, and that
+//! revision is not downloaded again (a new one is, when published).
+//!
+//! A failure that is not the plan's is retried, counted by [`PlanRetry`] and logged once
+//! per run of failures: when `[hub] dir` cannot be written (disk full, permissions) the
+//! watcher tries the same revision again after a backoff capped at `[hub]
+//! reconnect_backoff_max_ms`, for as long as it stays the newest; when the download
+//! breaks off (the broker went away) the session ends and the next one downloads it again.
 //!
 //! The status task writes a [`NodeStatus`] under the node's id at every connection and
 //! after every swap (whatever its origin: the daemon updates the [`RunningPlanCell`]).
@@ -25,10 +32,11 @@ use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
-use super::hub::{HubSession, HubTask, PlanRefusal, TaskEnd};
+use super::hub::{HubSession, HubTask, PlanRefusal, PlanRetry, TaskEnd};
 use super::hub_config::HubSettings;
 use super::hub_plan::{NodeStatus, PlanIdentity, PublishedPlan, RunningPlan, Verdict, judge};
-use crate::plan::{Plan, SwapReport};
+use crate::plan::{Plan, PlanError, SwapReport};
+use crate::plc::backoff::Backoff;
 use crate::util::fs::{create_private_dir, create_private_file, sync_dir};
 
 /// The last good plan from the hub, in `[hub] dir`.
@@ -136,10 +144,12 @@ fn write_meta(dir: &Path, published: &PublishedPlan) -> io::Result<()> {
 }
 
 /// The watcher's memory across connections: the object revision it last refused or
-/// ignored, so a reconnect does not refuse (count, log) the same revision again.
+/// ignored, so a reconnect does not refuse (count, log) the same revision again; and
+/// whether a session ended in the middle of taking a plan (counted by the next one).
 #[derive(Debug, Default)]
 struct Memory {
     judged_nuid: Option<String>,
+    taking: bool,
 }
 
 /// The plan watcher: watches `[hub] plan_bucket` for the group's object and takes new
@@ -252,6 +262,8 @@ enum Outcome {
     Running,
     Ignored,
     Refused(PlanRefusal, String),
+    /// Not the plan's fault: try the same revision again after a backoff.
+    Retry(PlanRetry, String),
 }
 
 struct Watcher {
@@ -273,6 +285,14 @@ impl Watcher {
                 Ok(store) => store,
                 Err(detail) => return TaskEnd { detail },
             };
+        {
+            let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            if std::mem::take(&mut memory.taking) {
+                // The last session ended (or was torn down) mid-download: this one
+                // downloads the revision again.
+                self.session.counters.count_retry(PlanRetry::Interrupted);
+            }
+        }
         if let Err(error) = create_private_dir(&settings.dir) {
             return end(&format!("hub dir {}", settings.dir.display()), error);
         }
@@ -311,7 +331,7 @@ impl Watcher {
                 return Ok(());
             }
         }
-        let outcome = self.take(store, &info).await?;
+        let outcome = self.take_retrying(store, &info).await?;
         let remember = match outcome {
             Outcome::Taken(report) => {
                 counters
@@ -325,7 +345,7 @@ impl Watcher {
                 );
                 false
             }
-            Outcome::Running => false,
+            Outcome::Running | Outcome::Retry(..) => false,
             Outcome::Ignored => true,
             Outcome::Refused(reason, detail) => {
                 counters.count_refused(reason);
@@ -345,6 +365,52 @@ impl Watcher {
             memory.judged_nuid = Some(info.nuid.clone());
         }
         Ok(())
+    }
+
+    /// [`Self::take`], again after a capped backoff while it fails for a reason that is
+    /// not the plan's (each failure counted, the first of a run logged). A newer revision
+    /// ends the retries: the download finds it superseded and the watch brings it next.
+    async fn take_retrying(
+        &self,
+        store: &ObjectStore,
+        info: &ObjectInfo,
+    ) -> Result<Outcome, TaskEnd> {
+        let settings = self.settings();
+        let mut backoff = Backoff::new(
+            settings.reconnect_backoff_min_ms,
+            settings.reconnect_backoff_max_ms,
+            u64::from(std::process::id()),
+        );
+        let mut failures = 0u64;
+        loop {
+            // Left set when the session ends before `take` returns: the next one counts it.
+            self.memory.lock().unwrap_or_else(|e| e.into_inner()).taking = true;
+            let outcome = self.take(store, info).await?;
+            self.memory.lock().unwrap_or_else(|e| e.into_inner()).taking = false;
+            let (reason, detail) = match outcome {
+                Outcome::Retry(reason, detail) => (reason, detail),
+                outcome => {
+                    if failures > 0 {
+                        tracing::info!(failures, "plan from the hub: the retries are over");
+                    }
+                    return Ok(outcome);
+                }
+            };
+            self.session.counters.count_retry(reason);
+            failures += 1;
+            let delay = backoff.next_delay();
+            if failures == 1 {
+                tracing::warn!(
+                    reason = reason.name(),
+                    detail = %detail,
+                    dir = %settings.dir.display(),
+                    "cannot take the plan from the hub (not the plan's fault); retrying with backoff"
+                );
+            } else {
+                tracing::debug!(failures, detail = %detail, "plan from the hub: still retrying");
+            }
+            tokio::time::sleep(delay).await;
+        }
     }
 
     async fn take(&self, store: &ObjectStore, info: &ObjectInfo) -> Result<Outcome, TaskEnd> {
@@ -390,6 +456,10 @@ impl Watcher {
                 let _ = std::fs::remove_file(&part);
                 return Ok(Outcome::Refused(PlanRefusal::Download, detail));
             }
+            Err(Download::Unwritable(detail)) => {
+                let _ = std::fs::remove_file(&part);
+                return Ok(Outcome::Retry(PlanRetry::Write, detail));
+            }
             Err(Download::Lost(detail)) => {
                 let _ = std::fs::remove_file(&part);
                 return Err(TaskEnd { detail });
@@ -415,6 +485,13 @@ impl Watcher {
                 version: plan.version(),
                 checksum: plan.checksum(),
             },
+            // The file just written cannot be read back: the disk's fault, not the plan's.
+            Err(PlanError::Io { kind }) => {
+                return Outcome::Retry(
+                    PlanRetry::Write,
+                    format!("{}: reading it back: {kind}", part.display()),
+                );
+            }
             Err(error) => return Outcome::Refused(PlanRefusal::Verify, error.to_string()),
         };
         if identity != published.identity {
@@ -438,6 +515,9 @@ impl Watcher {
         let installed = tokio::task::spawn_blocking(move || installer.install(&path, &meta)).await;
         let report = match installed {
             Ok(Ok(report)) => report,
+            Ok(Err(error)) if is_io(error.as_ref()) => {
+                return Outcome::Retry(PlanRetry::Write, error.to_string());
+            }
             Ok(Err(error)) => return Outcome::Refused(PlanRefusal::Verify, error.to_string()),
             Err(error) => return Outcome::Refused(PlanRefusal::Verify, error.to_string()),
         };
@@ -461,6 +541,10 @@ impl Watcher {
         part: &Path,
     ) -> Result<(), Download> {
         let settings = self.settings();
+        self.session
+            .counters
+            .plan_downloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut object = store
             .get(&settings.group)
             .await
@@ -470,8 +554,9 @@ impl Watcher {
             return Err(Download::Superseded);
         }
         let limit = (info.size as u64).min(settings.plan_bytes_max);
-        let mut file = create_private_file(part)
-            .map_err(|error| Download::Refused(format!("{}: {error}", part.display())))?;
+        let unwritable =
+            |error: io::Error| Download::Unwritable(format!("{}: {error}", part.display()));
+        let mut file = create_private_file(part).map_err(unwritable)?;
         let mut buffer = vec![0u8; READ_CHUNK_BYTES];
         let mut total = 0u64;
         loop {
@@ -491,8 +576,7 @@ impl Watcher {
                     "the object sends more than its {limit} bytes"
                 )));
             }
-            file.write_all(&buffer[..read])
-                .map_err(|error| Download::Refused(format!("{}: {error}", part.display())))?;
+            file.write_all(&buffer[..read]).map_err(unwritable)?;
         }
         if total != info.size as u64 {
             return Err(Download::Refused(format!(
@@ -500,19 +584,33 @@ impl Watcher {
                 info.size
             )));
         }
-        file.sync_all()
-            .map_err(|error| Download::Refused(format!("{}: {error}", part.display())))?;
+        file.sync_all().map_err(unwritable)?;
         Ok(())
     }
 }
 
 enum Download {
-    /// The object is bad (digest, size) or could not be written: refuse it.
+    /// The object is bad (digest, size): refuse it.
     Refused(String),
+    /// The state directory could not be written: not the object's fault.
+    Unwritable(String),
     /// The connection failed: end the session.
     Lost(String),
     /// A newer revision replaced it.
     Superseded,
+}
+
+/// Whether an installer's error comes from the operating system (reading the file),
+/// not from the plan's content: anywhere in its `source()` chain, an I/O error.
+fn is_io(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<io::Error>() || matches!(error.downcast_ref(), Some(PlanError::Io { .. })) {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -529,6 +627,30 @@ mod tests {
             ),
         )
         .expect("compiles")
+    }
+
+    #[test]
+    fn an_installer_error_is_the_disks_when_an_io_error_is_in_its_chain() {
+        #[derive(Debug)]
+        struct Wrapped(io::Error);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "installing: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let disk: InstallError = Box::new(Wrapped(io::Error::other("EIO")));
+        assert!(is_io(disk.as_ref()));
+        let plan: InstallError = Box::new(PlanError::Io {
+            kind: io::ErrorKind::Other,
+        });
+        assert!(is_io(plan.as_ref()));
+        let content: InstallError = "checksum mismatch".into();
+        assert!(!is_io(content.as_ref()));
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub mod stream_read;
 pub use config::{ExportSection, ExportSettings};
 pub use counters::{ExportCounters, ExportErrorKind, ExportState};
 pub use exporter::Exporter;
-pub use hub::{Hub, HubCounters, HubSession, HubState, HubTask, PlanRefusal, TaskEnd};
+pub use hub::{Hub, HubCounters, HubSession, HubState, HubTask, PlanRefusal, PlanRetry, TaskEnd};
 pub use hub_config::{HubSection, HubSettings};
 pub use journal_source::JournalSource;
 pub use source::{CursorStore, ExportSource, MemoryCursor, MemoryLog, ReadBatch};

@@ -27,7 +27,7 @@ use crate::export::preadvice_sub::{
     PreadviceErrorKind, StreamAnomaly,
 };
 use crate::export::{
-    ExportCounters, ExportErrorKind, ExportState, HubCounters, HubState, PlanRefusal,
+    ExportCounters, ExportErrorKind, ExportState, HubCounters, HubState, PlanRefusal, PlanRetry,
 };
 use crate::plan::PlanHandle;
 use crate::plc::{ChuteState, ChuteStateTable};
@@ -496,6 +496,27 @@ impl Collector for DaemonCollector {
             None,
             load(&plc.acked),
         )?;
+        gauge(
+            e,
+            "sortd_plc_held_sorts",
+            "SORTs held now while the PLC link is down (sent when it is up, or expired).",
+            load(&plc.held_now) as i64,
+        )?;
+        counter(
+            e,
+            "sortd_plc_sorts_held",
+            "SORTs decided while the PLC link was down and held for it.",
+            None,
+            load(&plc.held),
+        )?;
+        counter(
+            e,
+            "sortd_plc_sorts_held_expired",
+            "Held SORTs whose deadline passed before the PLC link came back; never sent \
+             (each also counts as an undelivered decision).",
+            None,
+            load(&plc.held_expired),
+        )?;
         counter(
             e,
             "sortd_plc_retransmissions",
@@ -766,6 +787,27 @@ impl Collector for HubCollector {
                     ConstCounter::new(x.refused(reason)),
                 )
             }),
+        )?;
+        family(
+            e,
+            "sortd_hub_plan_retries",
+            "Failed attempts to take a plan from the hub that were not the plan's fault, by \
+             reason (write: the hub dir; interrupted: the download broke off); each is retried.",
+            None,
+            MetricType::Counter,
+            PlanRetry::ALL.map(|reason| {
+                (
+                    [("reason", reason.name())],
+                    ConstCounter::new(x.retried(reason)),
+                )
+            }),
+        )?;
+        counter(
+            e,
+            "sortd_hub_plan_downloads",
+            "Plan downloads from the hub started, retries included.",
+            None,
+            load(&x.plan_downloads),
         )?;
         gauge(
             e,

@@ -186,6 +186,7 @@ impl Egress {
                 self.core.link().stats(),
                 self.core.is_link_up(),
                 self.core.link().unacked(),
+                self.core.link().held(),
                 self.queue.queued(),
             );
 

@@ -153,6 +153,23 @@ impl PlcPeer {
         Ok(seq)
     }
 
+    /// Records chute states without reporting them: what a PLC knows as it powers on
+    /// (bin sensors, retentive memory of disabled chutes). A state `Available` is not
+    /// recorded. They are announced, as ever, to the next host session that says HELLO
+    /// for the first time, which for a PLC just powered on is any host.
+    pub fn remember_chute_states(
+        &mut self,
+        states: impl IntoIterator<Item = (ChuteNumber, ChuteState)>,
+    ) {
+        for (chute, state) in states {
+            if state == ChuteState::Available {
+                self.chutes_unavailable.remove(&chute);
+            } else {
+                self.chutes_unavailable.insert(chute, state);
+            }
+        }
+    }
+
     /// Chutes not available, as last reported, in chute order.
     pub fn chutes_unavailable(&self) -> impl Iterator<Item = (ChuteNumber, ChuteState)> + '_ {
         self.chutes_unavailable

@@ -4,8 +4,18 @@
 //! Pure: the PLC link's [`PlcPeer`] (which acknowledges and de-duplicates SORTs), a
 //! conveyor of confirmations waiting for their delay, bounded (when it is full the
 //! oldest parcel is reported `lost` at once: the belt cannot hold more), and a power
-//! cycle that forgets everything (a new link session, an empty conveyor). Which outcome a
-//! confirmation reports, when chutes fault and how bytes move are the drivers' choices.
+//! cycle that forgets the link and the belt (a new link session, an empty conveyor) but
+//! not its chutes. Which outcome a confirmation reports, when chutes fault and how bytes
+//! move are the drivers' choices.
+//!
+//! Why chute states outlive a power cycle: they are the plant's, not the program's. A
+//! full bin is still full after the PLC reboots (it reads the bin sensor again at power
+//! on), and a chute an operator disabled on the HMI stays disabled (retentive memory).
+//! So the model keeps every chute that is not available across [`PlcModel::restart`],
+//! and announces each to the host, as any PLC does to a host session it has not heard
+//! from (PROTOCOL.md, "Chute status after a restart"): sortd, seeing a new PLC session,
+//! marks every chute available and learns the unavailable ones again from that
+//! announcement.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -23,6 +33,7 @@ pub struct PlcModel {
     confirmed: [u64; Outcome::ALL.len()],
     confirms_sent: u64,
     restarts: u64,
+    chutes_kept: u64,
 }
 
 impl PlcModel {
@@ -37,6 +48,7 @@ impl PlcModel {
             confirmed: [0; Outcome::ALL.len()],
             confirms_sent: 0,
             restarts: 0,
+            chutes_kept: 0,
         }
     }
 
@@ -96,10 +108,14 @@ impl PlcModel {
     }
 
     /// A power cycle at `now`: a new link session (`session`, never 0), no memory of the
-    /// SORTs it received, an empty conveyor. The driver closes the connection.
+    /// SORTs it received, an empty conveyor; the chutes keep their states (announced to
+    /// the next host). The driver closes the connection.
     pub fn restart(&mut self, now: Instant, session: u64) {
         self.config.session = session.max(1);
+        let chutes: Vec<_> = self.peer.chutes_unavailable().collect();
+        self.chutes_kept += chutes.len() as u64;
         self.peer = PlcPeer::new(self.config, now);
+        self.peer.remember_chute_states(chutes);
         self.conveyor.clear();
         self.restarts += 1;
     }
@@ -124,6 +140,11 @@ impl PlcModel {
         self.restarts
     }
 
+    /// Chutes not available that power cycles carried over, summed over the restarts.
+    pub fn chutes_kept_across_restarts(&self) -> u64 {
+        self.chutes_kept
+    }
+
     /// Confirmations sent by outcome (index `code - 1`) since the last call.
     pub fn take_confirmed(&mut self) -> [u64; Outcome::ALL.len()] {
         std::mem::take(&mut self.confirmed)
@@ -140,6 +161,7 @@ impl PlcModel {
 mod tests {
     use super::*;
     use crate::decision::Reason;
+    use crate::plc::ChuteState;
     use std::time::Duration;
 
     fn sort(parcel_id: u64) -> SortCommand {
@@ -174,13 +196,28 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_forgets_the_conveyor_and_takes_a_new_session() {
+    fn a_restart_forgets_the_conveyor_and_takes_a_new_session_but_keeps_the_chutes() {
         let now = Instant::now();
         let mut model = PlcModel::new(PeerConfig::default(), 16, now);
         model.on_sort(sort(1), Some(now));
+        for (chute, state) in [
+            (9, ChuteState::Disabled),
+            (4, ChuteState::Full),
+            (6, ChuteState::Full),
+            (6, ChuteState::Available),
+        ] {
+            model
+                .peer_mut()
+                .set_chute_state(chute, state)
+                .expect("room");
+        }
         model.restart(now, 42);
         assert_eq!(model.confirms_pending(), 0);
         assert_eq!(model.restarts(), 1);
-        assert!(model.is_settled());
+        assert!(model.is_settled(), "the reports of the old life are gone");
+        assert_eq!(
+            model.peer().chutes_unavailable().collect::<Vec<_>>(),
+            vec![(4, ChuteState::Full), (9, ChuteState::Disabled)]
+        );
     }
 }

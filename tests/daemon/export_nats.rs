@@ -364,7 +364,10 @@ fn a_broker_that_requires_a_password_gets_it_from_a_file_and_refuses_a_wrong_one
 }
 
 /// A CA, and a server certificate for `names` signed by it, as PEM files in `dir`.
-fn make_certificates(dir: &std::path::Path, names: &[&str]) -> (std::path::PathBuf, String) {
+pub(crate) fn make_certificates(
+    dir: &std::path::Path,
+    names: &[&str],
+) -> (std::path::PathBuf, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");

@@ -736,3 +736,54 @@ fn kill_9_mid_load_then_restart_serves_again_and_actuates_nothing_twice() {
     );
     drop(second);
 }
+
+#[test]
+fn sorts_held_while_the_plc_link_is_down_are_released_or_expire_and_the_metrics_say_which() {
+    let plc = TestPlc::start(vec![], vec![]);
+    let proxy = Proxy::start(plc.address, 8);
+    let daemon = start_daemon(
+        proxy.address,
+        &["protocol = \"binary\""],
+        "[pipeline]\ndeadline_ms = 3000\n",
+    );
+    plc.wait_connected();
+    let metric = |name: &str| crate::common::scrape(daemon.metrics_address()).value(name, &[]);
+    let mut scanner = BinaryScanner::connect(daemon.scanner_addresses[0], 91);
+    // The PLC goes away and cannot be reached again for now.
+    proxy.set(|toxics| toxics.refuse_new = true);
+    proxy.reset_all();
+    wait_until("the link down", || metric("sortd_plc_link_up") == 0.0);
+
+    // Five parcels held; their deadline passes before the link is back: never sent.
+    for parcel_id in 1..=5 {
+        scanner.send(&parcel(parcel_id));
+    }
+    wait_until("five SORTs held", || {
+        metric("sortd_plc_held_sorts") == 5.0 && metric("sortd_plc_sorts_held_total") == 5.0
+    });
+    wait_until("the five to expire", || {
+        metric("sortd_plc_sorts_held_expired_total") == 5.0
+    });
+    assert_eq!(metric("sortd_plc_held_sorts"), 0.0);
+
+    // Three more held, then the PLC is back within their deadline: sent.
+    for parcel_id in 6..=8 {
+        scanner.send(&parcel(parcel_id));
+    }
+    wait_until("three SORTs held", || metric("sortd_plc_held_sorts") == 3.0);
+    proxy.heal();
+    for parcel_id in 6..=8 {
+        plc.recorder.wait_for(91, parcel_id);
+    }
+    let scraped = crate::common::scrape(daemon.metrics_address());
+    assert_eq!(scraped.value("sortd_plc_held_sorts", &[]), 0.0);
+    assert_eq!(scraped.value("sortd_plc_sorts_held_total", &[]), 8.0);
+    assert_eq!(
+        scraped.value("sortd_plc_sorts_held_expired_total", &[]),
+        5.0
+    );
+    assert!(
+        plc.recorder.find(91, 1).is_empty(),
+        "an expired SORT was sent"
+    );
+}

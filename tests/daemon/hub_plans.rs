@@ -31,6 +31,20 @@ fn compiled(dir: &Path, version: u32, chute: u16) -> std::path::PathBuf {
     out
 }
 
+/// Version 2 (prefix 33 to chute 202) with `exact_entries` more exact entries, compiled
+/// to `<dir>/big.sortplan`.
+fn compiled_big(dir: &Path, exact_entries: u32) -> std::path::PathBuf {
+    let mut csv = plan_csv(2, 202);
+    for index in 0..exact_entries {
+        csv.push_str(&format!("exact,YT{index:013},7\n"));
+    }
+    let source = dir.join("big.csv");
+    std::fs::write(&source, csv).expect("plan written");
+    let big = dir.join("big.sortplan");
+    sortd::plan::compile_file(&source, &big).expect("plan compiles");
+    big
+}
+
 fn sortd(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sortd"))
         .args(args)
@@ -222,6 +236,29 @@ fn put_raw(nats: &NatsServer, bytes: Vec<u8>, published: &PublishedPlan) {
     });
 }
 
+/// Publishes `compiled(dir, version, chute)` with one byte flipped inside its tables:
+/// the header, name and footer still match the metadata, only the full verification
+/// finds it. Returns the intact plan's path and the metadata published.
+fn put_damaged(
+    nats: &NatsServer,
+    dir: &Path,
+    version: u32,
+    chute: u16,
+) -> (std::path::PathBuf, PublishedPlan) {
+    let plan = compiled(dir, version, chute);
+    let identity = sortd::export::hub_admin::verified_identity(&plan).expect("plan verifies");
+    let mut bytes = std::fs::read(&plan).expect("plan read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    let published = PublishedPlan {
+        identity,
+        published_unix_ms: 1,
+        rollback: false,
+    };
+    put_raw(nats, bytes, &published);
+    (plan, published)
+}
+
 #[test]
 fn a_plan_that_does_not_verify_is_refused_and_the_old_one_keeps_sorting() {
     let nats = NatsServer::start();
@@ -234,19 +271,7 @@ fn a_plan_that_does_not_verify_is_refused_and_the_old_one_keeps_sorting() {
     assert!(publish(&nats, &v2, &[]).status.success());
     wait_taken(&daemon, 2);
 
-    // Version 3 with one byte flipped inside its tables: the header, name and footer
-    // still match the metadata, only the full verification finds it.
-    let v3 = compiled(plans.path(), 3, 303);
-    let identity = sortd::export::hub_admin::verified_identity(&v3).expect("v3 verifies");
-    let mut bytes = std::fs::read(&v3).expect("v3 read");
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x40;
-    let published = PublishedPlan {
-        identity,
-        published_unix_ms: 1,
-        rollback: false,
-    };
-    put_raw(&nats, bytes, &published);
+    let (v3, published) = put_damaged(&nats, plans.path(), 3, 303);
     wait_until("the refusal to be counted", || {
         scrape(daemon.metrics_address())
             .value("sortd_hub_plans_refused_total", &[("reason", "verify")])
@@ -452,14 +477,7 @@ fn a_plan_larger_than_plan_bytes_max_is_refused_before_download() {
     );
     plc.wait_connected();
     // Version 2 with enough exact entries to pass 4 KiB.
-    let mut csv = plan_csv(2, 202);
-    for index in 0..400 {
-        csv.push_str(&format!("exact,YT{index:013},7\n"));
-    }
-    let source = plans.path().join("big.csv");
-    std::fs::write(&source, csv).expect("plan written");
-    let big = plans.path().join("big.sortplan");
-    sortd::plan::compile_file(&source, &big).expect("compiles");
+    let big = compiled_big(plans.path(), 400);
     assert!(std::fs::metadata(&big).expect("meta").len() > 4096);
     assert!(publish(&nats, &big, &[]).status.success());
     wait_until("the refusal", || {
@@ -469,4 +487,144 @@ fn a_plan_larger_than_plan_bytes_max_is_refused_before_download() {
     });
     assert_eq!(decide(&daemon, &plc, 1), 101);
     assert!(!hub_dir.path().join("plan.sortplan").exists());
+}
+
+#[test]
+fn a_plan_the_node_cannot_write_is_retried_and_taken_once_the_disk_is_writable_again() {
+    let nats = NatsServer::start();
+    let plans = tempfile::tempdir().expect("temp dir");
+    let hub_dir = tempfile::tempdir().expect("temp dir");
+    // The download's file cannot be created (a directory stands in its place: a write
+    // error in the state directory that no permission bit can undo, even for root).
+    let part = hub_dir.path().join("plan.sortplan.part");
+    std::fs::create_dir(&part).expect("blocking directory");
+    std::fs::write(part.join("keep"), b"x").expect("file in it");
+    let plc = TestPlc::start(vec![], vec![]);
+    let daemon = start_node(&nats.url(), &plc, hub_dir.path(), (1, 101));
+    plc.wait_connected();
+    let v2 = compiled(plans.path(), 2, 202);
+    assert!(publish(&nats, &v2, &[]).status.success());
+    let retries = |daemon: &DaemonProcess| {
+        scrape(daemon.metrics_address())
+            .value("sortd_hub_plan_retries_total", &[("reason", "write")])
+    };
+    wait_until("failed writes to be retried", || retries(&daemon) >= 3.0);
+    assert_eq!(decide(&daemon, &plc, 1), 101, "the old plan keeps sorting");
+    let scraped = scrape(daemon.metrics_address());
+    assert_eq!(scraped.value("sortd_hub_plans_taken_total", &[]), 0.0);
+    assert_eq!(
+        scraped.value("sortd_hub_plans_refused_total", &[("reason", "download")]),
+        0.0,
+        "a disk that cannot be written is not the plan's fault"
+    );
+    assert_eq!(
+        daemon
+            .log_lines("cannot take the plan from the hub (not the plan's fault)")
+            .len(),
+        1,
+        "logged once per run of failures"
+    );
+
+    // The disk is writable again: the node takes the plan without a restart.
+    std::fs::remove_dir_all(&part).expect("unblock");
+    wait_taken(&daemon, 2);
+    assert_eq!(decide(&daemon, &plc, 2), 202);
+    assert_eq!(
+        std::fs::read(hub_dir.path().join("plan.sortplan")).expect("kept plan"),
+        std::fs::read(&v2).expect("v2")
+    );
+    assert_eq!(
+        scrape(daemon.metrics_address()).value("sortd_hub_sessions_lost_total", &[]),
+        0.0,
+        "retried within the session"
+    );
+}
+
+#[test]
+fn a_plan_that_does_not_verify_is_downloaded_once_even_across_reconnects() {
+    let mut nats = NatsServer::start();
+    let plans = tempfile::tempdir().expect("temp dir");
+    let hub_dir = tempfile::tempdir().expect("temp dir");
+    let plc = TestPlc::start(vec![], vec![]);
+    let daemon = start_node(&nats.url(), &plc, hub_dir.path(), (1, 101));
+    plc.wait_connected();
+    wait_until("the node to report its plan", || {
+        node_report(&nats, "xb-1").is_some()
+    });
+    put_damaged(&nats, plans.path(), 2, 202);
+    let metric =
+        |name: &str, labels: &[(&str, &str)]| scrape(daemon.metrics_address()).value(name, labels);
+    wait_until("the refusal", || {
+        metric("sortd_hub_plans_refused_total", &[("reason", "verify")]) == 1.0
+    });
+    assert_eq!(metric("sortd_hub_plan_downloads_total", &[]), 1.0);
+
+    // A new session sees the same revision again (the watch starts with the newest one):
+    // it is not downloaded again.
+    let reports = metric("sortd_hub_status_reports_total", &[]);
+    nats.restart();
+    wait_until("the node to reconnect and report", || {
+        metric("sortd_hub_connections_total", &[]) >= 2.0
+            && metric("sortd_hub_status_reports_total", &[]) > reports
+    });
+    // A good version 3 after it is taken: the watcher went past the bad one.
+    let v3 = compiled(plans.path(), 3, 303);
+    assert!(publish(&nats, &v3, &[]).status.success());
+    wait_taken(&daemon, 3);
+    assert_eq!(decide(&daemon, &plc, 1), 303);
+    assert_eq!(metric("sortd_hub_plan_downloads_total", &[]), 2.0);
+    assert_eq!(
+        metric("sortd_hub_plans_refused_total", &[("reason", "verify")]),
+        1.0
+    );
+    assert_eq!(daemon.log_lines("plan from the hub refused").len(), 1);
+    assert_eq!(
+        metric("sortd_hub_plan_retries_total", &[("reason", "write")]),
+        0.0
+    );
+}
+
+#[test]
+fn a_download_cut_off_by_the_broker_is_counted_and_downloaded_again_after_the_reconnect() {
+    let nats = NatsServer::start();
+    let proxy = crate::common::proxy::Proxy::start(nats.address(), 8);
+    let plans = tempfile::tempdir().expect("temp dir");
+    let hub_dir = tempfile::tempdir().expect("temp dir");
+    let plc = TestPlc::start(vec![], vec![]);
+    let daemon = start_node(
+        &format!("nats://{}", proxy.address),
+        &plc,
+        hub_dir.path(),
+        (1, 101),
+    );
+    plc.wait_connected();
+    let metric =
+        |name: &str, labels: &[(&str, &str)]| scrape(daemon.metrics_address()).value(name, labels);
+    wait_until("the node to connect", || {
+        metric("sortd_hub_connections_total", &[]) == 1.0
+    });
+    // Version 2 with enough exact entries to take seconds at 64 KB/s.
+    let v2 = compiled_big(plans.path(), 20_000);
+    assert!(std::fs::metadata(&v2).expect("meta").len() > 256 * 1024);
+    proxy.set(|toxics| toxics.downstream.bytes_per_s = Some(64 * 1024));
+    assert!(publish(&nats, &v2, &[]).status.success());
+    wait_until("the download to start", || {
+        metric("sortd_hub_plan_downloads_total", &[]) == 1.0
+    });
+    // The broker drops the node mid-download.
+    proxy.reset_all();
+    proxy.heal();
+    wait_taken(&daemon, 2);
+    assert_eq!(decide(&daemon, &plc, 1), 202);
+    let scraped = scrape(daemon.metrics_address());
+    assert_eq!(
+        scraped.value("sortd_hub_plan_retries_total", &[("reason", "interrupted")]),
+        1.0
+    );
+    assert_eq!(scraped.value("sortd_hub_plan_downloads_total", &[]), 2.0);
+    assert_eq!(scraped.value("sortd_hub_plans_taken_total", &[]), 1.0);
+    assert_eq!(
+        scraped.value("sortd_hub_plans_refused_total", &[("reason", "download")]),
+        0.0
+    );
 }

@@ -13,6 +13,7 @@ mod hub_cluster;
 mod hub_plans;
 mod hub_preadvice;
 mod hub_preadvice_stream;
+mod nats_cli;
 mod preadvice;
 mod prometheus;
 mod service;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::common::{HOUR, Pair, host_config, plc_config, sort};
 use sortd::plc::{
     ChuteState, ChuteStateTable, HostEvent, HostLink, LinkConfig, LinkDownReason, LinkState,
-    Outcome, PeerEvent, PeerState, PlcPeer, SortConfirm, Telegram, WindowFull,
+    Outcome, PeerEvent, PeerState, SortConfirm, Telegram, WindowFull,
 };
 
 fn ms(value: u64) -> Duration {
@@ -482,14 +482,7 @@ fn a_restarted_host_starts_a_new_numbering_the_plc_accepts() {
     }));
     assert_eq!(pair.delivered_seqs(), vec![1, 2, 3, 4, 5, 1, 2, 3]);
     // A restarted PLC is noticed by the host.
-    pair.disconnect();
-    pair.plc = PlcPeer::new(
-        LinkConfig {
-            session: 0x0B1C_0002,
-            ..plc_config()
-        },
-        pair.now,
-    );
+    pair.restart_plc(0x0B1C_0002);
     pair.run_for(ms(200));
     assert_eq!(pair.plc.state(), PeerState::Established);
     assert!(pair.host_events.contains(&HostEvent::LinkUp {
@@ -780,6 +773,40 @@ fn a_restarted_host_learns_every_chute_that_is_not_available() {
     assert!(!table.is_available(12));
     assert!(table.is_available(30));
     assert_eq!(pair.plc.chutes_unavailable().count(), 3);
+}
+
+#[test]
+fn a_restarted_plc_announces_the_chute_states_it_powers_on_with() {
+    let mut pair = Pair::established();
+    for (chute, state) in [(12, ChuteState::Full), (7, ChuteState::Disabled)] {
+        pair.plc.set_chute_state(chute, state).expect("room");
+    }
+    pair.drive();
+    assert_eq!(chute_reports(&pair).len(), 2);
+    // A power cycle (the simulator's PlcModel::restart): a new PLC session that forgot
+    // the link, but not the chutes (the bin is still full, the chute still disabled).
+    let kept: Vec<_> = pair.plc.chutes_unavailable().collect();
+    pair.restart_plc(0x0B1C_0002);
+    pair.plc.remember_chute_states(kept);
+    pair.host_events.clear();
+    pair.run_for(ms(500));
+    assert_eq!(pair.host.state(), LinkState::Established);
+    assert!(
+        pair.host_events.iter().any(|event| matches!(
+            event,
+            HostEvent::LinkUp {
+                peer_session_changed: true,
+                ..
+            }
+        )),
+        "{:?}",
+        pair.host_events
+    );
+    // The host (which marks every chute available on a new PLC session) learns both again.
+    assert_eq!(
+        chute_reports(&pair),
+        vec![(7, ChuteState::Disabled), (12, ChuteState::Full)]
+    );
 }
 
 #[test]

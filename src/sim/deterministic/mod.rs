@@ -161,6 +161,11 @@ pub struct SeedReport {
     pub actuated_again_after_restart: u64,
     /// PLC power cycles (memory lost).
     pub plc_restarts: u64,
+    /// Chutes not available that PLC power cycles kept (summed over the restarts): the
+    /// PLC announces them to sortd again.
+    pub chutes_kept_across_plc_restarts: u64,
+    /// Chutes whose state sortd and the PLC disagree on at the end of the run (must be 0).
+    pub chute_states_disagreeing: u64,
     /// Scanners speaking a text profile.
     pub text_scanners: u64,
     /// Bytes the decoder skipped (garbage, corrupt and cut-off frames).
@@ -219,6 +224,8 @@ impl SeedReport {
             actuated,
             actuated_again_after_restart,
             plc_restarts,
+            chutes_kept_across_plc_restarts,
+            chute_states_disagreeing,
             text_scanners,
             bytes_skipped,
             swaps_published,
@@ -250,6 +257,8 @@ impl SeedReport {
         self.actuated += actuated;
         self.actuated_again_after_restart += actuated_again_after_restart;
         self.plc_restarts += plc_restarts;
+        self.chutes_kept_across_plc_restarts += chutes_kept_across_plc_restarts;
+        self.chute_states_disagreeing += chute_states_disagreeing;
         self.text_scanners += text_scanners;
         self.bytes_skipped += bytes_skipped;
         self.swaps_published += swaps_published;
@@ -344,6 +353,8 @@ impl Simulator {
             actuated: chaos.actuated,
             actuated_again_after_restart: chaos.actuated_again_after_restart,
             plc_restarts: chaos.counts.plc_restarts,
+            chutes_kept_across_plc_restarts: chaos.counts.chutes_kept_across_plc_restarts,
+            chute_states_disagreeing: chaos.counts.chute_states_disagreeing,
             text_scanners: chaos.counts.text_scanners,
             bytes_skipped: chaos.counts.bytes_skipped,
             swaps_published: chaos.counts.swaps_published,

@@ -178,6 +178,8 @@ pub(super) struct RunCounts {
     pub confirms: u64,
     pub text_scanners: u64,
     pub plc_restarts: u64,
+    pub chutes_kept_across_plc_restarts: u64,
+    pub chute_states_disagreeing: u64,
     pub held: u64,
     pub held_expired: u64,
     pub events: super::events::EventCounts,
@@ -606,6 +608,8 @@ impl<'f> World<'f> {
         self.counts.steps = self.checker.step;
         self.counts.confirms = self.plc.model.confirms_sent();
         self.counts.plc_restarts = self.plc.model.restarts();
+        self.counts.chutes_kept_across_plc_restarts = self.plc.model.chutes_kept_across_restarts();
+        self.counts.chute_states_disagreeing = self.chute_states_disagreeing();
         self.counts.lost_in_crash = self.checker.lost_in_crash;
         if let Some(events) = self.events.take() {
             self.counts.events = events.counts;
@@ -752,6 +756,20 @@ impl<'f> World<'f> {
             && self.plc.is_settled()
             && self.transport.to_plc.len() == 0
             && self.transport.to_host.len() == 0
+    }
+
+    /// Chutes whose state in sortd's table differs from the PLC's, once drained: the
+    /// PLC's announcements (after a restart of either side) must have brought sortd level.
+    fn chute_states_disagreeing(&self) -> u64 {
+        let plc: std::collections::BTreeMap<_, _> =
+            self.plc.model.peer().chutes_unavailable().collect();
+        let sortd: std::collections::BTreeMap<_, _> = self.chute_states.unavailable().collect();
+        plc.keys()
+            .chain(sortd.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|chute| plc.get(chute) != sortd.get(chute))
+            .count() as u64
     }
 
     /// One step of virtual time: the world's schedule, the scanners, ingress, egress,

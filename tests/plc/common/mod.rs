@@ -176,6 +176,19 @@ impl Pair {
         self.plc.handle_disconnected(self.now);
     }
 
+    /// The PLC power-cycles: the transport drops and a new PLC end with `session` (and
+    /// no memory of the link) takes its place.
+    pub fn restart_plc(&mut self, session: u64) {
+        self.disconnect();
+        self.plc = PlcPeer::new(
+            LinkConfig {
+                session,
+                ..plc_config()
+            },
+            self.now,
+        );
+    }
+
     /// Drain the host's events into `host_events` without acting on them.
     pub fn collect_host_only(&mut self) {
         while let Some(event) = self.host.poll_event() {
