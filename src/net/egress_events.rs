@@ -4,6 +4,12 @@
 //! socket ([`EgressJournal::write`]), so a SORT leaves only after its event is in the
 //! page cache: a killed process loses nothing that was decided.
 //!
+//! Flat out this runs once per parcel or more, on the one thread every SORT passes
+//! through, so it is kept lean: no clock read of its own (the turn's instant, converted
+//! to Unix time once per distinct instant), the outcome map's set loaded while the
+//! decision is encoded, and confirmations looked up in small bursts (kept back until the
+//! next decision event or write, so the journal's order stays the order of the calls).
+//!
 //! The scan's barcodes, destination, measurements and plan name come with the decision
 //! (the batch's facts arena, [`ScanFacts`]); the rule that answered comes on the
 //! decision itself. It does not decide anything or fsync (the writer's group-commit
