@@ -61,8 +61,8 @@ pub trait EgressObserver {
         facts: Option<&ScanFacts<'_>>,
         fate: Fate,
     );
-    /// The PLC reported what happened to a parcel.
-    fn on_confirm(&mut self, _confirm: &SortConfirm, _plc_seq: u32) {}
+    /// The PLC reported what happened to a parcel; its confirmation was read at `now`.
+    fn on_confirm(&mut self, _now: Instant, _confirm: &SortConfirm, _plc_seq: u32) {}
     /// A chute changed state (already applied to the shared table).
     fn on_chute_state(&mut self, _chute: ChuteNumber, _state: ChuteState) {}
     /// The link came up.
@@ -325,7 +325,7 @@ impl EgressCore {
                     observer.on_chute_state(chute, state);
                 }
                 HostEvent::SortConfirmed { confirm, plc_seq } => {
-                    observer.on_confirm(&confirm, plc_seq);
+                    observer.on_confirm(now, &confirm, plc_seq);
                 }
                 HostEvent::SortsAcked { count, .. } => observer.on_sorts_acked(count),
             }

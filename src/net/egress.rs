@@ -523,13 +523,13 @@ impl EgressObserver for DaemonObserver {
         let latency = now.saturating_duration_since(decision.received_at);
         let _ = self.latency_us.record((latency.as_micros() as u64).max(1));
         if let Some(journal) = &mut self.journal {
-            journal.on_decision(now, decision, facts, fate);
+            journal.on_decision_aged(now, latency, decision, facts, fate);
         }
     }
 
-    fn on_confirm(&mut self, confirm: &SortConfirm, _plc_seq: u32) {
+    fn on_confirm(&mut self, now: Instant, confirm: &SortConfirm, _plc_seq: u32) {
         if let Some(journal) = &mut self.journal {
-            journal.on_confirm(Instant::now(), confirm);
+            journal.on_confirm(now, confirm);
         }
         self.confirmed[confirm.outcome.index()] += 1;
     }

@@ -4,12 +4,18 @@
 //! socket ([`EgressJournal::write`]), so a SORT leaves only after its event is in the
 //! page cache: a killed process loses nothing that was decided.
 //!
+//! Flat out this runs once per parcel or more, on the one thread every SORT passes
+//! through, so it is kept lean: no clock read of its own (the turn's instant, converted
+//! to Unix time once per distinct instant), the outcome map's set loaded while the
+//! decision is encoded, and confirmations looked up in small bursts (kept back until the
+//! next decision event or write, so the journal's order stays the order of the calls).
+//!
 //! The scan's barcodes, destination, measurements and plan name come with the decision
 //! (the batch's facts arena, [`ScanFacts`]); the rule that answered comes on the
 //! decision itself. It does not decide anything or fsync (the writer's group-commit
 //! thread does).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::core::egress::Fate;
 use crate::events::journal::JournalWriter;
@@ -31,6 +37,10 @@ use crate::wire::ScanFlags;
 /// 100,000 parcels/s with confirmations 1.5 s later, most outcomes.
 const SENT_SLOTS: usize = 1 << 14;
 const SENT_WAYS: usize = 4;
+/// Confirmations kept back before they are looked up and journaled together: each one's
+/// set is loaded into the cache while the others are taken in (confirmations come in
+/// bursts, one read of the PLC socket at a time), so the lookups rarely wait for memory.
+const CONFIRMS_PENDING_MAX: usize = 16;
 
 /// The first slot of a parcel's set: scanners number their parcels independently, so
 /// the key is the pair, mixed so that parcels 1, 2, 3 of every scanner spread out.
@@ -41,6 +51,16 @@ fn sent_set(scanner_id: u32, parcel_id: u64) -> usize {
     slot & !(SENT_WAYS - 1)
 }
 
+/// Starts loading the set at `start` into the cache, so that the write after the
+/// encoding finds it there: a load whose value nobody waits for (the out-of-order core
+/// goes on with the encoding meanwhile). A set is 96 bytes: it may span two cache lines.
+#[inline(always)]
+fn warm(sent: &[SentSort], start: usize) {
+    if let Some(set) = sent.get(start..start + SENT_WAYS) {
+        std::hint::black_box((set[0].decision_seq, set[SENT_WAYS - 1].decision_seq));
+    }
+}
+
 /// The journal as the PLC thread's observer sees it.
 #[derive(Debug)]
 pub struct EgressJournal {
@@ -48,8 +68,16 @@ pub struct EgressJournal {
     /// The turn's clock: an instant and the same moment in Unix microseconds.
     turn_at: Instant,
     turn_unix_us: u64,
+    /// The last instant turned into Unix microseconds, and the result: a turn's events
+    /// mostly share their `now`, so one conversion serves them all.
+    clock_at: Instant,
+    clock_unix_us: u64,
     /// Recent SORTs, in the set of [`sent_set`].
     sent: Box<[SentSort]>,
+    /// Confirmations not yet journaled, with when each was read; journaled before the
+    /// next decision event and before every write, so the journal's order is the order
+    /// of the calls.
+    confirms: Vec<(Instant, SortConfirm)>,
 }
 
 /// A SORT whose confirmation may come.
@@ -80,11 +108,15 @@ fn micros_u32(duration: std::time::Duration) -> u32 {
 impl EgressJournal {
     /// A hook around an open writer.
     pub fn new(writer: JournalWriter) -> EgressJournal {
+        let now = Instant::now();
         EgressJournal {
             writer,
-            turn_at: Instant::now(),
+            turn_at: now,
             turn_unix_us: 0,
+            clock_at: now,
+            clock_unix_us: 0,
             sent: vec![SentSort::default(); SENT_SLOTS].into_boxed_slice(),
+            confirms: Vec::with_capacity(CONFIRMS_PENDING_MAX),
         }
     }
 
@@ -92,12 +124,24 @@ impl EgressJournal {
     pub fn start_turn(&mut self, now: Instant, unix_us: u64) {
         self.turn_at = now;
         self.turn_unix_us = unix_us;
+        self.clock_at = now;
+        self.clock_unix_us = unix_us;
     }
 
-    fn unix_us_of(&self, at: Instant) -> u64 {
-        let before = self.turn_at.saturating_duration_since(at);
-        let after = at.saturating_duration_since(self.turn_at);
-        (self.turn_unix_us + after.as_micros() as u64).saturating_sub(before.as_micros() as u64)
+    /// `at` in Unix microseconds, on the turn's clock (one instant subtraction when `at`
+    /// is not the last instant converted, none when it is).
+    fn unix_us_at(&mut self, at: Instant) -> u64 {
+        if at != self.clock_at {
+            let unix_us = match at.checked_duration_since(self.turn_at) {
+                Some(after) => self.turn_unix_us + after.as_micros() as u64,
+                None => self
+                    .turn_unix_us
+                    .saturating_sub(self.turn_at.duration_since(at).as_micros() as u64),
+            };
+            self.clock_at = at;
+            self.clock_unix_us = unix_us;
+        }
+        self.clock_unix_us
     }
 
     /// Appends the decision event of a parcel that met `fate` at `now`, with its scan's
@@ -109,12 +153,36 @@ impl EgressJournal {
         facts: Option<&ScanFacts<'_>>,
         fate: Fate,
     ) {
+        let age = now.saturating_duration_since(decision.received_at);
+        self.on_decision_aged(now, age, decision, facts, fate);
+    }
+
+    /// [`EgressJournal::on_decision`] for a caller that already knows the decision's
+    /// `age` at `now` (the time since its scan was received): the PLC thread measures it
+    /// for the latency histogram, and the clock is the costliest part of an event.
+    pub fn on_decision_aged(
+        &mut self,
+        now: Instant,
+        age: Duration,
+        decision: &Decision,
+        facts: Option<&ScanFacts<'_>>,
+        fate: Fate,
+    ) {
+        if !self.confirms.is_empty() {
+            self.journal_confirms();
+        }
         let (action, plc_seq) = match fate {
             Fate::Sent { plc_seq } => (Action::Sent, plc_seq),
             Fate::Duplicate => (Action::Duplicate, 0),
             Fate::Undelivered => (Action::Undelivered, 0),
         };
-        let after = micros_u32(now.saturating_duration_since(decision.received_at));
+        let start = sent_set(decision.scanner_id, decision.parcel_id);
+        if action == Action::Sent {
+            // The set is written after the encoding: start loading it now.
+            warm(&self.sent, start);
+        }
+        let after = micros_u32(age);
+        let received_us = self.unix_us_at(now).saturating_sub(age.as_micros() as u64);
         let facts = facts.copied().unwrap_or_default();
         let flags = record_flags(facts.flags);
         let measured = |flag: u8, value: u16| if flags & flag != 0 { value } else { 0 };
@@ -140,13 +208,12 @@ impl EgressJournal {
             length_mm: measured(FLAG_DIMENSIONS_MEASURED, facts.length_mm),
             width_mm: measured(FLAG_DIMENSIONS_MEASURED, facts.width_mm),
             height_mm: measured(FLAG_DIMENSIONS_MEASURED, facts.height_mm),
-            received_us: self.unix_us_of(decision.received_at),
+            received_us,
             decided_after_us: after,
             sent_after_us: if action == Action::Sent { after } else { 0 },
         };
         if let Some(seq) = self.writer.append(&Event::Decision(event)) {
             if action == Action::Sent {
-                let start = sent_set(decision.scanner_id, decision.parcel_id);
                 // The oldest entry of the set (an empty one has sequence 0) makes room.
                 if let Some(slot) = self
                     .sent
@@ -165,8 +232,27 @@ impl EgressJournal {
     }
 
     /// Appends the outcome event of a confirmation received at `now`, naming the SORT and
-    /// the decision event it confirms when they are still known.
+    /// the decision event it confirms when they are still known. Kept back with a few
+    /// others (at most [`CONFIRMS_PENDING_MAX`]) until the next decision event or write.
     pub fn on_confirm(&mut self, now: Instant, confirm: &SortConfirm) {
+        warm(&self.sent, sent_set(confirm.scanner_id, confirm.parcel_id));
+        self.confirms.push((now, *confirm));
+        if self.confirms.len() >= CONFIRMS_PENDING_MAX {
+            self.journal_confirms();
+        }
+    }
+
+    /// Appends the outcome events of the confirmations kept back, in their order.
+    fn journal_confirms(&mut self) {
+        let mut confirms = std::mem::take(&mut self.confirms);
+        for (now, confirm) in &confirms {
+            self.journal_confirm(*now, confirm);
+        }
+        confirms.clear();
+        self.confirms = confirms;
+    }
+
+    fn journal_confirm(&mut self, now: Instant, confirm: &SortConfirm) {
         let start = sent_set(confirm.scanner_id, confirm.parcel_id);
         // The newest match: a parcel id a scanner reused is the latest SORT of it.
         let sent = self
@@ -190,7 +276,7 @@ impl EgressJournal {
             outcome: confirm.outcome,
             plc_seq: sent.plc_seq,
             decision_seq: sent.decision_seq,
-            confirmed_us: self.unix_us_of(now),
+            confirmed_us: self.unix_us_at(now),
         };
         self.writer.append(&Event::Outcome(event));
     }
@@ -198,6 +284,7 @@ impl EgressJournal {
     /// Writes the turn's events to the page cache (one `write`); call before the
     /// link's bytes are flushed to the socket.
     pub fn write(&mut self) {
+        self.journal_confirms();
         self.writer.write_batch();
     }
 
@@ -215,6 +302,7 @@ impl EgressJournal {
 
     /// Writes what is left and stops the writer (its last fsync included).
     pub fn close(mut self) {
+        self.journal_confirms();
         self.writer.write_batch();
         self.writer.close();
     }

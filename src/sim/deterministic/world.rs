@@ -313,7 +313,6 @@ struct EgressChecks<'a> {
     checker: &'a mut Checker,
     /// The daemon's journal hook, fed as the daemon's observer feeds it.
     journal: Option<&'a mut EgressJournal>,
-    now: Instant,
     finalized: &'a mut u64,
     /// SORTs sent in this pump, kept only for the double-submit bug.
     sent: Option<&'a mut Vec<SortCommand>>,
@@ -355,9 +354,9 @@ impl EgressObserver for EgressChecks<'_> {
         }
     }
 
-    fn on_confirm(&mut self, confirm: &SortConfirm, plc_seq: u32) {
+    fn on_confirm(&mut self, now: Instant, confirm: &SortConfirm, plc_seq: u32) {
         if let Some(journal) = self.journal.as_mut() {
-            journal.on_confirm(self.now, confirm);
+            journal.on_confirm(now, confirm);
         }
         self.checker.trace(64, &[u64::from(plc_seq)]);
     }
@@ -1111,12 +1110,10 @@ impl<'f> World<'f> {
         checker: &'a mut Checker,
         events: &'a mut Option<EventSide>,
         finalized: &'a mut u64,
-        now: Instant,
     ) -> EgressChecks<'a> {
         EgressChecks {
             checker,
             journal: events.as_mut().and_then(EventSide::journal),
-            now,
             finalized,
             sent: None,
             decided_at_us: 0,
@@ -1128,12 +1125,8 @@ impl<'f> World<'f> {
     fn pump(&mut self) -> Result<(), Violation> {
         let decided_at_us = self.checker.at_ms * 1000;
         let mut resubmit = Vec::new();
-        let mut checks = Self::egress_checks(
-            &mut self.checker,
-            &mut self.events,
-            &mut self.finalized,
-            self.now,
-        );
+        let mut checks =
+            Self::egress_checks(&mut self.checker, &mut self.events, &mut self.finalized);
         checks.sent = (self.bug == Some(PlantedBug::DoubleSubmit)).then_some(&mut resubmit);
         checks.decided_at_us = decided_at_us;
         self.egress
@@ -1154,12 +1147,8 @@ impl<'f> World<'f> {
     fn drive_link(&mut self) -> Result<(), Violation> {
         self.egress.handle_timeout(self.now);
         loop {
-            let mut checks = Self::egress_checks(
-                &mut self.checker,
-                &mut self.events,
-                &mut self.finalized,
-                self.now,
-            );
+            let mut checks =
+                Self::egress_checks(&mut self.checker, &mut self.events, &mut self.finalized);
             let action = self.egress.poll_action(self.now, &mut checks);
             if let Some(violation) = checks.violation {
                 return Err(violation);
