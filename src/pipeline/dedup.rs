@@ -14,6 +14,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::util::prefetch::prefetch_read;
+
 /// Identifies a parcel as the scanner named it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ParcelKey {
@@ -68,15 +70,14 @@ impl FingerprintSet {
         }
     }
 
-    /// Inserts; the caller keeps `len` at most half the slots, so a free slot exists.
-    /// The home slot of `fingerprint`: the first memory `contains` reads.
-    fn home_slot(&self, fingerprint: u64) -> u64 {
-        self.slots
-            .get(fingerprint as usize & self.mask())
-            .copied()
-            .unwrap_or(0)
+    /// Prefetches the home slot of `fingerprint`: the first memory `contains` reads.
+    fn prefetch_home(&self, fingerprint: u64) {
+        if let Some(slot) = self.slots.get(fingerprint as usize & self.mask()) {
+            prefetch_read(slot);
+        }
     }
 
+    /// Inserts; the caller keeps `len` at most half the slots, so a free slot exists.
     fn insert(&mut self, fingerprint: u64) {
         let mask = self.mask();
         let mut index = fingerprint as usize & mask;
@@ -142,14 +143,14 @@ impl DuplicateWindow {
         false
     }
 
-    /// Reads the slots that checking these parcels will read first, so a batch's cache
-    /// misses overlap. The returned value only keeps the reads alive.
-    pub fn warm(&self, keys: impl Iterator<Item = ParcelKey>) -> u64 {
-        keys.map(|key| {
+    /// Prefetches the slots that checking these parcels will read first, so a batch's
+    /// cache misses overlap. Changes nothing: prefetches are hints.
+    pub fn warm(&self, keys: impl Iterator<Item = ParcelKey>) {
+        for key in keys {
             let fingerprint = key.fingerprint();
-            self.current.home_slot(fingerprint) ^ self.previous.home_slot(fingerprint)
-        })
-        .fold(0, |touched, slot| touched ^ slot)
+            self.current.prefetch_home(fingerprint);
+            self.previous.prefetch_home(fingerprint);
+        }
     }
 
     fn rotate(&mut self, now: Instant) {
