@@ -271,57 +271,67 @@ fn plan_warming(c: &mut Criterion) {
 }
 
 /// The duplicate window at its default size (1 M parcels), checked one parcel at a time
-/// and in batches of 256 warmed first (what the PLC thread does).
+/// and in batches of 256 warmed first (what the PLC thread does), for random parcel ids
+/// and for what scanners send: each of 4 scanners numbering its parcels in sequence, in
+/// runs of 64 (one write of 64 frames each, in turn).
 fn duplicate_window_warming(c: &mut Criterion) {
     use sortd::pipeline::dedup::{DuplicateWindow, ParcelKey};
     let now = Instant::now();
     let mut rng = fastrand::Rng::with_seed(5);
-    let keys: Vec<ParcelKey> = (0..262_144)
+    let random: Vec<ParcelKey> = (0..262_144)
         .map(|_| ParcelKey {
             scanner_id: rng.u32(1..64),
             parcel_id: rng.u64(..),
         })
         .collect();
+    let runs: Vec<ParcelKey> = (0..262_144u64)
+        .map(|index| ParcelKey {
+            scanner_id: 1 + (index / 64 % 4) as u32,
+            parcel_id: 5_000_000 + index,
+        })
+        .collect();
     let mut group = c.benchmark_group("duplicate_window_warming");
-    group.throughput(Throughput::Elements(keys.len() as u64));
+    group.throughput(Throughput::Elements(random.len() as u64));
     group.sample_size(20);
-    for warm in [false, true] {
-        let name = if warm {
-            "warm_256_then_check"
-        } else {
-            "check_one_by_one"
-        };
-        group.bench_function(name, |b| {
-            b.iter_custom(|iterations| {
-                let mut elapsed = Duration::ZERO;
-                for _ in 0..iterations {
-                    // A window already holding about 1 M parcels, as in steady state.
-                    let mut window = DuplicateWindow::new(Duration::from_secs(3600), 2_000_000);
-                    for parcel_id in 0..1_000_000u64 {
-                        window.is_duplicate(
-                            ParcelKey {
-                                scanner_id: 0,
-                                parcel_id,
-                            },
-                            now,
-                        );
-                    }
-                    let start = Instant::now();
-                    let mut duplicates = 0;
-                    for chunk in keys.chunks(256) {
-                        if warm {
-                            window.warm(chunk.iter().copied());
+    for (ids, keys) in [("random", &random), ("runs", &runs)] {
+        for warm in [false, true] {
+            let name = if warm {
+                format!("{ids}_warm_256_then_check")
+            } else {
+                format!("{ids}_check_one_by_one")
+            };
+            group.bench_function(name, |b| {
+                b.iter_custom(|iterations| {
+                    let mut elapsed = Duration::ZERO;
+                    for _ in 0..iterations {
+                        // A window already holding about 1 M parcels, as in steady state.
+                        let mut window = DuplicateWindow::new(Duration::from_secs(3600), 2_000_000);
+                        for parcel_id in 0..1_000_000u64 {
+                            window.is_duplicate(
+                                ParcelKey {
+                                    scanner_id: 0,
+                                    parcel_id,
+                                },
+                                now,
+                            );
                         }
-                        for key in chunk {
-                            duplicates += usize::from(window.is_duplicate(*key, now));
+                        let start = Instant::now();
+                        let mut duplicates = 0;
+                        for chunk in keys.chunks(256) {
+                            if warm {
+                                window.warm(chunk.iter().copied());
+                            }
+                            for key in chunk {
+                                duplicates += usize::from(window.is_duplicate(*key, now));
+                            }
                         }
+                        elapsed += start.elapsed();
+                        black_box(duplicates);
                     }
-                    elapsed += start.elapsed();
-                    black_box(duplicates);
-                }
-                elapsed
-            })
-        });
+                    elapsed
+                })
+            });
+        }
     }
     group.finish();
 }
