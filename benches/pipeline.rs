@@ -209,8 +209,8 @@ criterion_group!(
 );
 criterion_main!(benches);
 
-/// Plan lookups one parcel at a time, and in windows of 16 warmed first (what ingress
-/// does), over 262,144 distinct parcels so the tables are not held in cache; the windows
+/// Plan lookups one parcel at a time, and in windows of 16 prefetched first (buckets,
+/// then records: what ingress does), over 262,144 distinct parcels so the tables are not held in cache; the windows
 /// are what ingress does. Needs the benchmark plan `cargo bench --bench e2e` leaves in target/bench-plans;
 /// skipped without it.
 fn plan_warming(c: &mut Criterion) {
@@ -253,11 +253,12 @@ fn plan_warming(c: &mut Criterion) {
         b.iter(|| {
             let mut chutes = 0u64;
             for window in parcels.chunks(16) {
-                let mut warmed = 0u64;
                 for (barcode, code) in window {
-                    warmed ^= plan.warm(&[barcode.as_slice()], code.as_deref());
+                    plan.warm(&[barcode.as_slice()], code.as_deref());
                 }
-                black_box(warmed);
+                for (barcode, code) in window {
+                    plan.warm_records(&[barcode.as_slice()], code.as_deref());
+                }
                 for (barcode, code) in window {
                     let resolution = plan.resolve(&[barcode.as_slice()], code.as_deref());
                     chutes += u64::from(resolution.chutes.primary());
@@ -270,57 +271,67 @@ fn plan_warming(c: &mut Criterion) {
 }
 
 /// The duplicate window at its default size (1 M parcels), checked one parcel at a time
-/// and in batches of 256 warmed first (what the PLC thread does).
+/// and in batches of 256 warmed first (what the PLC thread does), for random parcel ids
+/// and for what scanners send: each of 4 scanners numbering its parcels in sequence, in
+/// runs of 64 (one write of 64 frames each, in turn).
 fn duplicate_window_warming(c: &mut Criterion) {
     use sortd::pipeline::dedup::{DuplicateWindow, ParcelKey};
     let now = Instant::now();
     let mut rng = fastrand::Rng::with_seed(5);
-    let keys: Vec<ParcelKey> = (0..262_144)
+    let random: Vec<ParcelKey> = (0..262_144)
         .map(|_| ParcelKey {
             scanner_id: rng.u32(1..64),
             parcel_id: rng.u64(..),
         })
         .collect();
+    let runs: Vec<ParcelKey> = (0..262_144u64)
+        .map(|index| ParcelKey {
+            scanner_id: 1 + (index / 64 % 4) as u32,
+            parcel_id: 5_000_000 + index,
+        })
+        .collect();
     let mut group = c.benchmark_group("duplicate_window_warming");
-    group.throughput(Throughput::Elements(keys.len() as u64));
+    group.throughput(Throughput::Elements(random.len() as u64));
     group.sample_size(20);
-    for warm in [false, true] {
-        let name = if warm {
-            "warm_256_then_check"
-        } else {
-            "check_one_by_one"
-        };
-        group.bench_function(name, |b| {
-            b.iter_custom(|iterations| {
-                let mut elapsed = Duration::ZERO;
-                for _ in 0..iterations {
-                    // A window already holding about 1 M parcels, as in steady state.
-                    let mut window = DuplicateWindow::new(Duration::from_secs(3600), 2_000_000);
-                    for parcel_id in 0..1_000_000u64 {
-                        window.is_duplicate(
-                            ParcelKey {
-                                scanner_id: 0,
-                                parcel_id,
-                            },
-                            now,
-                        );
-                    }
-                    let start = Instant::now();
-                    let mut duplicates = 0;
-                    for chunk in keys.chunks(256) {
-                        if warm {
-                            black_box(window.warm(chunk.iter().copied()));
+    for (ids, keys) in [("random", &random), ("runs", &runs)] {
+        for warm in [false, true] {
+            let name = if warm {
+                format!("{ids}_warm_256_then_check")
+            } else {
+                format!("{ids}_check_one_by_one")
+            };
+            group.bench_function(name, |b| {
+                b.iter_custom(|iterations| {
+                    let mut elapsed = Duration::ZERO;
+                    for _ in 0..iterations {
+                        // A window already holding about 1 M parcels, as in steady state.
+                        let mut window = DuplicateWindow::new(Duration::from_secs(3600), 2_000_000);
+                        for parcel_id in 0..1_000_000u64 {
+                            window.is_duplicate(
+                                ParcelKey {
+                                    scanner_id: 0,
+                                    parcel_id,
+                                },
+                                now,
+                            );
                         }
-                        for key in chunk {
-                            duplicates += usize::from(window.is_duplicate(*key, now));
+                        let start = Instant::now();
+                        let mut duplicates = 0;
+                        for chunk in keys.chunks(256) {
+                            if warm {
+                                window.warm(chunk.iter().copied());
+                            }
+                            for key in chunk {
+                                duplicates += usize::from(window.is_duplicate(*key, now));
+                            }
                         }
+                        elapsed += start.elapsed();
+                        black_box(duplicates);
                     }
-                    elapsed += start.elapsed();
-                    black_box(duplicates);
-                }
-                elapsed
-            })
-        });
+                    elapsed
+                })
+            });
+        }
     }
     group.finish();
 }

@@ -166,7 +166,7 @@ impl EgressCore {
                 Some(current) => current,
                 None => match queue.try_recv() {
                     Some(batch) => {
-                        std::hint::black_box(self.finalizer.warm(batch.decisions()));
+                        self.finalizer.warm(batch.decisions());
                         (batch, 0)
                     }
                     None => break,

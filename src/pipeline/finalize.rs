@@ -27,14 +27,14 @@ impl Finalizer {
         }
     }
 
-    /// Reads ahead the duplicate window's slots for a batch about to be finalized (see
+    /// Prefetches the duplicate window's slots for a batch about to be finalized (see
     /// [`DuplicateWindow::warm`]).
-    pub fn warm(&self, decisions: &[Decision]) -> u64 {
+    pub fn warm(&self, decisions: &[Decision]) {
         self.duplicates
             .warm(decisions.iter().map(|decision| ParcelKey {
                 scanner_id: decision.scanner_id,
                 parcel_id: decision.parcel_id,
-            }))
+            }));
     }
 
     /// How long after receipt a decision may still leave for its chute.

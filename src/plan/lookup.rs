@@ -15,6 +15,7 @@
 use super::format::{self, BUCKET_BYTES, KEY_BYTES_MAX, RECORD_FIXED_BYTES};
 use super::open::Plan;
 use super::types::{Chutes, DefaultKind, Outcome, Resolution, RuleKind, RuleRef};
+use crate::util::prefetch::prefetch_read;
 
 /// One barcode's exact answer inside [`Plan::resolve_by`].
 #[derive(Clone, Copy, Debug)]
@@ -69,16 +70,52 @@ impl<'a> TableView<'a> {
         })
     }
 
-    /// Reads `key`'s home bucket and returns it: the first memory `find` will touch.
-    /// (Reading the record behind it too measured slower: the dependent read stalls.)
+    /// Prefetches `key`'s home bucket: the first memory `find` will touch.
     #[inline]
-    fn touch(&self, key: &[u8]) -> u64 {
+    fn prefetch_bucket(&self, key: &[u8]) {
         if self.bucket_count == 0 {
-            return 0;
+            return;
         }
         let hash = format::key_hash(key);
         let position = format::home_bucket(hash, self.bucket_count) as usize;
-        format::read_u64(self.buckets, position * BUCKET_BYTES).unwrap_or(0)
+        if let Some(byte) = self.buckets.get(position * BUCKET_BYTES) {
+            prefetch_read(byte);
+        }
+    }
+
+    /// Walks `key`'s buckets as `find` does and prefetches the record of the first
+    /// bucket whose tag matches (the one `find` compares first, and almost always the
+    /// key's); returns whether one did. Reads the buckets, so call it once
+    /// [`TableView::prefetch_bucket`] had time to bring them in.
+    #[inline]
+    fn prefetch_record(&self, key: &[u8]) -> bool {
+        if self.bucket_count == 0 {
+            return false;
+        }
+        let hash = format::key_hash(key);
+        let tag = format::bucket_tag(hash);
+        let bucket_count = self.bucket_count as usize;
+        let mut position = format::home_bucket(hash, self.bucket_count) as usize;
+        for _ in 0..self.probe_limit {
+            let Some(bucket) = format::read_u64(self.buckets, position * BUCKET_BYTES) else {
+                return false;
+            };
+            let bucket_tag = bucket as u32;
+            if bucket_tag == 0 {
+                return false;
+            }
+            if bucket_tag == tag {
+                if let Some(byte) = self.records.get((bucket >> 32) as usize) {
+                    prefetch_read(byte);
+                }
+                return true;
+            }
+            position += 1;
+            if position == bucket_count {
+                position = 0;
+            }
+        }
+        false
     }
 
     /// Find `key`: linear probing from its home bucket, at most `probe_limit` buckets,
@@ -194,14 +231,7 @@ impl Plan {
     #[inline]
     pub fn longest_prefix(&self, code: &[u8]) -> Option<(Chutes, RuleRef)> {
         let table = self.table(RuleKind::Prefix);
-        let lengths = self
-            .prefix_lengths_desc
-            .get(..self.prefix_length_count)
-            .unwrap_or(&[]);
-        for &len in lengths {
-            let Some(prefix) = code.get(..usize::from(len)) else {
-                continue;
-            };
+        for prefix in self.prefix_probes(code) {
             if let Some(record) = table.find(prefix) {
                 if let Some(entry) = self.entry(RuleKind::Prefix, record) {
                     return Some(entry);
@@ -221,27 +251,53 @@ impl Plan {
         }
     }
 
-    /// Reads the table buckets that [`Plan::resolve`] of the same parcel will read first:
-    /// each barcode's home bucket and the destination's first prefix probe. A caller with
-    /// several parcels in hand warms them all, then resolves them, so their cache misses
-    /// overlap instead of queueing. The returned value only keeps the reads alive.
-    pub fn warm(&self, barcodes: &[&[u8]], destination: Option<&[u8]>) -> u64 {
-        let mut touched = 0u64;
+    /// The prefix lengths of this plan that fit in `code`, longest first: the probes
+    /// [`Plan::longest_prefix`] makes, in its order.
+    #[inline]
+    fn prefix_probes<'c>(&self, code: &'c [u8]) -> impl Iterator<Item = &'c [u8]> + use<'_, 'c> {
+        self.prefix_lengths_desc
+            .get(..self.prefix_length_count)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(move |len| code.get(..usize::from(*len)))
+    }
+
+    /// Prefetches the table buckets that [`Plan::resolve`] of the same parcel may read
+    /// first: each barcode's home bucket and the destination's home bucket at every
+    /// prefix length. A caller with several parcels in hand warms them all, then
+    /// [`Plan::warm_records`] them all, then resolves them, so their cache and TLB
+    /// misses overlap instead of queueing. Changes nothing: prefetches are hints.
+    #[inline]
+    pub fn warm(&self, barcodes: &[&[u8]], destination: Option<&[u8]>) {
         let exact = self.table(RuleKind::Exact);
         for barcode in barcodes.iter().filter(|code| !code.is_empty()) {
-            touched ^= exact.touch(barcode);
+            exact.prefetch_bucket(barcode);
         }
         if let Some(code) = destination {
-            let lengths = self
-                .prefix_lengths_desc
-                .get(..self.prefix_length_count)
-                .unwrap_or(&[]);
-            let first_probe = lengths.iter().find_map(|len| code.get(..usize::from(*len)));
-            if let Some(prefix) = first_probe {
-                touched ^= self.table(RuleKind::Prefix).touch(prefix);
+            let prefix = self.table(RuleKind::Prefix);
+            for probe in self.prefix_probes(code) {
+                prefix.prefetch_bucket(probe);
             }
         }
-        touched
+    }
+
+    /// The second step of warming (after [`Plan::warm`]): reads the buckets and
+    /// prefetches the records [`Plan::resolve`] will compare: each barcode's, and the
+    /// destination's longest matching prefix's.
+    #[inline]
+    pub fn warm_records(&self, barcodes: &[&[u8]], destination: Option<&[u8]>) {
+        let exact = self.table(RuleKind::Exact);
+        for barcode in barcodes.iter().filter(|code| !code.is_empty()) {
+            exact.prefetch_record(barcode);
+        }
+        if let Some(code) = destination {
+            let prefix = self.table(RuleKind::Prefix);
+            for probe in self.prefix_probes(code) {
+                if prefix.prefetch_record(probe) {
+                    break;
+                }
+            }
+        }
     }
 
     /// Resolve a parcel (see the module docs for the rule). Never allocates or panics.

@@ -687,21 +687,22 @@ pub fn resolve_with_overlay(
 
 /// [`Plan::warm`] plus the overlay's filter block for each barcode: what
 /// [`resolve_with_overlay`] of the same parcel reads first. The hook beside `Plan::warm`
-/// in the ingress batch loop.
+/// in the ingress batch loop; prefetches only.
 pub fn warm_with_overlay(
     plan: &Plan,
     overlay: &OverlaySnapshot,
     barcodes: &[&[u8]],
     destination: Option<&[u8]>,
-) -> u64 {
-    let mut touched = plan.warm(barcodes, destination);
+) {
+    plan.warm(barcodes, destination);
     if let Some(bloom) = overlay.base.bloom.as_ref().filter(|_| !overlay.is_empty()) {
         for barcode in barcodes.iter().filter(|code| !code.is_empty()) {
             let hash = format::key_hash(barcode);
-            touched ^= bloom.word(bloom.position(hash).0).unwrap_or(0);
+            if let Some(byte) = bloom.bytes().get(bloom.position(hash).0) {
+                crate::util::prefetch::prefetch_read(byte);
+            }
         }
     }
-    touched
 }
 
 /// The chutes an entry gives over `plan` when folded into it: `None` for a removal, and

@@ -176,11 +176,19 @@ impl PlanView {
         resolve_with_overlay(&self.plan, &self.overlay, barcodes, destination)
     }
 
-    /// Warm what [`PlanView::resolve`] of the same parcel reads first
+    /// Prefetch what [`PlanView::resolve`] of the same parcel reads first
     /// ([`warm_with_overlay`]).
     #[inline]
-    pub fn warm(&self, barcodes: &[&[u8]], destination: Option<&[u8]>) -> u64 {
-        warm_with_overlay(&self.plan, &self.overlay, barcodes, destination)
+    pub fn warm(&self, barcodes: &[&[u8]], destination: Option<&[u8]>) {
+        warm_with_overlay(&self.plan, &self.overlay, barcodes, destination);
+    }
+
+    /// Prefetch the plan records [`PlanView::resolve`] of the same parcel compares
+    /// ([`Plan::warm_records`]); call after [`PlanView::warm`] of the whole window. The
+    /// overlay's own entries are not prefetched: they are few and recent.
+    #[inline]
+    pub fn warm_records(&self, barcodes: &[&[u8]], destination: Option<&[u8]>) {
+        self.plan.warm_records(barcodes, destination);
     }
 }
 

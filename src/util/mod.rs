@@ -1,4 +1,5 @@
 //! Small helpers shared by several layers.
 
 pub mod fs;
+pub mod prefetch;
 pub mod rate_limit;

@@ -126,7 +126,7 @@ fn resolution_order_table() {
         assert_eq!(got.plan_version, 12);
     }
     // Warming reads without changing anything.
-    let _ = sortd::plan::overlay::warm_with_overlay(&plan, &overlay, &[b"YT1"], Some(b"33"));
+    sortd::plan::overlay::warm_with_overlay(&plan, &overlay, &[b"YT1"], Some(b"33"));
     // With an empty overlay the answer is the plan's, exactly.
     let empty = OverlaySnapshot::empty();
     let base = plan.resolve(&[b"YT2"], None);
