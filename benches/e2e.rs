@@ -366,6 +366,7 @@ fn run_sortd(sortd: &Path, plan: &Path, load: &Load, confirm: bool, events: bool
             count: None,
             scanner_id_base: 1,
             profile: profile.clone(),
+            pacing: sortd::loadgen::scanners::Pacing::default(),
         },
         plan_path: plan.to_path_buf(),
         shares: MixShares {
@@ -538,6 +539,7 @@ fn relay_rate(plan: &Path, connections: usize, frames_per_write: usize, seconds:
         count: None,
         scanner_id_base: 1,
         profile: None,
+        pacing: sortd::loadgen::scanners::Pacing::default(),
     };
     let started = Instant::now();
     let bytes_sent = Arc::new(AtomicU64::new(0));

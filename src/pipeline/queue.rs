@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 
@@ -23,6 +24,9 @@ pub struct Batch {
     decisions: Vec<Decision>,
     facts: Option<FactsArena>,
     parcels_max: usize,
+    /// When the producer handed it over (one clock read per batch), for the stage
+    /// latencies.
+    handed_at: Option<Instant>,
 }
 
 impl Batch {
@@ -33,7 +37,19 @@ impl Batch {
             decisions: Vec::with_capacity(parcels_max),
             facts: carry_facts.then(|| FactsArena::new(parcels_max)),
             parcels_max,
+            handed_at: None,
         }
+    }
+
+    /// Stamps the moment the producer hands it over.
+    #[inline]
+    pub fn stamp_handed(&mut self, at: Instant) {
+        self.handed_at = Some(at);
+    }
+
+    /// When the producer handed it over, if it was stamped.
+    pub fn handed_at(&self) -> Option<Instant> {
+        self.handed_at
     }
 
     /// Decisions it can still take before it must be handed over: 0 once it holds
@@ -99,6 +115,7 @@ impl Batch {
     /// Empties it, keeping its memory.
     pub fn clear(&mut self) {
         self.decisions.clear();
+        self.handed_at = None;
         if let Some(arena) = &mut self.facts {
             arena.clear();
         }
@@ -206,6 +223,9 @@ impl BatchSender {
 
     /// Hands a batch over. When the queue is full the batch comes back: the caller keeps it
     /// and stops reading until a later attempt succeeds.
+    // The refused batch comes back by value to be retried; boxing it would cost an
+    // allocation per hand-off.
+    #[allow(clippy::result_large_err)]
     pub fn try_send(&self, batch: Batch) -> Result<(), Batch> {
         match self.batches.try_send(batch) {
             Ok(()) => {
@@ -269,7 +289,6 @@ impl BatchReceiver {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
-    use std::time::Instant;
 
     use crate::decision::{Reason, Rule};
 
