@@ -805,27 +805,49 @@ pub fn parse_openmetrics(text: &str) -> Result<Scrape, String> {
         if kind != "histogram" {
             continue;
         }
-        let series = scrape.series(&format!("{name}_bucket"));
-        let mut bounds: Vec<(f64, f64)> = series
-            .iter()
-            .map(|(labels, count)| {
-                let bound = labels
-                    .trim_start_matches("le=\"")
-                    .trim_end_matches('"')
-                    .replace("+Inf", "inf");
-                (bound.parse::<f64>().unwrap_or(f64::NAN), *count)
-            })
-            .collect();
-        bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
-        if bounds.last().map(|(bound, _)| *bound) != Some(f64::INFINITY) {
+        // One histogram per set of labels besides `le`.
+        let mut by_labels: std::collections::BTreeMap<String, Vec<(f64, f64)>> =
+            std::collections::BTreeMap::new();
+        for (labels, count) in scrape.series(&format!("{name}_bucket")) {
+            let mut bound = f64::NAN;
+            let mut others = Vec::new();
+            for label in labels.split(',') {
+                match label.strip_prefix("le=\"") {
+                    Some(le) => {
+                        bound = le
+                            .trim_end_matches('"')
+                            .replace("+Inf", "inf")
+                            .parse::<f64>()
+                            .unwrap_or(f64::NAN);
+                    }
+                    None => others.push(label),
+                }
+            }
+            by_labels
+                .entry(others.join(","))
+                .or_default()
+                .push((bound, count));
+        }
+        if by_labels.is_empty() {
             return Err(format!("{name} has no +Inf bucket"));
         }
-        if bounds.windows(2).any(|pair| pair[0].1 > pair[1].1) {
-            return Err(format!("{name} buckets are not cumulative"));
-        }
-        let count = scrape.get(&format!("{name}_count"), &[]);
-        if count != bounds.last().map(|(_, count)| *count) {
-            return Err(format!("{name}: +Inf bucket differs from _count"));
+        for (labels, mut bounds) in by_labels {
+            bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if bounds.last().map(|(bound, _)| *bound) != Some(f64::INFINITY) {
+                return Err(format!("{name}{{{labels}}} has no +Inf bucket"));
+            }
+            if bounds.windows(2).any(|pair| pair[0].1 > pair[1].1) {
+                return Err(format!("{name}{{{labels}}} buckets are not cumulative"));
+            }
+            let count = scrape
+                .samples
+                .get(&format!("{name}_count{{{labels}}}"))
+                .copied();
+            if count != bounds.last().map(|(_, count)| *count) {
+                return Err(format!(
+                    "{name}{{{labels}}}: +Inf bucket differs from _count"
+                ));
+            }
         }
     }
     Ok(scrape)
