@@ -1,9 +1,10 @@
-//! PLC egress: the one thread that owns the PLC socket. It drives the sans-IO
-//! [`EgressCore`], which takes decision batches from the ingress workers, applies the
-//! duplicate window and the deadline, and hands each decision to the
-//! [`crate::plc::HostLink`] (numbering, sending, retransmitting, heartbeats). This thread
+//! PLC egress: the one loop that owns the PLC socket, on a thread of its own or sharing
+//! the pipeline thread with the only ingress worker ([`super::single`]). It drives the
+//! sans-IO [`EgressCore`], which takes decision batches from the ingress workers, applies
+//! the duplicate window and the deadline, and hands each decision to the
+//! [`crate::plc::HostLink`] (numbering, sending, retransmitting, heartbeats). This loop
 //! moves the link's bytes, dials or accepts the PLC, parks, and turns what the core
-//! observes into counters, the latency histogram and logs.
+//! observes into counters, the latency and stage histograms and logs.
 //!
 //! While the link is up and its window is full, this thread stops taking batches, so the
 //! queue fills and ingress stops reading: backpressure instead of loss. While the link is

@@ -1,6 +1,7 @@
-//! Scanner ingress: one mio event loop per worker thread. It accepts scanner
-//! connections, reads their bytes, decodes frames, decides each parcel against the current
-//! plan and hands the decisions to the PLC thread in batches.
+//! Scanner ingress: one mio event loop per worker thread (or, with one worker, a share
+//! of the pipeline thread's loop: [`super::single`]). It accepts scanner connections,
+//! reads their bytes, decodes frames, decides each parcel against the current plan and
+//! hands the decisions to the PLC side in batches, each stamped when handed over.
 //!
 //! Decoding and resolving run on the thread that read the bytes, inside each connection's
 //! sans-IO [`ScannerSession`]: frames borrow from the session's buffer, and copying them
