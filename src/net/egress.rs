@@ -757,6 +757,7 @@ mod tests {
         for scan in 0..40u64 {
             batch.push(decision(scan % 25, start), &ScanFacts::default());
         }
+        batch.stamp_handed(start);
         sender.try_send(batch).ok();
         let mut received = 0;
         while core.pump(start, 0, &receiver, &mut observer) > 0 {
@@ -771,5 +772,13 @@ mod tests {
         assert_eq!(counters.decided_duplicate.load(Ordering::Relaxed), 15);
         assert_eq!(counters.decided(Reason::Duplicate), 15);
         assert_eq!(counters.decided_total(), 40);
+
+        // The batch's stamp puts all 40 in the decide and handoff stages at once.
+        observer.publish_latency();
+        let stages = counters.stage_latency_us.lock().expect("stage histograms");
+        for stage in [Stage::Decide, Stage::Handoff] {
+            let histogram = stages[stage.index()].as_ref().expect("merged");
+            assert_eq!(histogram.len(), 40, "{stage:?}");
+        }
     }
 }

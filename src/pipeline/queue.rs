@@ -289,6 +289,7 @@ impl BatchReceiver {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
 
     use crate::decision::{Reason, Rule};
 
@@ -346,6 +347,20 @@ mod tests {
             1,
             "woken once, not per batch"
         );
+    }
+
+    #[test]
+    fn the_hand_off_stamp_goes_with_the_batch_and_not_with_its_recycled_memory() {
+        let (tx, rx) = batch_queue(2, 4, false, Arc::new(CountingWaker::default()));
+        let mut sent = batch(1);
+        assert_eq!(sent.handed_at(), None);
+        let at = Instant::now();
+        sent.stamp_handed(at);
+        assert!(tx.try_send(sent).is_ok());
+        let got = rx.try_recv().expect("queued");
+        assert_eq!(got.handed_at(), Some(at));
+        rx.recycle(got);
+        assert_eq!(tx.empty_batch().handed_at(), None);
     }
 
     #[test]
