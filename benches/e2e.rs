@@ -417,6 +417,7 @@ fn run_sortd_with(
             count: None,
             scanner_id_base: 1,
             profile: profile.clone(),
+            pacing: sortd::loadgen::scanners::Pacing::default(),
         },
         plan_path: plan.to_path_buf(),
         shares: MixShares {
@@ -595,6 +596,7 @@ fn relay_rate(plan: &Path, connections: usize, frames_per_write: usize, seconds:
         count: None,
         scanner_id_base: 1,
         profile: None,
+        pacing: sortd::loadgen::scanners::Pacing::default(),
     };
     let started = Instant::now();
     let bytes_sent = Arc::new(AtomicU64::new(0));

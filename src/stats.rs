@@ -394,6 +394,42 @@ pub struct WebCounters {
     pub timed_out: AtomicU64,
 }
 
+/// The stages of a parcel's way through the daemon, each timed from the stamp before
+/// it. One clock read per batch or per turn, not per parcel: every parcel of a batch is
+/// counted with the batch's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// From the read that brought the batch's first frame to the batch's hand-off:
+    /// decoding and deciding, and waiting for the rest of the read.
+    Decide,
+    /// From the hand-off to the turn of the PLC side that takes the batch: the queue
+    /// and the PLC thread's wake-up (nothing in one-thread mode but the rest of the
+    /// turn).
+    Handoff,
+    /// From the start of that turn to the return of the write that carries its SORTs:
+    /// finalizing, the link and the socket write.
+    Send,
+}
+
+impl Stage {
+    /// Every stage, in the parcel's order.
+    pub const ALL: [Stage; 3] = [Stage::Decide, Stage::Handoff, Stage::Send];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Decide => "decide",
+            Stage::Handoff => "handoff",
+            Stage::Send => "send",
+        }
+    }
+
+    /// Position in [`Stage::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Every counter the daemon keeps.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -433,6 +469,9 @@ pub struct Counters {
     pub confirmations: Mutex<BTreeMap<&'static str, u64>>,
     /// Decision latency (receipt to hand-off to the PLC link) histogram in microseconds.
     pub decision_latency_us: Mutex<Option<hdrhistogram::Histogram<u64>>>,
+    /// Latency of each [`Stage`] in microseconds, indexed as [`Stage::ALL`] (timed per
+    /// batch or per turn, counted per parcel).
+    pub stage_latency_us: Mutex<[Option<hdrhistogram::Histogram<u64>>; Stage::ALL.len()]>,
     /// SORTs handed to the PLC link, by chute.
     pub sorts_by_chute: ByChute,
     /// The PLC link, as of the PLC thread's last turn.

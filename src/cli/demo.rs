@@ -213,6 +213,7 @@ filter = "warn,sortd::net::egress=error"
             count: None,
             scanner_id_base: 1,
             profile: None,
+            pacing: sortd::loadgen::scanners::Pacing::default(),
         },
         plan_path: plan_path.to_path_buf(),
         shares: MixShares::default(),

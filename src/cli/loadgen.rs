@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sortd::loadgen::mix::MixShares;
-use sortd::loadgen::scanners::ScannerOptions;
+use sortd::loadgen::scanners::{Pacing, ScannerOptions};
 use sortd::loadgen::{LoadOptions, run_load};
 use sortd::plc::PeerConfig;
 use sortd::sim::plc::{PlcSim, PlcSimCounters, PlcSimOptions, SimMode};
@@ -38,6 +38,11 @@ pub struct LoadgenArgs {
     /// Parcels per second, evenly paced (open loop). Without it: as fast as possible.
     #[arg(long)]
     rate: Option<u64>,
+    /// Open loop: how the pacer waits for the next parcel's time: `sleep` (leaves the
+    /// CPU to the daemon; parcels due within the timer's granularity go out together)
+    /// or `spin` (on time, but takes a core: only with a core to spare).
+    #[arg(long, default_value = "sleep")]
+    pacing: String,
     /// Seconds to send for.
     #[arg(long, default_value_t = 10.0)]
     duration_s: f64,
@@ -94,6 +99,8 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<ExitCode> {
             )
         })?),
     };
+    let pacing = Pacing::from_name(&args.pacing)
+        .with_context(|| format!("--pacing {}: expected sleep or spin", args.pacing))?;
     let options = LoadOptions {
         scanners: ScannerOptions {
             target: args.target,
@@ -104,6 +111,7 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<ExitCode> {
             count: args.count,
             scanner_id_base: 1,
             profile,
+            pacing,
         },
         plan_path: args.plan,
         shares,

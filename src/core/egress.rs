@@ -71,6 +71,9 @@ pub trait EgressObserver {
     fn on_link_down(&mut self, _why: LinkDownReason) {}
     /// The PLC acknowledged `count` more SORTs.
     fn on_sorts_acked(&mut self, _count: u32) {}
+    /// A batch was taken from the queue at `now`, before any of its decisions is
+    /// finalized (the stage latencies: its producer's stamp against `now`).
+    fn on_batch_taken(&mut self, _now: Instant, _batch: &Batch) {}
 }
 
 /// What the driver must do to the transport.
@@ -166,6 +169,7 @@ impl EgressCore {
                 Some(current) => current,
                 None => match queue.try_recv() {
                     Some(batch) => {
+                        observer.on_batch_taken(now, &batch);
                         self.finalizer.warm(batch.decisions());
                         (batch, 0)
                     }

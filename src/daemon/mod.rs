@@ -23,6 +23,7 @@ use crate::core::idle::IdlePolicy;
 use crate::events::journal::JournalWriter;
 use crate::net::egress::{self, Egress, EgressShared};
 use crate::net::ingress::{self, IngressShared, IngressWorker};
+use crate::net::single;
 use crate::pipeline::finalize::Finalizer;
 use crate::pipeline::queue::{Wake, batch_queue};
 use crate::plan::{PlanHandle, SwapReport};
@@ -114,6 +115,10 @@ pub struct Daemon {
     swapper: Arc<hub::PlanSwapper>,
     stop: Arc<AtomicBool>,
     ingress_wakers: Vec<Arc<Waker>>,
+    /// Ingress workers, whether on their own threads or on the pipeline thread.
+    ingress_workers: usize,
+    /// Ingress and the PLC side share one thread ([`crate::net::single`]).
+    single_thread: bool,
     egress_waker: Arc<Waker>,
     threads: Vec<(String, JoinHandle<io::Result<()>>)>,
     scanner_addresses: Vec<std::net::SocketAddr>,
@@ -256,8 +261,9 @@ impl Daemon {
             }
             _ => None,
         };
+        let single_thread = pipeline.threads.is_single(pipeline.workers);
         let egress = Egress::new(
-            egress_poll,
+            egress_poll.registry(),
             link,
             receiver,
             finalizer,
@@ -266,7 +272,7 @@ impl Daemon {
                 chute_states: chute_states.clone(),
                 counters: counters.clone(),
                 stop: stop.clone(),
-                idle: idle_policy(&pipeline),
+                idle: idle_policy(&pipeline, single_thread),
                 drain_grace: config.drain_grace,
                 journal,
                 warning_interval: config.bad_input_warning_interval,
@@ -292,17 +298,26 @@ impl Daemon {
                 what: format!("ingress worker {index}"),
                 error,
             };
-            let poll = Poll::new().map_err(bind_error)?;
-            let waker = Waker::new(poll.registry(), ingress::WAKE_TOKEN).map_err(bind_error)?;
+            // One thread: the worker's sockets go on the PLC side's poll, whose waker
+            // serves both.
+            let poll = if single_thread {
+                None
+            } else {
+                let poll = Poll::new().map_err(bind_error)?;
+                let waker = Waker::new(poll.registry(), ingress::WAKE_TOKEN).map_err(bind_error)?;
+                ingress_wakers.push(Arc::new(waker));
+                Some(poll)
+            };
             let mut listeners = Vec::with_capacity(std_listeners.len());
             for bound in &std_listeners {
                 let clone = bound.try_clone().map_err(bind_error)?;
                 listeners.push(mio::net::TcpListener::from_std(clone));
             }
-            let worker = IngressWorker::new(index, poll, listeners, sender.clone(), shared.clone())
-                .map_err(bind_error)?;
-            workers.push(worker);
-            ingress_wakers.push(Arc::new(waker));
+            let registry = poll.as_ref().map_or(egress_poll.registry(), Poll::registry);
+            let worker =
+                IngressWorker::new(index, registry, listeners, sender.clone(), shared.clone())
+                    .map_err(bind_error)?;
+            workers.push((worker, poll));
         }
         drop(sender);
 
@@ -314,11 +329,33 @@ impl Daemon {
                 .map(|handle| (name.clone(), handle))
                 .map_err(|error| DaemonError::Thread { name, error })
         };
-        threads.push(spawn("sortd-plc".into(), Box::new(move || egress.run()))?);
-        for worker in workers {
-            let name = format!("sortd-ingress-{}", threads.len() - 1);
-            threads.push(spawn(name, Box::new(move || worker.run()))?);
+        if single_thread {
+            let stop = stop.clone();
+            let (worker, _) = workers.pop().ok_or_else(|| DaemonError::Thread {
+                name: "sortd-pipeline".into(),
+                error: io::Error::other("no ingress worker"),
+            })?;
+            threads.push(spawn(
+                "sortd-pipeline".into(),
+                Box::new(move || single::run(worker, egress, egress_poll, &stop)),
+            )?);
+        } else {
+            threads.push(spawn(
+                "sortd-plc".into(),
+                Box::new(move || egress.run(egress_poll)),
+            )?);
         }
+        for (worker, poll) in workers {
+            let Some(poll) = poll else { continue };
+            let name = format!("sortd-ingress-{}", threads.len() - 1);
+            threads.push(spawn(name, Box::new(move || worker.run(poll)))?);
+        }
+        tracing::info!(
+            threads = pipeline.threads.name(),
+            single = single_thread,
+            workers = pipeline.workers,
+            "pipeline threads"
+        );
         let hub_preadvice = match (&config.hub, &maintained) {
             (Some(hub), Some((opened, _))) if hub.preadvice => Some(hub::HubPreAdvice {
                 preadvice: Arc::clone(opened),
@@ -361,6 +398,8 @@ impl Daemon {
             plan_source,
             stop,
             ingress_wakers,
+            ingress_workers: pipeline.workers,
+            single_thread,
             egress_waker,
             threads,
             scanner_addresses,
@@ -396,12 +435,18 @@ impl Daemon {
         }
     }
 
-    /// Loop turns of each daemon thread so far: the PLC thread first, then each ingress
-    /// worker, in the order of [`Daemon::thread_names`].
+    /// Loop turns of each daemon thread so far: the PLC thread (or the one pipeline
+    /// thread) first, then each ingress worker's, in the order of
+    /// [`Daemon::thread_names`].
     pub fn thread_turns(&self) -> Vec<u64> {
         let liveness = &self.counters.liveness;
+        let worker_threads = if self.single_thread {
+            0
+        } else {
+            self.ingress_workers
+        };
         std::iter::once(liveness.plc_turns())
-            .chain((0..self.ingress_wakers.len()).map(|index| liveness.ingress_turns(index)))
+            .chain((0..worker_threads).map(|index| liveness.ingress_turns(index)))
             .collect()
     }
 
@@ -412,7 +457,12 @@ impl Daemon {
 
     /// Ingress worker threads.
     pub fn ingress_workers(&self) -> usize {
-        self.ingress_wakers.len()
+        self.ingress_workers
+    }
+
+    /// Whether ingress and the PLC side share one thread (`pipeline.threads`).
+    pub fn is_single_thread(&self) -> bool {
+        self.single_thread
     }
 
     /// Stops accepting and reading, decides and sends what was received, and waits for the
@@ -459,15 +509,16 @@ impl Daemon {
 }
 
 /// The idle policy for this machine: the configured mode against the cores this process
-/// may use and the threads that run under load (the workers, the PLC thread and the
-/// metrics thread).
-fn idle_policy(pipeline: &PipelineSettings) -> IdlePolicy {
+/// may use and the threads that run under load (the workers, the PLC thread unless it is
+/// the worker's, and the metrics thread).
+fn idle_policy(pipeline: &PipelineSettings, single_thread: bool) -> IdlePolicy {
     let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    let plc_thread = usize::from(!single_thread);
     let policy = IdlePolicy::resolve(
         pipeline.idle,
         pipeline.spin_before_park,
         cores,
-        pipeline.workers + 2,
+        pipeline.workers + plc_thread + 1,
     );
     tracing::info!(
         mode = pipeline.idle.name(),

@@ -300,6 +300,16 @@ pub fn run_load(
         chutes.truncate(20);
         report.top_chutes = chutes;
     }
+    if let Ok(lateness) = scanner_counters.send_lateness_us.lock() {
+        if let Some(histogram) = lateness.as_ref() {
+            report.send_lateness_us = LatencyUs::of(histogram);
+        }
+    }
+    if plays_plc {
+        if let Ok(histogram) = sim_counters.latency_us.lock() {
+            report.plc_read_us = LatencyUs::of(&histogram);
+        }
+    }
     if let Ok(histogram) = observer.histogram.lock() {
         report.latency_us = LatencyUs::of(&histogram);
         report.curve = percentile_curve(&histogram);

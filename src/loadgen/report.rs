@@ -57,6 +57,13 @@ pub struct LoadReport {
     pub elapsed_s: f64,
     /// From each parcel's intended send time to its SORT reaching the PLC side.
     pub latency_us: LatencyUs,
+    /// Open loop: from each parcel's intended send time to the return of the write that
+    /// carried it (the generator's own lateness, part of `latency_us`).
+    pub send_lateness_us: LatencyUs,
+    /// From the daemon's stamp on a SORT (`decided_at_us`, taken when its PLC thread
+    /// starts the turn that sends it) to the PLC side reading it, across the two
+    /// processes' wall clocks (the same clock on one machine).
+    pub plc_read_us: LatencyUs,
     /// Sent parcels that got no decision.
     pub missing: u64,
     /// Connection and write errors.
@@ -132,6 +139,24 @@ impl LoadReport {
                 "latency, scan sent -> SORT at the PLC (us): p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
                 latency.p50, latency.p90, latency.p99, latency.p999, latency.max
             );
+        }
+        for (what, part) in [
+            (
+                "  of it, send lateness (intended -> written)",
+                self.send_lateness_us,
+            ),
+            (
+                "  of it, daemon's PLC turn -> read by the PLC side",
+                self.plc_read_us,
+            ),
+        ] {
+            if part.max > 0 {
+                let _ = writeln!(
+                    text,
+                    "{what} (us): p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+                    part.p50, part.p90, part.p99, part.p999, part.max
+                );
+            }
         }
         let _ = writeln!(
             text,
@@ -276,6 +301,8 @@ mod tests {
             "decided",
             "throughput_per_s",
             "latency_us",
+            "send_lateness_us",
+            "plc_read_us",
             "reasons",
         ] {
             assert!(json.get(key).is_some(), "missing {key}");

@@ -8,6 +8,7 @@
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,33 @@ pub struct ScannerOptions {
     /// `None`: sortd's binary protocol (a HELLO, then SCAN frames). A text profile: its
     /// telegrams, no HELLO (the target must be a listener of that profile).
     pub profile: Option<TextProfile>,
+    /// Open loop: how the pacer waits for the next parcel's time.
+    pub pacing: Pacing,
+}
+
+/// How the open-loop pacer waits when it is ahead of its schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pacing {
+    /// Sleep until the next parcel is due, then send every parcel due by then. At high
+    /// rates the timer's granularity (tens of microseconds) groups parcels, which shows
+    /// up as send lateness; the pacer leaves the CPU to the daemon and the PLC side.
+    #[default]
+    Sleep,
+    /// Spin through waits shorter than 200 us (sleep through longer ones): sends on
+    /// time while it has a core of its own, but on a machine without a spare core it
+    /// takes one from the daemon and the PLC side (the behaviour before 2026-11-26).
+    Spin,
+}
+
+impl Pacing {
+    /// The pacing named `name` (`sleep`, `spin`).
+    pub fn from_name(name: &str) -> Option<Pacing> {
+        match name {
+            "sleep" => Some(Pacing::Sleep),
+            "spin" => Some(Pacing::Spin),
+            _ => None,
+        }
+    }
 }
 
 /// What the scanners did, live.
@@ -94,6 +122,9 @@ pub struct ScannerCounters {
     pub errors: AtomicU64,
     /// Set when the last parcel has been written.
     pub finished: AtomicBool,
+    /// Open loop: each parcel's send lateness in microseconds, from its intended send
+    /// time to the return of the write that carried it (merged once, at the end).
+    pub send_lateness_us: Mutex<Option<hdrhistogram::Histogram<u64>>>,
 }
 
 struct Scanner {
@@ -253,6 +284,7 @@ pub fn run_scanners(
     let mut next_scanner = 0usize;
     let mut kinds = [0u64; 6];
     let limit = options.count.unwrap_or(u64::MAX);
+    let mut lateness_us = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
     loop {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(start);
@@ -282,6 +314,7 @@ pub fn run_scanners(
             }
             blocked_all = 0;
             let group = frames_per_write.min(due - parcels_sent).max(1);
+            let group_first = parcels_sent;
             for _ in 0..group {
                 let fresh_id = parcels_sent + 1;
                 let intended = match options.rate_per_s {
@@ -306,6 +339,15 @@ pub fn run_scanners(
             if !scanner.flush() {
                 scanner.alive = false;
                 counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            if let (Some(rate), Some(lateness)) = (options.rate_per_s, lateness_us.as_mut()) {
+                let written = Instant::now();
+                for parcel in group_first..parcels_sent {
+                    let intended =
+                        start + Duration::from_nanos(parcel * 1_000_000_000 / rate.max(1));
+                    let late_us = written.saturating_duration_since(intended).as_micros() as u64;
+                    let _ = lateness.record(late_us.max(1));
+                }
             }
             progressed = true;
         }
@@ -332,10 +374,12 @@ pub fn run_scanners(
                     let next_at =
                         start + Duration::from_nanos(parcels_sent * 1_000_000_000 / rate.max(1));
                     let wait = next_at.saturating_duration_since(Instant::now());
-                    if wait > Duration::from_micros(200) {
-                        std::thread::sleep(wait - Duration::from_micros(100));
-                    } else {
-                        std::hint::spin_loop();
+                    match options.pacing {
+                        Pacing::Sleep => std::thread::sleep(wait),
+                        Pacing::Spin if wait > Duration::from_micros(200) => {
+                            std::thread::sleep(wait - Duration::from_micros(100));
+                        }
+                        Pacing::Spin => std::hint::spin_loop(),
                     }
                 }
                 None => std::thread::sleep(Duration::from_micros(50)),
@@ -356,6 +400,9 @@ pub fn run_scanners(
         std::thread::sleep(Duration::from_micros(100));
     }
     counters.sent.store(parcels_sent, Ordering::Relaxed);
+    if let (Some(lateness), Ok(mut shared)) = (lateness_us, counters.send_lateness_us.lock()) {
+        *shared = Some(lateness);
+    }
     counters.finished.store(true, Ordering::Release);
     Ok(())
 }

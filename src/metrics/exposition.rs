@@ -31,7 +31,7 @@ use crate::export::{
 };
 use crate::plan::PlanHandle;
 use crate::plc::{ChuteState, ChuteStateTable};
-use crate::stats::Counters;
+use crate::stats::{Counters, Stage};
 
 /// Upper bounds of the decision-latency histogram's buckets, in microseconds (the
 /// exposition converts them to seconds). Fine below 1 ms, so that a p99 of 150 us (the
@@ -462,6 +462,25 @@ impl Collector for DaemonCollector {
             Some(&seconds),
             MetricType::Histogram,
         )?)?;
+        let stages = c.stage_latency_us.lock().map_or_else(
+            |_| Stage::ALL.map(|_| LatencyHistogram::from_hdr(None)),
+            |by_stage| {
+                Stage::ALL.map(|stage| {
+                    LatencyHistogram::from_hdr(by_stage.get(stage.index()).and_then(Option::as_ref))
+                })
+            },
+        );
+        family(
+            e,
+            "sortd_stage_latency",
+            "Time parcels spent in each stage: decide (read to hand-off), handoff (to the PLC side's turn), send (that turn to its write); timed per batch or turn, merged every second.",
+            Some(&seconds),
+            MetricType::Histogram,
+            Stage::ALL
+                .iter()
+                .zip(stages)
+                .map(|(stage, histogram)| ([("stage", stage.as_str())], histogram)),
+        )?;
         gauge(
             e,
             "sortd_queue_batches",

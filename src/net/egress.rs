@@ -1,9 +1,10 @@
-//! PLC egress: the one thread that owns the PLC socket. It drives the sans-IO
-//! [`EgressCore`], which takes decision batches from the ingress workers, applies the
-//! duplicate window and the deadline, and hands each decision to the
-//! [`crate::plc::HostLink`] (numbering, sending, retransmitting, heartbeats). This thread
+//! PLC egress: the one loop that owns the PLC socket, on a thread of its own or sharing
+//! the pipeline thread with the only ingress worker ([`super::single`]). It drives the
+//! sans-IO [`EgressCore`], which takes decision batches from the ingress workers, applies
+//! the duplicate window and the deadline, and hands each decision to the
+//! [`crate::plc::HostLink`] (numbering, sending, retransmitting, heartbeats). This loop
 //! moves the link's bytes, dials or accepts the PLC, parks, and turns what the core
-//! observes into counters, the latency histogram and logs.
+//! observes into counters, the latency and stage histograms and logs.
 //!
 //! While the link is up and its window is full, this thread stops taking batches, so the
 //! queue fills and ingress stops reading: backpressure instead of loss. While the link is
@@ -18,8 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 
 use crate::core::egress::{EgressCore, EgressObserver, Fate, LinkAction};
 use crate::core::idle::{IdlePolicy, IdleStep, LINK_READ_DEFER_MAX, window_refilled};
@@ -27,9 +29,9 @@ use crate::decision::{ChuteNumber, Reason};
 use crate::pipeline::decide::Decision;
 use crate::pipeline::facts::ScanFacts;
 use crate::pipeline::finalize::Finalizer;
-use crate::pipeline::queue::BatchReceiver;
+use crate::pipeline::queue::{Batch, BatchReceiver};
 use crate::plc::{ChuteState, ChuteStateTable, HostLink, LinkDownReason, Outcome, SortConfirm};
-use crate::stats::Counters;
+use crate::stats::{Counters, Stage};
 
 use super::egress_events::EgressJournal;
 use super::link_socket::{ConnectProgress, LinkSocket, ReadOutcome};
@@ -78,7 +80,7 @@ enum Transport {
 
 /// The PLC thread's state.
 pub struct Egress {
-    poll: Poll,
+    registry: Registry,
     transport: Transport,
     core: EgressCore,
     queue: BatchReceiver,
@@ -92,6 +94,21 @@ pub struct Egress {
     handoff_gap: Duration,
     /// The link's window filled up and has not yet freed a quarter of itself.
     window_waiting: bool,
+    /// Decisions the last [`Egress::work`] moved.
+    moved: usize,
+    /// Since when the thread has had nothing to do.
+    idle_since: Option<Instant>,
+    /// Stopping: when the drain gives up waiting for the PLC.
+    stop_at: Option<Instant>,
+}
+
+/// What a turn of [`Egress::work`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Go on: poll, then take the events.
+    Continue,
+    /// Stopped and drained: the PLC side is done.
+    Finished,
 }
 
 impl std::fmt::Debug for Egress {
@@ -107,21 +124,22 @@ fn unix_micros() -> u64 {
 }
 
 impl Egress {
-    /// A PLC thread. `poll` must already carry the ingress workers' waker at
-    /// [`WAKE_TOKEN`]. In listen mode the PLC listener is bound here.
+    /// A PLC side registering its sockets with `registry` (the poll that drives it, which
+    /// must already carry the waker of the ingress hand-off at [`WAKE_TOKEN`]). In
+    /// listen mode the PLC listener is bound here.
     pub fn new(
-        poll: Poll,
+        registry: &Registry,
         link: HostLink,
         queue: BatchReceiver,
         finalizer: Finalizer,
         mut shared: EgressShared,
     ) -> io::Result<Egress> {
+        let registry = registry.try_clone()?;
         let transport = match shared.plc.mode {
             PlcMode::Connect => Transport::Client(shared.plc.address),
             PlcMode::Listen => {
                 let mut listener = TcpListener::bind(shared.plc.address)?;
-                poll.registry()
-                    .register(&mut listener, LISTENER_TOKEN, Interest::READABLE)?;
+                registry.register(&mut listener, LISTENER_TOKEN, Interest::READABLE)?;
                 Transport::Server(Box::new(PlcAdmission::new(
                     listener,
                     shared.plc.allow.clone(),
@@ -138,7 +156,7 @@ impl Egress {
             shared.journal.take().map(EgressJournal::new),
         )?;
         Ok(Egress {
-            poll,
+            registry,
             transport,
             core: EgressCore::new(link, finalizer, Arc::clone(&shared.chute_states)),
             queue,
@@ -149,68 +167,24 @@ impl Egress {
             last_handoff: None,
             handoff_gap: Duration::MAX,
             window_waiting: false,
+            moved: 0,
+            idle_since: None,
+            stop_at: None,
         })
     }
 
-    /// Runs until the stop flag is set and the queue is drained.
-    pub fn run(mut self) -> io::Result<()> {
+    /// Runs on its own thread with its own `poll` until the stop flag is set and the
+    /// queue is drained.
+    pub fn run(mut self, mut poll: Poll) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
-        let mut idle_since: Option<Instant> = None;
-        let mut stop_at: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let now_us = unix_micros();
-            if let Some(journal) = &mut self.observer.journal {
-                journal.start_turn(now, now_us);
+            if self.work(now) == Work::Finished {
+                return Ok(());
             }
-            if self.socket.is_open() && !self.socket.read_events() {
-                // Deferred reads: what the PLC sent since the last turn, before the
-                // timers run (an acknowledgement waiting here is no reason to resend).
-                self.read_stream(now, false);
-            }
-            let moved = if self.window_open() {
-                self.core.pump(now, now_us, &self.queue, &mut self.observer)
-            } else {
-                0
-            };
-            if moved > 0 {
-                if let Some(last) = self.last_handoff.replace(now) {
-                    self.handoff_gap = now.saturating_duration_since(last);
-                }
-            }
-            self.observer.publish_decisions();
-            self.drive_link(now);
-            self.flush_outbound(now);
-            self.choose_read_events(now);
-            self.shared.counters.publish_plc_turn(
-                self.core.link().stats(),
-                self.core.is_link_up(),
-                self.core.link().unacked(),
-                self.core.link().held(),
-                self.queue.queued(),
-            );
-
-            if self.shared.stop.load(Ordering::Acquire) {
-                let deadline = *stop_at.get_or_insert(now + self.shared.drain_grace);
-                if self.queue.is_finished() && self.core.pending() == 0 {
-                    let acked = self.core.link().window_free() == self.shared.plc.window_max;
-                    if acked || !self.core.is_link_up() || now >= deadline {
-                        // Held SORTs will never go out now: each counts undelivered.
-                        self.core.abandon_held();
-                        self.drive_link(now);
-                        self.observer.publish_decisions();
-                        self.observer.publish_latency();
-                        if let Some(journal) = self.observer.journal.take() {
-                            journal.close();
-                        }
-                        return Ok(());
-                    }
-                }
-            }
-
-            let timeout = self.wait_timeout(moved, now, &mut idle_since);
-            let polled = self.poll.poll(&mut events, timeout);
-            self.queue.unpark();
+            let timeout = self.wait_timeout(now);
+            let polled = poll.poll(&mut events, timeout);
+            self.woke();
             if let Err(error) = polled {
                 if error.kind() != io::ErrorKind::Interrupted {
                     return Err(error);
@@ -218,37 +192,112 @@ impl Egress {
             }
             let now = Instant::now();
             for event in events.iter() {
-                match event.token() {
-                    STREAM_TOKEN => {
-                        self.on_stream_event(now, event.is_read_closed() || event.is_error())
+                self.handle_event(event, now);
+            }
+            self.after_events(now);
+        }
+    }
+
+    /// The turn's work before the poll: deferred reads, decisions from the queue into
+    /// the link, timers, the write; on stop, the drain. [`Work::Finished`] once stopped
+    /// and drained.
+    pub fn work(&mut self, now: Instant) -> Work {
+        let now_us = unix_micros();
+        if let Some(journal) = &mut self.observer.journal {
+            journal.start_turn(now, now_us);
+        }
+        if self.socket.is_open() && !self.socket.read_events() {
+            // Deferred reads: what the PLC sent since the last turn, before the
+            // timers run (an acknowledgement waiting here is no reason to resend).
+            self.read_stream(now, false);
+        }
+        let moved = if self.window_open() {
+            self.core.pump(now, now_us, &self.queue, &mut self.observer)
+        } else {
+            0
+        };
+        self.moved = moved;
+        if moved > 0 {
+            if let Some(last) = self.last_handoff.replace(now) {
+                self.handoff_gap = now.saturating_duration_since(last);
+            }
+        }
+        self.observer.publish_decisions();
+        self.drive_link(now);
+        self.flush_outbound(now);
+        if moved > 0 {
+            let written = Instant::now();
+            self.observer.record_stage(
+                Stage::Send,
+                written.saturating_duration_since(now),
+                moved as u64,
+            );
+        }
+        self.choose_read_events(now);
+        self.shared.counters.publish_plc_turn(
+            self.core.link().stats(),
+            self.core.is_link_up(),
+            self.core.link().unacked(),
+            self.core.link().held(),
+            self.queue.queued(),
+        );
+
+        if self.shared.stop.load(Ordering::Acquire) {
+            let deadline = *self.stop_at.get_or_insert(now + self.shared.drain_grace);
+            if self.queue.is_finished() && self.core.pending() == 0 {
+                let acked = self.core.link().window_free() == self.shared.plc.window_max;
+                if acked || !self.core.is_link_up() || now >= deadline {
+                    // Held SORTs will never go out now: each counts undelivered.
+                    self.core.abandon_held();
+                    self.drive_link(now);
+                    self.observer.publish_decisions();
+                    self.observer.publish_latency();
+                    if let Some(journal) = self.observer.journal.take() {
+                        journal.close();
                     }
-                    LISTENER_TOKEN => self.accept_plc(now),
-                    token => self.on_candidate_event(token, now),
+                    return Work::Finished;
                 }
             }
-            self.expire_candidates(now);
-            if now.saturating_duration_since(self.last_latency_publish) >= Duration::from_secs(1) {
-                self.observer.publish_latency();
-                self.last_latency_publish = now;
-            }
+        }
+        Work::Continue
+    }
+
+    /// Call right after the poll returns: the hand-off need not wake this side now.
+    pub fn woke(&self) {
+        self.queue.unpark();
+    }
+
+    /// Takes one poll event of the PLC socket, listener or a candidate connection
+    /// (others are ignored).
+    pub fn handle_event(&mut self, event: &Event, now: Instant) {
+        match event.token() {
+            WAKE_TOKEN => {}
+            STREAM_TOKEN => self.on_stream_event(now, event.is_read_closed() || event.is_error()),
+            LISTENER_TOKEN => self.accept_plc(now),
+            token => self.on_candidate_event(token, now),
+        }
+    }
+
+    /// After the poll's events: listen-mode candidates that took too long, and the
+    /// latency histograms once a second.
+    pub fn after_events(&mut self, now: Instant) {
+        self.expire_candidates(now);
+        if now.saturating_duration_since(self.last_latency_publish) >= Duration::from_secs(1) {
+            self.observer.publish_latency();
+            self.last_latency_publish = now;
         }
     }
 
     /// How long this turn's poll may sleep: zero while the idle policy spins or batches
     /// wait; otherwise park until the link's next timer (at most [`PARK_MAX`]).
-    fn wait_timeout(
-        &self,
-        moved: usize,
-        now: Instant,
-        idle_since: &mut Option<Instant>,
-    ) -> Option<Duration> {
+    pub fn wait_timeout(&mut self, now: Instant) -> Option<Duration> {
         // After work the thread is idle from now on: a policy that spins polls again
         // at once, one that parks sleeps until the next event (an empty poll first would
         // be a system call per hand-off for nothing; ready events end the sleep at once).
-        if moved > 0 {
-            *idle_since = Some(now);
+        if self.moved > 0 {
+            self.idle_since = Some(now);
         }
-        let since = *idle_since.get_or_insert(now);
+        let since = *self.idle_since.get_or_insert(now);
         if self.window_waiting {
             // Nothing can go out before the PLC acknowledges: sleep until its bytes or a
             // timer, whatever is queued (and ingress need not wake this thread).
@@ -315,7 +364,7 @@ impl Egress {
                 link.window_free(),
                 self.shared.plc.window_max,
             );
-        if let Err(error) = self.socket.set_read_events(self.poll.registry(), !defer) {
+        if let Err(error) = self.socket.set_read_events(&self.registry, !defer) {
             tracing::warn!(%error, plc = %self.shared.plc.address, "PLC connection dropped: cannot register it");
             self.drop_connection(now, true);
         }
@@ -405,7 +454,7 @@ impl Egress {
 
     /// Forgets the current connection; `tell_link` when the link does not know yet.
     fn drop_connection(&mut self, now: Instant, tell_link: bool) {
-        if self.socket.detach(self.poll.registry()) && tell_link {
+        if self.socket.detach(&self.registry) && tell_link {
             self.core.link_mut().handle_disconnected(now);
         }
     }
@@ -418,7 +467,7 @@ impl Egress {
         self.drop_connection(now, false);
         let attached = TcpStream::connect(address).and_then(|stream| {
             self.socket
-                .attach(self.poll.registry(), stream, STREAM_TOKEN, true)
+                .attach(&self.registry, stream, STREAM_TOKEN, true)
         });
         if let Err(error) = attached {
             tracing::debug!(%error, plc = %address, "PLC dial failed");
@@ -432,7 +481,7 @@ impl Egress {
             let Transport::Server(admission) = &mut self.transport else {
                 return;
             };
-            match admission.accept_ready(self.poll.registry(), now) {
+            match admission.accept_ready(&self.registry, now) {
                 Some(promoted) => self.promote(promoted, now),
                 None => return,
             }
@@ -447,14 +496,14 @@ impl Egress {
         if !admission.owns(token) {
             return;
         }
-        if let Some(promoted) = admission.on_candidate_event(self.poll.registry(), token, now) {
+        if let Some(promoted) = admission.on_candidate_event(&self.registry, token, now) {
             self.promote(promoted, now);
         }
     }
 
     fn expire_candidates(&mut self, now: Instant) {
         if let Transport::Server(admission) = &mut self.transport {
-            admission.expire(self.poll.registry(), now);
+            admission.expire(&self.registry, now);
         }
     }
 
@@ -473,7 +522,7 @@ impl Egress {
         self.drive_link(now);
         let attached = self
             .socket
-            .attach(self.poll.registry(), stream, STREAM_TOKEN, false);
+            .attach(&self.registry, stream, STREAM_TOKEN, false);
         if let Err(error) = attached {
             tracing::warn!(%peer, %error, "PLC connection dropped: cannot register it");
             return;
@@ -499,6 +548,8 @@ struct DaemonObserver {
     duplicates: u64,
     confirmed: [u64; Outcome::ALL.len()],
     latency_us: hdrhistogram::Histogram<u64>,
+    /// Per [`Stage`], this second's.
+    stage_us: [hdrhistogram::Histogram<u64>; Stage::ALL.len()],
     journal: Option<EgressJournal>,
 }
 
@@ -534,6 +585,23 @@ impl EgressObserver for DaemonObserver {
         self.confirmed[confirm.outcome.index()] += 1;
     }
 
+    fn on_batch_taken(&mut self, now: Instant, batch: &Batch) {
+        let (Some(handed_at), Some(first)) = (batch.handed_at(), batch.get(0)) else {
+            return;
+        };
+        let parcels = batch.len() as u64;
+        self.record_stage(
+            Stage::Decide,
+            handed_at.saturating_duration_since(first.received_at),
+            parcels,
+        );
+        self.record_stage(
+            Stage::Handoff,
+            now.saturating_duration_since(handed_at),
+            parcels,
+        );
+    }
+
     fn on_chute_state(&mut self, chute: ChuteNumber, state: ChuteState) {
         tracing::info!(chute, ?state, "chute status");
     }
@@ -558,8 +626,12 @@ impl DaemonObserver {
         plc_address: SocketAddr,
         journal: Option<EgressJournal>,
     ) -> io::Result<DaemonObserver> {
-        let latency_us = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
-            .map_err(|error| io::Error::other(error.to_string()))?;
+        let histogram = || {
+            hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
+                .map_err(|error| io::Error::other(error.to_string()))
+        };
+        let latency_us = histogram()?;
+        let stage_us = [histogram()?, histogram()?, histogram()?];
         Ok(DaemonObserver {
             counters,
             plc_address,
@@ -568,8 +640,16 @@ impl DaemonObserver {
             duplicates: 0,
             confirmed: [0; Outcome::ALL.len()],
             latency_us,
+            stage_us,
             journal,
         })
+    }
+
+    /// Counts `parcels` that spent `spent` in `stage`.
+    fn record_stage(&mut self, stage: Stage, spent: Duration, parcels: u64) {
+        if let Some(histogram) = self.stage_us.get_mut(stage.index()) {
+            let _ = histogram.record_n((spent.as_micros() as u64).max(1), parcels);
+        }
     }
 
     fn publish_decisions(&mut self) {
@@ -614,6 +694,17 @@ impl DaemonObserver {
             }
         }
         self.latency_us.reset();
+        if let Ok(mut shared) = self.counters.stage_latency_us.lock() {
+            for (shared, local) in shared.iter_mut().zip(self.stage_us.iter_mut()) {
+                match shared.as_mut() {
+                    Some(histogram) => {
+                        let _ = histogram.add(&*local);
+                    }
+                    None => *shared = Some(local.clone()),
+                }
+                local.reset();
+            }
+        }
     }
 }
 
@@ -667,6 +758,7 @@ mod tests {
         for scan in 0..40u64 {
             batch.push(decision(scan % 25, start), &ScanFacts::default());
         }
+        batch.stamp_handed(start);
         sender.try_send(batch).ok();
         let mut received = 0;
         while core.pump(start, 0, &receiver, &mut observer) > 0 {
@@ -681,5 +773,13 @@ mod tests {
         assert_eq!(counters.decided_duplicate.load(Ordering::Relaxed), 15);
         assert_eq!(counters.decided(Reason::Duplicate), 15);
         assert_eq!(counters.decided_total(), 40);
+
+        // The batch's stamp puts all 40 in the decide and handoff stages at once.
+        observer.publish_latency();
+        let stages = counters.stage_latency_us.lock().expect("stage histograms");
+        for stage in [Stage::Decide, Stage::Handoff] {
+            let histogram = stages[stage.index()].as_ref().expect("merged");
+            assert_eq!(histogram.len(), 40, "{stage:?}");
+        }
     }
 }

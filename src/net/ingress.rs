@@ -1,6 +1,7 @@
-//! Scanner ingress: one mio event loop per worker thread. It accepts scanner
-//! connections, reads their bytes, decodes frames, decides each parcel against the current
-//! plan and hands the decisions to the PLC thread in batches.
+//! Scanner ingress: one mio event loop per worker thread (or, with one worker, a share
+//! of the pipeline thread's loop: [`super::single`]). It accepts scanner connections,
+//! reads their bytes, decodes frames, decides each parcel against the current plan and
+//! hands the decisions to the PLC side in batches, each stamped when handed over.
 //!
 //! Decoding and resolving run on the thread that read the bytes, inside each connection's
 //! sans-IO [`ScannerSession`]: frames borrow from the session's buffer, and copying them
@@ -16,8 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 
 use crate::core::session::{
     Decider, DecisionSink, Ending, ReadResult, SWEEP_INTERVAL, ScannerSession, Served,
@@ -35,6 +37,9 @@ use super::settings::{IngressSettings, Listener};
 
 /// Token of the waker that tells a worker to look at its stop flag.
 pub const WAKE_TOKEN: Token = Token(usize::MAX);
+/// A worker's listeners and connections have tokens from here on, so that one poll can
+/// also carry the PLC side's (below it; see [`super::single`]).
+pub const TOKEN_FIRST: usize = 1 << 30;
 /// How long a blocked worker waits before retrying the hand-off.
 const BLOCKED_RETRY: Duration = Duration::from_micros(200);
 /// Synthetic scanner ids (for text connections without a configured id) start here.
@@ -87,7 +92,8 @@ impl DecisionSink for Sink {
         if self.batch.is_empty() {
             return true;
         }
-        let full = std::mem::take(&mut self.batch);
+        let mut full = std::mem::take(&mut self.batch);
+        full.stamp_handed(Instant::now());
         match self.sender.try_send(full) {
             Ok(()) => {
                 self.batch = self.sender.empty_batch();
@@ -117,7 +123,7 @@ struct TurnCounts {
 /// One ingress worker thread's state.
 pub struct IngressWorker {
     index: usize,
-    poll: Poll,
+    registry: Registry,
     listeners: Vec<TcpListener>,
     connections: Vec<Option<Connection>>,
     free_slots: Vec<usize>,
@@ -129,6 +135,10 @@ pub struct IngressWorker {
     warn_decode: RateLimit,
     warn_refused: RateLimit,
     last_sweep: Instant,
+    /// The hand-off could not take a batch: reading waits until it can.
+    blocked: bool,
+    /// Stopping: the next connection to drain (see [`IngressWorker::stop_step`]).
+    draining: Option<usize>,
 }
 
 impl std::fmt::Debug for IngressWorker {
@@ -144,24 +154,29 @@ impl std::fmt::Debug for IngressWorker {
 }
 
 impl IngressWorker {
-    /// A worker serving these listeners (clones of the daemon's bound sockets).
+    /// A worker serving these listeners (clones of the daemon's bound sockets),
+    /// registering its sockets with `registry` (the poll that drives it).
     pub fn new(
         index: usize,
-        poll: Poll,
+        registry: &Registry,
         listeners: Vec<TcpListener>,
         sender: BatchSender,
         shared: IngressShared,
     ) -> io::Result<IngressWorker> {
+        let registry = registry.try_clone()?;
         let mut listeners = listeners;
         for (listener_index, listener) in listeners.iter_mut().enumerate() {
-            poll.registry()
-                .register(listener, Token(listener_index), Interest::READABLE)?;
+            registry.register(
+                listener,
+                Token(TOKEN_FIRST + listener_index),
+                Interest::READABLE,
+            )?;
         }
         let warning_interval = shared.settings.bad_input_warning_interval;
         let now = Instant::now();
         Ok(IngressWorker {
             index,
-            poll,
+            registry,
             listeners,
             connections: Vec::new(),
             free_slots: Vec::new(),
@@ -176,6 +191,8 @@ impl IngressWorker {
             warn_decode: RateLimit::new(warning_interval),
             warn_refused: RateLimit::new(warning_interval),
             last_sweep: now,
+            blocked: false,
+            draining: None,
         })
     }
 
@@ -183,20 +200,12 @@ impl IngressWorker {
         self.listeners.len()
     }
 
-    /// Runs until the stop flag is set, then hands off what it decided and returns.
-    pub fn run(mut self) -> io::Result<()> {
+    /// Runs on its own thread with its own `poll` until the stop flag is set, then hands
+    /// off what it decided and returns.
+    pub fn run(mut self, mut poll: Poll) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        let mut blocked = false;
         while !self.shared.stop.load(Ordering::Acquire) {
-            self.shared.counters.liveness.ingress_turn(self.index);
-            let timeout = if blocked {
-                BLOCKED_RETRY
-            } else if !self.ready.is_empty() {
-                Duration::ZERO
-            } else {
-                SWEEP_INTERVAL
-            };
-            if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
+            if let Err(error) = poll.poll(&mut events, Some(self.poll_timeout())) {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -204,58 +213,104 @@ impl IngressWorker {
             }
             let now = Instant::now();
             for event in events.iter() {
-                let token = event.token();
-                if token == WAKE_TOKEN {
-                    continue;
-                }
-                if token.0 < self.listener_count() {
-                    self.accept_all(token.0, now);
-                } else {
-                    let slot = token.0 - self.listener_count();
-                    if event.is_read_closed() || event.is_error() {
-                        self.mark_read_closed(slot);
-                    }
-                    self.mark_ready(slot);
-                }
+                self.handle_event(event, now);
             }
-            if blocked && !self.sink.flush() {
-                continue;
-            }
-            blocked = self.serve_ready(now);
-            if !blocked && !self.sink.flush() {
-                blocked = true;
-            }
-            self.publish_counts();
-            if now.saturating_duration_since(self.last_sweep) >= SWEEP_INTERVAL {
-                self.sweep(now);
-                self.last_sweep = now;
-            }
+            self.turn(now);
         }
-        self.finish()
+        while !self.stop_step(Instant::now()) {
+            std::thread::sleep(BLOCKED_RETRY);
+        }
+        Ok(())
     }
 
-    /// On stop: decide every complete frame already buffered, hand everything off, close.
-    fn finish(mut self) -> io::Result<()> {
-        let now = Instant::now();
-        for slot in 0..self.connections.len() {
-            if let Some(Some(connection)) = self.connections.get_mut(slot) {
-                connection.session.handle_eof(Ending::Stopping);
+    /// Whether `token` is one of a worker's (a listener or a connection).
+    pub fn owns(token: Token) -> bool {
+        token.0 >= TOKEN_FIRST && token != WAKE_TOKEN
+    }
+
+    /// How long the poll that drives this worker may sleep: not at all while connections
+    /// wait for their turn, briefly while the hand-off is blocked, else until the sweep.
+    pub fn poll_timeout(&self) -> Duration {
+        if self.blocked {
+            BLOCKED_RETRY
+        } else if !self.ready.is_empty() {
+            Duration::ZERO
+        } else {
+            SWEEP_INTERVAL
+        }
+    }
+
+    /// Takes one poll event of a listener or connection (others are ignored).
+    pub fn handle_event(&mut self, event: &Event, now: Instant) {
+        let token = event.token();
+        if !IngressWorker::owns(token) {
+            return;
+        }
+        let index = token.0 - TOKEN_FIRST;
+        if index < self.listener_count() {
+            self.accept_all(index, now);
+        } else {
+            let slot = index - self.listener_count();
+            if event.is_read_closed() || event.is_error() {
+                self.mark_read_closed(slot);
             }
-            let plan = self.shared.plan.view();
+            self.mark_ready(slot);
+        }
+    }
+
+    /// One turn after the poll: serves the ready connections and hands off what they
+    /// decided, publishes counts, sweeps idle connections.
+    pub fn turn(&mut self, now: Instant) {
+        self.shared.counters.liveness.ingress_turn(self.index);
+        if self.blocked && !self.sink.flush() {
+            return;
+        }
+        self.blocked = self.serve_ready(now);
+        if !self.blocked && !self.sink.flush() {
+            self.blocked = true;
+        }
+        self.publish_counts();
+        if now.saturating_duration_since(self.last_sweep) >= SWEEP_INTERVAL {
+            self.sweep(now);
+            self.last_sweep = now;
+        }
+    }
+
+    /// On stop, one step of the drain: decides every complete frame already buffered,
+    /// hands everything off and closes. Returns false while the hand-off is full (call
+    /// again once the PLC side has taken batches), true when done.
+    pub fn stop_step(&mut self, now: Instant) -> bool {
+        let first = match self.draining {
+            Some(next) => next,
+            None => {
+                for connection in self.connections.iter_mut().flatten() {
+                    connection.session.handle_eof(Ending::Stopping);
+                }
+                0
+            }
+        };
+        self.draining = Some(first);
+        if !self.sink.flush() {
+            return false;
+        }
+        let plan = self.shared.plan.view();
+        for slot in first..self.connections.len() {
+            self.draining = Some(slot);
             while self.serve_slot(slot, now, &plan) == Some(Served::Blocked) {
-                while !self.sink.flush() {
-                    std::thread::sleep(BLOCKED_RETRY);
+                if !self.sink.flush() {
+                    return false;
                 }
             }
         }
-        while !self.sink.flush() {
-            std::thread::sleep(BLOCKED_RETRY);
+        self.draining = Some(self.connections.len());
+        if !self.sink.flush() {
+            return false;
         }
         self.publish_counts();
         for slot in 0..self.connections.len() {
             self.close(slot, now);
         }
-        Ok(())
+        true
     }
 
     fn mark_ready(&mut self, slot: usize) {
@@ -395,10 +450,9 @@ impl IngressWorker {
             self.connections.len() - 1
         });
         let mut stream = stream;
-        let token = Token(self.listener_count() + slot);
+        let token = Token(TOKEN_FIRST + self.listener_count() + slot);
         if let Err(error) = self
-            .poll
-            .registry()
+            .registry
             .register(&mut stream, token, Interest::READABLE)
         {
             tracing::warn!(%peer, %error, "could not register scanner connection");
@@ -456,7 +510,7 @@ impl IngressWorker {
         };
         connection.session.close(now, &mut observer);
         self.shared.counters.scanners.close(connection.stats_slot);
-        let _ = self.poll.registry().deregister(&mut connection.stream);
+        let _ = self.registry.deregister(&mut connection.stream);
         self.shared
             .counters
             .connections_open

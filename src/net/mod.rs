@@ -3,8 +3,9 @@
 //!
 //! They are thin shells over the sans-IO [`crate::core`] (scanner sessions and the egress
 //! core): sockets, poll, wakers and threads live here, every decision of substance is
-//! made there. The settings they run on are their own ([`settings`]); they import
-//! nothing from the daemon.
+//! made there. With one ingress worker both can run on one thread ([`single`]). The
+//! settings they run on are their own ([`settings`]); they import nothing from the
+//! daemon.
 
 pub mod cidr;
 pub mod egress;
@@ -13,3 +14,4 @@ pub mod ingress;
 pub mod link_socket;
 pub mod plc_admission;
 pub mod settings;
+pub mod single;

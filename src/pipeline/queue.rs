@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 
@@ -23,6 +24,9 @@ pub struct Batch {
     decisions: Vec<Decision>,
     facts: Option<FactsArena>,
     parcels_max: usize,
+    /// When the producer handed it over (one clock read per batch), for the stage
+    /// latencies.
+    handed_at: Option<Instant>,
 }
 
 impl Batch {
@@ -33,7 +37,19 @@ impl Batch {
             decisions: Vec::with_capacity(parcels_max),
             facts: carry_facts.then(|| FactsArena::new(parcels_max)),
             parcels_max,
+            handed_at: None,
         }
+    }
+
+    /// Stamps the moment the producer hands it over.
+    #[inline]
+    pub fn stamp_handed(&mut self, at: Instant) {
+        self.handed_at = Some(at);
+    }
+
+    /// When the producer handed it over, if it was stamped.
+    pub fn handed_at(&self) -> Option<Instant> {
+        self.handed_at
     }
 
     /// Decisions it can still take before it must be handed over: 0 once it holds
@@ -99,6 +115,7 @@ impl Batch {
     /// Empties it, keeping its memory.
     pub fn clear(&mut self) {
         self.decisions.clear();
+        self.handed_at = None;
         if let Some(arena) = &mut self.facts {
             arena.clear();
         }
@@ -206,6 +223,9 @@ impl BatchSender {
 
     /// Hands a batch over. When the queue is full the batch comes back: the caller keeps it
     /// and stops reading until a later attempt succeeds.
+    // The refused batch comes back by value to be retried; boxing it would cost an
+    // allocation per hand-off.
+    #[allow(clippy::result_large_err)]
     pub fn try_send(&self, batch: Batch) -> Result<(), Batch> {
         match self.batches.try_send(batch) {
             Ok(()) => {
@@ -327,6 +347,20 @@ mod tests {
             1,
             "woken once, not per batch"
         );
+    }
+
+    #[test]
+    fn the_hand_off_stamp_goes_with_the_batch_and_not_with_its_recycled_memory() {
+        let (tx, rx) = batch_queue(2, 4, false, Arc::new(CountingWaker::default()));
+        let mut sent = batch(1);
+        assert_eq!(sent.handed_at(), None);
+        let at = Instant::now();
+        sent.stamp_handed(at);
+        assert!(tx.try_send(sent).is_ok());
+        let got = rx.try_recv().expect("queued");
+        assert_eq!(got.handed_at(), Some(at));
+        rx.recycle(got);
+        assert_eq!(tx.empty_batch().handed_at(), None);
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::common::{
-    BinaryScanner, Parcel, TestPlc, closed_by_peer, encode_scan, field, start_daemon, wait_until,
+    BinaryScanner, Parcel, TestPlc, Threads, closed_by_peer, encode_scan, field, start_daemon,
+    start_daemon_threads, wait_until,
 };
 use sortd::decision::Reason;
 use sortd::plc::ChuteState;
@@ -27,14 +28,24 @@ fn test_plan_version() -> u32 {
 
 #[test]
 fn mixed_binary_and_text_scanners_get_the_plans_decisions() {
+    mixed_binary_and_text_scanners_get_the_plans_decisions_in(Threads::Single);
+}
+
+#[test]
+fn mixed_binary_and_text_scanners_get_the_plans_decisions_split() {
+    mixed_binary_and_text_scanners_get_the_plans_decisions_in(Threads::Split);
+}
+
+fn mixed_binary_and_text_scanners_get_the_plans_decisions_in(threads: Threads) {
     let plc = TestPlc::start(vec![], vec![]);
-    let daemon = start_daemon(
+    let daemon = start_daemon_threads(
         plc.address,
         &[
             "protocol = \"binary\"",
             "protocol = \"sick-dws\"\nscanner_id = 101",
         ],
         "",
+        threads,
     );
     plc.wait_connected();
     let mut binary = BinaryScanner::connect(daemon.scanner_addresses[0], 21);
@@ -268,12 +279,21 @@ fn a_restarted_daemon_learns_the_full_chutes_from_the_plc() {
 
 #[test]
 fn plc_link_loss_and_reconnect_lose_no_decision_and_actuate_none_twice() {
+    plc_link_loss_and_reconnect_lose_no_decision_and_actuate_none_twice_in(Threads::Single);
+}
+
+#[test]
+fn plc_link_loss_and_reconnect_lose_no_decision_and_actuate_none_twice_split() {
+    plc_link_loss_and_reconnect_lose_no_decision_and_actuate_none_twice_in(Threads::Split);
+}
+
+fn plc_link_loss_and_reconnect_lose_no_decision_and_actuate_none_twice_in(threads: Threads) {
     let drop_at = |millis| LinkFault {
         at: Duration::from_millis(millis),
         kind: LinkFaultKind::Drop,
     };
     let plc = TestPlc::start(vec![drop_at(400), drop_at(900), drop_at(1400)], vec![]);
-    let daemon = start_daemon(plc.address, &["protocol = \"binary\""], "");
+    let daemon = start_daemon_threads(plc.address, &["protocol = \"binary\""], "", threads);
     plc.wait_connected();
     let mut scanner = BinaryScanner::connect(daemon.scanner_addresses[0], 9);
     const PARCELS: u64 = 2_000;
@@ -420,11 +440,21 @@ fn garbage_slowloris_floods_and_strangers_do_not_disturb_a_good_scanner() {
 
 #[test]
 fn a_thousand_scanners_at_once() {
+    a_thousand_scanners_at_once_in(Threads::Single);
+}
+
+#[test]
+fn a_thousand_scanners_at_once_split() {
+    a_thousand_scanners_at_once_in(Threads::Split);
+}
+
+fn a_thousand_scanners_at_once_in(threads: Threads) {
     let plc = TestPlc::start(vec![], vec![]);
-    let daemon = start_daemon(
+    let daemon = start_daemon_threads(
         plc.address,
         &["protocol = \"binary\""],
         "[scanners]\nconnections_max = 1100\n",
+        threads,
     );
     plc.wait_connected();
     let scanners: Vec<BinaryScanner> = (0..1_000u32)

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use crate::common::proxy::Proxy;
 use crate::common::{
-    BinaryScanner, PATIENCE, Parcel, TestPlc, closed_by_peer, encode_scan, field, start_daemon,
-    wait_until,
+    BinaryScanner, PATIENCE, Parcel, TestPlc, Threads, closed_by_peer, encode_scan, field,
+    start_daemon, start_daemon_threads, wait_until,
 };
 use sortd::plc::{Role, Telegram};
 
@@ -332,12 +332,22 @@ fn a_connection_flood_past_the_limit_under_load_refuses_exactly_the_excess() {
 
 #[test]
 fn a_plc_that_stops_reading_pushes_back_to_the_scanner_and_nothing_is_lost() {
+    a_plc_that_stops_reading_pushes_back_to_the_scanner_and_nothing_is_lost_in(Threads::Single);
+}
+
+#[test]
+fn a_plc_that_stops_reading_pushes_back_to_the_scanner_and_nothing_is_lost_split() {
+    a_plc_that_stops_reading_pushes_back_to_the_scanner_and_nothing_is_lost_in(Threads::Split);
+}
+
+fn a_plc_that_stops_reading_pushes_back_to_the_scanner_and_nothing_is_lost_in(threads: Threads) {
     let plc = TestPlc::start(vec![], vec![]);
     let proxy = Proxy::start(plc.address, 8);
-    let daemon = start_daemon(
+    let daemon = start_daemon_threads(
         proxy.address,
         &["protocol = \"binary\""],
         "window_max = 256\n[pipeline]\nbatch_parcels_max = 16\nqueue_batches_max = 4\ndeadline_ms = 60000\n",
+        threads,
     );
     plc.wait_connected();
     // The PLC stops reading: sortd's SORTs back up in the sockets, no ACK comes back,
@@ -398,14 +408,30 @@ fn a_plc_that_stops_reading_pushes_back_to_the_scanner_and_nothing_is_lost() {
 
 #[test]
 fn plc_link_loss_under_load_then_recovery_loses_nothing_and_actuates_nothing_twice() {
+    plc_link_loss_under_load_then_recovery_loses_nothing_and_actuates_nothing_twice_in(
+        Threads::Single,
+    );
+}
+
+#[test]
+fn plc_link_loss_under_load_then_recovery_loses_nothing_and_actuates_nothing_twice_split() {
+    plc_link_loss_under_load_then_recovery_loses_nothing_and_actuates_nothing_twice_in(
+        Threads::Split,
+    );
+}
+
+fn plc_link_loss_under_load_then_recovery_loses_nothing_and_actuates_nothing_twice_in(
+    threads: Threads,
+) {
     // Shortened: heartbeats every 200 ms, down after 3 missed (600 ms) and a 3 s outage
     // stand for the 1 s x 5 default and a 10 s outage.
     let plc = TestPlc::start(vec![], vec![]);
     let proxy = Proxy::start(plc.address, 8);
-    let daemon = start_daemon(
+    let daemon = start_daemon_threads(
         proxy.address,
         &["protocol = \"binary\""],
         "heartbeat_interval_ms = 200\nheartbeats_missed_max = 3\n",
+        threads,
     );
     plc.wait_connected();
     let address = daemon.scanner_addresses[0];
@@ -646,8 +672,17 @@ fn half_written_and_bit_flipped_plans_on_sighup_keep_the_old_plan() {
 
 #[test]
 fn sigterm_mid_load_decides_and_delivers_everything_received() {
+    sigterm_mid_load_decides_and_delivers_everything_received_in(Threads::Single);
+}
+
+#[test]
+fn sigterm_mid_load_decides_and_delivers_everything_received_split() {
+    sigterm_mid_load_decides_and_delivers_everything_received_in(Threads::Split);
+}
+
+fn sigterm_mid_load_decides_and_delivers_everything_received_in(threads: Threads) {
     let plc = TestPlc::start(vec![], vec![]);
-    let daemon = start_daemon(plc.address, &["protocol = \"binary\""], "");
+    let daemon = start_daemon_threads(plc.address, &["protocol = \"binary\""], "", threads);
     plc.wait_connected();
     let proxy = Proxy::start(daemon.scanner_addresses[0], 8);
     proxy.set(|toxics| toxics.upstream.slice_bytes_max = Some(1000));

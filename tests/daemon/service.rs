@@ -450,6 +450,11 @@ fn the_metrics_endpoint_serves_openmetrics_that_agrees_with_the_traffic() {
     wait_until("the counters and the histogram to catch up", || {
         exposition = scrape(metrics);
         exposition.get("sortd_decision_latency_seconds_count", &[]) == Some(scans as f64)
+            // Every decision passed every stage, each counted with its batch.
+            && ["decide", "handoff", "send"].iter().all(|stage| {
+                exposition.get("sortd_stage_latency_seconds_count", &[("stage", stage)])
+                    == Some(scans as f64)
+            })
             && exposition.get("sortd_scanner_connections_closed_total", &[]) == Some(1.0)
             && exposition.get("sortd_plc_sorts_acked_total", &[]) == Some(sorts as f64)
             // Gauges are separate loads, so wait for them too rather than race them.
@@ -517,6 +522,7 @@ fn the_metrics_endpoint_serves_openmetrics_that_agrees_with_the_traffic() {
     assert!(e.value("sortd_thread_loop_turns_total", &[("thread", "plc")]) > 0.0);
     assert!(e.value("sortd_thread_loop_turns_total", &[("thread", "ingress-0")]) > 0.0);
     assert_eq!(e.types["sortd_decision_latency_seconds"], "histogram");
+    assert_eq!(e.types["sortd_stage_latency_seconds"], "histogram");
 
     // Without an Accept header asking for OpenMetrics, the classic text format (0.0.4).
     let (status, classic) = http_exchange(metrics, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");

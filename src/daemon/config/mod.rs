@@ -128,6 +128,8 @@ pub struct PipelineSettings {
     pub duplicate_window: Duration,
     /// Duplicate window memory bound.
     pub duplicate_entries_max: usize,
+    /// Ingress and the PLC side on one thread or apart.
+    pub threads: crate::net::single::ThreadMode,
     /// How an idle thread waits.
     pub idle: IdleMode,
     /// Spin time before parking.

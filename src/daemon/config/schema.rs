@@ -177,6 +177,8 @@ pub struct PipelineSection {
     pub duplicate_window_ms: u64,
     /// Parcels the duplicate window remembers, at most.
     pub duplicate_entries_max: usize,
+    /// Ingress and the PLC side on one thread or apart: `auto`, `single` or `split`.
+    pub threads: String,
     /// How an idle thread waits: `adaptive`, `park`, `spin` or `busy_poll`.
     pub idle: String,
     /// How long an idle thread spins before it parks (modes `adaptive` and `spin`).
@@ -194,6 +196,7 @@ impl Default for PipelineSection {
             deadline_ms: 500,
             duplicate_window_ms: 10_000,
             duplicate_entries_max: 1_000_000,
+            threads: "auto".to_string(),
             idle: "adaptive".to_string(),
             spin_before_park_us: 50,
             drain_grace_ms: 5_000,

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::core::idle::IdleMode;
 use crate::net::cidr::{AllowList, Cidr};
 use crate::net::settings::{ConnectionLimits, Listener, PlcMode, PlcSettings};
+use crate::net::single::ThreadMode;
 use crate::web::WebSecurity;
 use crate::wire::{FRAME_BYTES_MAX, Framing, TextProfile, TextProfileSpec};
 
@@ -286,6 +287,15 @@ pub(super) fn pipeline(
             1,
             100_000_000,
         )?,
+        threads: ThreadMode::from_name(&section.threads).ok_or_else(|| {
+            DaemonConfigError::new(
+                "pipeline.threads",
+                format!(
+                    "unknown thread mode {:?}: expected auto, single or split",
+                    section.threads
+                ),
+            )
+        })?,
         idle: IdleMode::from_name(&section.idle).ok_or_else(|| {
             DaemonConfigError::new(
                 "pipeline.idle",
@@ -302,6 +312,15 @@ pub(super) fn pipeline(
             10_000,
         )?),
     };
+    if pipeline.threads == ThreadMode::Single && pipeline.workers != 1 {
+        return Err(DaemonConfigError::new(
+            "pipeline.threads",
+            format!(
+                "\"single\" runs one ingress worker with the PLC side, but pipeline.workers = {}",
+                pipeline.workers
+            ),
+        ));
+    }
     let drain_grace = millis(within(
         "pipeline.drain_grace_ms",
         section.drain_grace_ms,
@@ -411,6 +430,27 @@ mod tests {
         };
         let error = pipeline(&section).expect_err("turbo is not a mode");
         assert_eq!(error.key, "pipeline.idle");
+    }
+
+    #[test]
+    fn thread_mode_defaults_to_auto_and_single_needs_one_worker() {
+        let (settings, _) = pipeline(&PipelineSection::default()).expect("defaults are valid");
+        assert_eq!(settings.threads, ThreadMode::Auto);
+        let section = PipelineSection {
+            threads: "single".into(),
+            ..PipelineSection::default()
+        };
+        let (settings, _) = pipeline(&section).expect("single with one worker");
+        assert_eq!(settings.threads, ThreadMode::Single);
+        for (threads, workers) in [("single", 2), ("many", 1)] {
+            let section = PipelineSection {
+                threads: threads.into(),
+                workers,
+                ..PipelineSection::default()
+            };
+            let error = pipeline(&section).expect_err("refused");
+            assert_eq!(error.key, "pipeline.threads");
+        }
     }
 
     #[test]

@@ -212,6 +212,42 @@ pub fn start_daemon_with_plan(
     start_daemon_in(folder, &config, listeners.len(), &[])
 }
 
+/// How the daemon lays its pipeline on threads (`pipeline.threads`): tests of the
+/// hand-off run in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// The ingress worker and the PLC side on one thread (the default with one worker).
+    Single,
+    /// The ingress worker and the PLC side on threads of their own.
+    Split,
+}
+
+impl Threads {
+    /// `extra` configuration with `pipeline.threads` set to this mode.
+    pub fn config(self, extra: &str) -> String {
+        let mode = match self {
+            Threads::Single => "single",
+            Threads::Split => "split",
+        };
+        let key = format!("[pipeline]\nthreads = \"{mode}\"\n");
+        if extra.contains("[pipeline]\n") {
+            extra.replacen("[pipeline]\n", &key, 1)
+        } else {
+            format!("{extra}\n{key}")
+        }
+    }
+}
+
+/// [`start_daemon`] with the pipeline laid on threads as `threads` says.
+pub fn start_daemon_threads(
+    plc: SocketAddr,
+    listeners: &[&str],
+    extra: &str,
+    threads: Threads,
+) -> DaemonProcess {
+    start_daemon(plc, listeners, &threads.config(extra))
+}
+
 /// The value of `key=value` in a log line (quotes removed).
 pub fn field(line: &str, key: &str) -> Option<String> {
     let start = line.find(&format!(" {key}="))? + key.len() + 2;
