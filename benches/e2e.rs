@@ -17,7 +17,8 @@
 //! the simulated PLC run in this process. Environment: SORTD_BENCH_SECONDS (per
 //! throughput run, default 10), SORTD_BENCH_LATENCY_SECONDS (default 30),
 //! SORTD_BENCH_EXACT_KEYS (default 10,000,000), SORTD_BENCH_CONFIRM (1 = the simulated
-//! PLC sends SORT_CONFIRMs, default 1).
+//! PLC sends SORT_CONFIRMs, default 1), SORTD_BENCH_THREADS (`pipeline.threads` of every
+//! daemon it starts: `auto`, the default, `single` or `split`).
 //!
 //! 5. Export: at each batching a third run with the events exported into NATS
 //!    JetStream (a `nats-server` the benchmark starts on a free loopback port with its
@@ -301,6 +302,8 @@ fn start_daemon(
     } else {
         String::new()
     };
+    let threads = std::env::var("SORTD_BENCH_THREADS").unwrap_or_else(|_| "auto".into());
+    let extra = format!("[pipeline]\nthreads = \"{threads}\"\n{extra}");
     std::fs::write(
         &config,
         format!(
@@ -987,13 +990,16 @@ fn export_row(
     let (run, figures) = run_sortd_with(sortd, plan, load, confirm, true, nats.as_ref());
     if let Some(f) = &figures {
         eprintln!(
-            "export {} frames/write: {:.0} events/s journaled, {:.0} acked, lag at end {} (max {}), caught up after {:?} s, {} messages",
+            "export {} frames/write: {:.0} events/s journaled, {:.0} acked, lag at end {} (max {}), caught up after {} s, {} messages",
             load.frames_per_write,
             f.journaled_per_s,
             f.acked_per_s,
             f.lag_at_end,
             f.lag_max,
-            f.caught_up_s,
+            f.caught_up_s.map_or_else(
+                || "(not within the wait)".to_string(),
+                |s| format!("{s:.1}")
+            ),
             f.messages
         );
     }
