@@ -7,10 +7,15 @@
 //! - `resolve/plan/N` and `resolve/plan_preadvice/N`: `Plan::resolve` of one barcode
 //!   (the same queries) against `resolve_with_overlay` with `SORTD_PLAN_BENCH_PREADVICE`
 //!   (default 1000000) pre-advised tracking numbers in the overlay, none of them among
-//!   the queries: the common case, a parcel that was not pre-advised. The requirement is
-//!   a ratio of at most 1.2; `resolve/plan_preadvice_hit/N` has every query pre-advised.
-//!   Before them, two alternating comparisons print their ratio: one lookup at a time,
-//!   and in prefetched windows of 16 as the daemon's scanner sessions decide.
+//!   the queries: the common case, a parcel that was not pre-advised. The overlay is
+//!   merged and has its joint index with the plan, as the daemon's background merge
+//!   leaves it (the build time is printed). The requirement is a ratio of at most 1.2;
+//!   `resolve/plan_preadvice_hit/N` has every query pre-advised, and
+//!   `resolve/plan_preadvice_unindexed/N` is the filter path that answers before the
+//!   index is built (or when it is declined as too large).
+//!   Before them, alternating comparisons print their ratio: one lookup at a time, and
+//!   in prefetched windows of 16 as the daemon's scanner sessions decide, with the index
+//!   and without.
 //! - `open/N`: `Plan::open` of the same file (mmap + header and footer checks).
 //! - `longest_prefix/villages`: the synthetic village-level plan (~680 k prefixes of
 //!   lengths 2, 4, 6, 9, 12); the HashMap side runs the same one-probe-per-length loop.
@@ -25,8 +30,8 @@ use std::path::Path;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sortd::plan::generate::{self, SyntheticSpec};
-use sortd::plan::overlay::warm_with_overlay;
 use sortd::plan::overlay::{OverlaySnapshot, PreAdviceEntry, PreAdviceValue};
+use sortd::plan::overlay::{warm_records_with_overlay, warm_with_overlay};
 use sortd::plan::{Chutes, Plan, csv::write_atomically, resolve_with_overlay};
 
 const QUERIES: usize = 1 << 16;
@@ -156,22 +161,45 @@ fn resolve_with_preadvice(criterion: &mut Criterion, plan: &Plan, queries: &[[u8
     drop(entries);
     // The merge an update pays once per DELTA_ENTRIES_MAX entries (after publishing).
     let started = std::time::Instant::now();
-    let overlay = overlay.merged();
+    let filtered = overlay.merged();
     eprintln!(
         "overlay of {preadvised} entries merged in {} ms",
         started.elapsed().as_millis()
     );
+    // The joint index the daemon's background merge builds next (plan + overlay).
+    let started = std::time::Instant::now();
+    let overlay = filtered.indexed(plan);
+    eprintln!(
+        "joint index of {keys} plan and {preadvised} overlay entries built in {} ms, {} MiB",
+        started.elapsed().as_millis(),
+        overlay.index_bytes() >> 20
+    );
     for query in queries {
         let base = plan.resolve(&[&query[..]], None);
-        let through = resolve_with_overlay(plan, &overlay, &[&query[..]], None);
-        assert_eq!(base.chutes, through.resolution.chutes);
+        for overlay in [&overlay, &filtered] {
+            let through = resolve_with_overlay(plan, overlay, &[&query[..]], None);
+            assert_eq!(base.chutes, through.resolution.chutes);
+        }
     }
     let hit_queries: Vec<[u8; 15]> = (0..QUERIES as u64)
         .map(|index| generate::tracking_number(SEED, 2 * keys + (index * 7919) % preadvised))
         .collect();
 
-    interleaved_ratio(plan, &overlay, queries, preadvised);
-    windowed_ratio(plan, &overlay, queries, preadvised);
+    interleaved_ratio(
+        plan,
+        &overlay,
+        queries,
+        &format!("{preadvised} pre-advised"),
+    );
+    windowed_ratio(
+        plan,
+        &overlay,
+        queries,
+        &format!("{preadvised} pre-advised"),
+    );
+    let unindexed = format!("{preadvised} pre-advised, no joint index (filter path)");
+    interleaved_ratio(plan, &filtered, queries, &unindexed);
+    windowed_ratio(plan, &filtered, queries, &unindexed);
 
     let mut group = criterion.benchmark_group("resolve");
     group.throughput(Throughput::Elements(1));
@@ -194,6 +222,21 @@ fn resolve_with_preadvice(criterion: &mut Criterion, plan: &Plan, queries: &[[u8
             ))
         })
     });
+    group.bench_function(
+        BenchmarkId::new("plan_preadvice_unindexed", keys),
+        |bench| {
+            let mut next = 0usize;
+            bench.iter(|| {
+                next = (next + 1) & (QUERIES - 1);
+                black_box(resolve_with_overlay(
+                    plan,
+                    &filtered,
+                    &[black_box(&queries[next][..])],
+                    None,
+                ))
+            })
+        },
+    );
     group.bench_function(BenchmarkId::new("plan_preadvice_hit", keys), |bench| {
         let mut next = 0usize;
         bench.iter(|| {
@@ -212,12 +255,7 @@ fn resolve_with_preadvice(criterion: &mut Criterion, plan: &Plan, queries: &[[u8
 /// The same two loops as `resolve/plan` and `resolve/plan_preadvice`, timed in
 /// alternation (A B, B A, ...) so that load from other processes on a shared machine
 /// hits both alike; prints the median and the best-of ratio.
-fn interleaved_ratio(
-    plan: &Plan,
-    overlay: &OverlaySnapshot,
-    queries: &[[u8; 15]],
-    preadvised: u64,
-) {
+fn interleaved_ratio(plan: &Plan, overlay: &OverlaySnapshot, queries: &[[u8; 15]], what: &str) {
     let time_plan = || {
         let started = std::time::Instant::now();
         for query in queries {
@@ -233,7 +271,7 @@ fn interleaved_ratio(
         started.elapsed().as_secs_f64()
     };
     alternate(
-        &format!("resolve with {preadvised} pre-advised / plan alone"),
+        &format!("resolve with {what} / plan alone"),
         queries.len(),
         time_plan,
         time_overlay,
@@ -253,7 +291,7 @@ const WINDOW: usize = 16;
 /// The two resolutions as the daemon runs them: for each window of [`WINDOW`] queries,
 /// warm every query (the plan's buckets, and with the overlay its filter word), then warm
 /// the plan's records, then resolve. Alternating rounds as in [`interleaved_ratio`].
-fn windowed_ratio(plan: &Plan, overlay: &OverlaySnapshot, queries: &[[u8; 15]], preadvised: u64) {
+fn windowed_ratio(plan: &Plan, overlay: &OverlaySnapshot, queries: &[[u8; 15]], what: &str) {
     let time_plan = || {
         let started = std::time::Instant::now();
         for window in queries.chunks(WINDOW) {
@@ -276,7 +314,7 @@ fn windowed_ratio(plan: &Plan, overlay: &OverlaySnapshot, queries: &[[u8; 15]], 
                 warm_with_overlay(plan, overlay, &[&query[..]], None);
             }
             for query in window {
-                plan.warm_records(&[&query[..]], None);
+                warm_records_with_overlay(plan, overlay, &[&query[..]], None);
             }
             for query in window {
                 black_box(resolve_one(plan, overlay, query));
@@ -286,7 +324,7 @@ fn windowed_ratio(plan: &Plan, overlay: &OverlaySnapshot, queries: &[[u8; 15]], 
     };
     alternate(
         &format!(
-            "resolve with {preadvised} pre-advised / plan alone, prefetched windows of {WINDOW} (as the daemon decides)"
+            "resolve with {what} / plan alone, prefetched windows of {WINDOW} (as the daemon decides)"
         ),
         queries.len(),
         time_plan,

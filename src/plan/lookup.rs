@@ -73,12 +73,25 @@ impl<'a> TableView<'a> {
     /// Prefetches `key`'s home bucket: the first memory `find` will touch.
     #[inline]
     fn prefetch_bucket(&self, key: &[u8]) {
+        self.prefetch_bucket_hashed(format::key_hash(key));
+    }
+
+    /// [`TableView::prefetch_bucket`] with the key's hash already computed.
+    #[inline]
+    pub(super) fn prefetch_bucket_hashed(&self, hash: u64) {
         if self.bucket_count == 0 {
             return;
         }
-        let hash = format::key_hash(key);
         let position = format::home_bucket(hash, self.bucket_count) as usize;
         if let Some(byte) = self.buckets.get(position * BUCKET_BYTES) {
+            prefetch_read(byte);
+        }
+    }
+
+    /// Prefetches the record at `offset` (a bucket's reference).
+    #[inline]
+    pub(super) fn prefetch_record_at(&self, offset: u32) {
+        if let Some(byte) = self.records.get(offset as usize) {
             prefetch_read(byte);
         }
     }
@@ -180,6 +193,12 @@ impl Plan {
             bucket_count,
             probe_limit,
         }
+    }
+
+    /// The chutes and rule of an `exact` record (found through the joint index).
+    #[inline]
+    pub(super) fn exact_entry(&self, record: Record<'_>) -> Option<(Chutes, RuleRef)> {
+        self.entry(RuleKind::Exact, record)
     }
 
     #[inline]

@@ -19,6 +19,7 @@ pub mod format;
 pub mod fuzzing;
 pub mod generate;
 mod handle;
+mod joint;
 mod lookup;
 mod open;
 pub mod overlay;

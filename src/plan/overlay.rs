@@ -2,14 +2,16 @@
 //! removal) held in memory on top of a compiled plan, and the resolution that consults
 //! it before the plan's own exact table.
 //!
-//! An [`OverlaySnapshot`] is immutable: a large `base` layer with a split-block bloom
-//! filter plus a small `delta` layer that every update copies (at most
-//! [`DELTA_ENTRIES_MAX`] entries, then the two are merged into a new base). Readers hold
-//! a snapshot through the same kind of `arc-swap` handle the plan uses
+//! An [`OverlaySnapshot`] is immutable: a large `base` layer with a blocked bloom filter
+//! plus a small `delta` layer that every update copies (at most [`DELTA_ENTRIES_MAX`]
+//! entries, then the two are merged into a new base). Readers hold a snapshot through
+//! the same kind of `arc-swap` handle the plan uses
 //! ([`super::preadvice::PreAdvice::view`]) and never lock. Both layers are keyed by the
 //! plan's own key hash ([`format::key_hash`]), so a lookup hashes a barcode once for the
-//! delta, the filter and the plan. Most barcodes are not pre-advised: their extra cost
-//! is the delta probe (cache-resident) and one 32-byte filter block.
+//! delta, the base and the plan. Once the background merge has given the base layer its
+//! joint index with the plan ([`OverlaySnapshot::indexed`], `joint.rs`), a barcode
+//! costs the delta probe (cache-resident) and one probe sequence that finds the overlay's
+//! entry or the plan's; until then, the filter's word and then the plan's own lookup.
 //!
 //! Resolution order (PLAN.md, "Pre-advice"): for each barcode, its pre-advice entry if
 //! there is one (a removal hides the plan's exact entry; a destination code resolves
@@ -24,9 +26,12 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 
 use super::format::{self, KEY_BYTES_MAX};
+use super::joint::{JointHit, JointIndex, OVERLAY_REFERENCE};
 use super::lookup::ExactAnswer;
 use super::open::Plan;
-use super::types::{Chutes, Resolution};
+use super::types::{Chutes, Resolution, RuleKind, RuleRef};
+use crate::util::huge_pages::HugePageBuffer;
+use crate::util::prefetch::prefetch_read;
 
 /// Entries the delta layer may hold before a merge into a new base layer is due
 /// ([`OverlaySnapshot::needs_merge`]). Small enough that copying it on every update is
@@ -159,6 +164,12 @@ impl Layer {
                 return None;
             }
         }
+        self.find_in_table(key, hash)
+    }
+
+    /// [`Layer::find`] without the filter: the hash table probe.
+    #[inline(never)]
+    fn find_in_table(&self, key: &[u8], hash: u64) -> Option<&Slot> {
         let slots = &self.slots;
         let bytes = &self.bytes;
         let index = self.table.find(hash, |&index| {
@@ -237,70 +248,21 @@ impl Layer {
 /// A blocked bloom filter: one 64-bit word per query, four bits set per key within
 /// it (about 16 bits per entry, under 1 % false positives). A query is one load and a
 /// mask test: few instructions, so independent lookups still overlap their cache
-/// misses. The words live in an anonymous mapping advised to use huge pages (Linux),
-/// rounded up to whole 2 MiB pages: a filter of 1 M entries is then one TLB entry
-/// instead of hundreds, which matters on a virtual machine where every TLB miss is a
-/// two-level page walk. If the mapping fails the filter is a plain vector.
-#[derive(Debug)]
+/// misses. The words live in huge pages where the filter is large enough
+/// ([`HugePageBuffer`]): a filter of 1 M entries is then one TLB entry instead of
+/// hundreds. The filter answers when the base layer has no joint index for the plan.
+#[derive(Clone, Debug)]
 struct Bloom {
-    words: BloomWords,
+    words: HugePageBuffer,
     word_count: usize,
-}
-
-#[derive(Debug)]
-enum BloomWords {
-    Mapped(memmap2::MmapMut),
-    Heap(Vec<u8>),
-}
-
-const HUGE_PAGE_BYTES: usize = 2 << 20;
-
-impl Clone for Bloom {
-    fn clone(&self) -> Bloom {
-        let mut copy = Bloom::with_words(self.word_count);
-        copy.bytes_mut().copy_from_slice(self.bytes());
-        copy
-    }
 }
 
 impl Bloom {
     fn with_entries(entries: usize) -> Bloom {
         let bits = entries.saturating_mul(BLOOM_BITS_PER_ENTRY);
-        Bloom::with_words(bits.div_ceil(64).max(1))
-    }
-
-    fn with_words(wanted: usize) -> Bloom {
-        let bytes = wanted * 8;
-        if bytes >= HUGE_PAGE_BYTES / 2 {
-            let rounded = bytes.div_ceil(HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES;
-            if let Ok(map) = memmap2::MmapMut::map_anon(rounded) {
-                #[cfg(target_os = "linux")]
-                let _ = map.advise(memmap2::Advice::HugePage);
-                return Bloom {
-                    words: BloomWords::Mapped(map),
-                    word_count: rounded / 8,
-                };
-            }
-        }
-        Bloom {
-            words: BloomWords::Heap(vec![0; bytes]),
-            word_count: wanted,
-        }
-    }
-
-    #[inline]
-    fn bytes(&self) -> &[u8] {
-        match &self.words {
-            BloomWords::Mapped(map) => map,
-            BloomWords::Heap(bytes) => bytes,
-        }
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        match &mut self.words {
-            BloomWords::Mapped(map) => map,
-            BloomWords::Heap(bytes) => bytes,
-        }
+        let words = HugePageBuffer::zeroed(bits.div_ceil(64).max(1) * 8);
+        let word_count = words.len() / 8;
+        Bloom { words, word_count }
     }
 
     /// Byte offset of the key's word (from the high half of the hash; the plan's home
@@ -316,33 +278,52 @@ impl Bloom {
         (offset, mask)
     }
 
-    #[inline]
-    fn word(&self, offset: usize) -> Option<u64> {
-        let bytes = self.bytes().get(offset..offset + 8)?;
-        Some(u64::from_le_bytes(bytes.try_into().ok()?))
-    }
-
     fn insert(&mut self, hash: u64) {
         let (offset, mask) = self.position(hash);
-        if let Some(word) = self.bytes_mut().get_mut(offset..offset + 8) {
-            let mut value = [0u8; 8];
-            value.copy_from_slice(word);
-            word.copy_from_slice(&(u64::from_le_bytes(value) | mask).to_le_bytes());
+        if let Some(word) = self.words.read_u64(offset) {
+            self.words.write_u64(offset, word | mask);
         }
     }
 
     #[inline]
     fn may_contain(&self, hash: u64) -> bool {
         let (offset, mask) = self.position(hash);
-        self.word(offset).is_none_or(|word| word & mask == mask)
+        self.words
+            .read_u64(offset)
+            .is_none_or(|word| word & mask == mask)
+    }
+
+    #[inline]
+    fn prefetch(&self, hash: u64) {
+        if let Some(byte) = self.words.bytes().get(self.position(hash).0) {
+            prefetch_read(byte);
+        }
     }
 }
 
-/// An immutable overlay: what every reader holding it sees. Cheap to clone (two `Arc`s).
+/// The base layer's joint index with a plan ([`JointIndex`]), or why there is none.
+#[derive(Clone, Debug, Default)]
+enum BaseIndex {
+    /// Not built yet for this base layer (the filter path answers meanwhile).
+    #[default]
+    Unbuilt,
+    /// Built for the plan it [`serves`](JointIndex::serves).
+    Joint(Arc<JointIndex>),
+    /// Not built for the plan with this checksum: too many entries.
+    Declined {
+        /// The plan's checksum.
+        plan_checksum: u64,
+    },
+}
+
+/// An immutable overlay: what every reader holding it sees. Cheap to clone (a few
+/// `Arc`s).
 #[derive(Clone, Debug, Default)]
 pub struct OverlaySnapshot {
     base: Arc<Layer>,
     delta: Arc<Layer>,
+    /// The base layer's joint index with the plan, if built (goes with `base`).
+    index: BaseIndex,
     /// Distinct keys across both layers (removals included).
     entries: usize,
     /// Highest batch sequence applied (0 = none).
@@ -384,14 +365,19 @@ impl OverlaySnapshot {
         self.get_hashed(barcode, format::key_hash(barcode))
     }
 
-    #[inline]
+    #[inline(always)]
     fn get_hashed(&self, barcode: &[u8], hash: u64) -> Option<(OverlayValue<'_>, u64)> {
         if !self.delta.table.is_empty() {
-            if let Some(slot) = self.delta.find(barcode, hash) {
+            if let Some(slot) = self.delta.find_in_table(barcode, hash) {
                 return Some((self.delta.value(slot), slot.seq));
             }
         }
-        let slot = self.base.find(barcode, hash)?;
+        if let Some(bloom) = &self.base.bloom {
+            if !bloom.may_contain(hash) {
+                return None;
+            }
+        }
+        let slot = self.base.find_in_table(barcode, hash)?;
         Some((self.base.value(slot), slot.seq))
     }
 
@@ -441,6 +427,7 @@ impl OverlaySnapshot {
         let next = OverlaySnapshot {
             base: Arc::clone(&self.base),
             delta: Arc::new(delta),
+            index: self.index.clone(),
             entries,
             seq_max: self.seq_max.max(seq),
         };
@@ -457,6 +444,77 @@ impl OverlaySnapshot {
     /// True when the delta layer has outgrown [`DELTA_ENTRIES_HARD_MAX`].
     pub fn must_merge(&self) -> bool {
         self.delta.slots.len() > DELTA_ENTRIES_HARD_MAX
+    }
+
+    /// True when the base layer holds entries but no joint index for `plan` was built
+    /// or declined yet: [`OverlaySnapshot::indexed`] is due (on a background thread: it
+    /// is linear in plan plus overlay).
+    pub fn needs_index(&self, plan: &Plan) -> bool {
+        if self.base.len() == 0 {
+            return false;
+        }
+        match &self.index {
+            BaseIndex::Unbuilt => true,
+            BaseIndex::Joint(joint) => !joint.serves(plan),
+            BaseIndex::Declined { plan_checksum } => *plan_checksum != plan.checksum(),
+        }
+    }
+
+    /// This snapshot with its base layer's joint index for `plan` (see `joint.rs`),
+    /// or with the index declined when plan and overlay hold more than
+    /// `JOINT_ENTRIES_MAX` (8 M) entries. Resolution gives the same answers
+    /// either way; with the index a barcode costs one probe instead of a filter check and
+    /// the plan's own probe.
+    pub fn indexed(&self, plan: &Plan) -> OverlaySnapshot {
+        let base = &self.base;
+        let live = base.table.iter().filter_map(|&index| {
+            let slot = base.slots.get(index as usize)?;
+            Some((index, base.key(slot), slot.hash))
+        });
+        let overlay_key = |index: u32| base.slots.get(index as usize).map(|slot| base.key(slot));
+        let index = match JointIndex::build(plan, base.len(), live, overlay_key) {
+            Some(joint) => BaseIndex::Joint(Arc::new(joint)),
+            None => BaseIndex::Declined {
+                plan_checksum: plan.checksum(),
+            },
+        };
+        OverlaySnapshot {
+            index,
+            ..self.clone()
+        }
+    }
+
+    /// Bytes taken by the base layer's joint index (0 without one).
+    pub fn index_bytes(&self) -> usize {
+        match &self.index {
+            BaseIndex::Joint(joint) => joint.bytes(),
+            _ => 0,
+        }
+    }
+
+    /// The base layer's joint index, when it serves `plan`.
+    #[inline]
+    fn joint_for(&self, plan: &Plan) -> Option<&JointIndex> {
+        match &self.index {
+            BaseIndex::Joint(joint) if joint.serves(plan) => Some(joint),
+            _ => None,
+        }
+    }
+
+    /// The answer of the base layer's slot `index` (from a joint index probe).
+    #[inline]
+    fn base_slot(&self, index: u32) -> Option<(OverlayValue<'_>, u64)> {
+        let slot = self.base.slots.get(index as usize)?;
+        Some((self.base.value(slot), slot.seq))
+    }
+
+    /// The key of the base layer's slot `index`.
+    #[inline]
+    fn base_key(&self, index: u32) -> Option<&[u8]> {
+        self.base
+            .slots
+            .get(index as usize)
+            .map(|slot| self.base.key(slot))
     }
 
     /// `merged` (made by [`OverlaySnapshot::merged`] from `from`, an earlier version of
@@ -487,6 +545,7 @@ impl OverlaySnapshot {
         Some(OverlaySnapshot {
             base: Arc::clone(&merged.base),
             delta: Arc::new(delta),
+            index: merged.index.clone(),
             entries,
             seq_max: self.seq_max,
         })
@@ -524,6 +583,7 @@ impl OverlaySnapshot {
         OverlaySnapshot {
             base: Arc::new(base),
             delta: Arc::new(Layer::default()),
+            index: BaseIndex::Unbuilt,
             entries: count,
             seq_max,
         }
@@ -629,34 +689,77 @@ pub fn validate_entry(entry: &PreAdviceEntry) -> Result<(), EntryError> {
     Ok(())
 }
 
-/// One barcode's exact answer through the overlay, then the plan.
+/// One barcode's exact answer through the overlay, then the plan: the delta layer, then
+/// the joint index when the base layer has one for `plan`, otherwise the base layer
+/// (behind its filter) and the plan's own table.
 #[inline]
-fn exact_through(plan: &Plan, overlay: &OverlaySnapshot, barcode: &[u8]) -> Option<ExactAnswer> {
+fn exact_through(
+    plan: &Plan,
+    overlay: &OverlaySnapshot,
+    joint: Option<&JointIndex>,
+    barcode: &[u8],
+) -> Option<ExactAnswer> {
     if barcode.len() > KEY_BYTES_MAX {
         return None;
     }
     let hash = format::key_hash(barcode);
-    match overlay.get_hashed(barcode, hash) {
-        None => plan
-            .exact_hashed(barcode, hash)
-            .map(|(chutes, rule)| ExactAnswer {
-                chutes,
-                rule: Some(rule),
-                preadvice_seq: 0,
-            }),
-        Some((OverlayValue::Chutes(chutes), seq)) => Some(ExactAnswer {
+    let found = match joint {
+        Some(joint) => overlay.get_joint(plan, joint, barcode, hash),
+        None => match overlay.get_hashed(barcode, hash) {
+            Some(entry) => Found::Overlay(entry),
+            None => plan
+                .exact_hashed(barcode, hash)
+                .map_or(Found::Nothing, Found::Plan),
+        },
+    };
+    match found {
+        Found::Nothing => None,
+        Found::Plan((chutes, rule)) => Some(ExactAnswer {
+            chutes,
+            rule: Some(rule),
+            preadvice_seq: 0,
+        }),
+        Found::Overlay((OverlayValue::Chutes(chutes), seq)) => Some(ExactAnswer {
             chutes,
             rule: None,
             preadvice_seq: seq,
         }),
-        Some((OverlayValue::Destination(code), seq)) => {
+        Found::Overlay((OverlayValue::Destination(code), seq)) => {
             plan.longest_prefix(code).map(|(chutes, rule)| ExactAnswer {
                 chutes,
                 rule: Some(rule),
                 preadvice_seq: seq,
             })
         }
-        Some((OverlayValue::Removed, _)) => None,
+        Found::Overlay((OverlayValue::Removed, _)) => None,
+    }
+}
+
+/// Where a barcode's exact entry was found.
+enum Found<'a> {
+    Nothing,
+    Plan((Chutes, RuleRef)),
+    Overlay((OverlayValue<'a>, u64)),
+}
+
+impl OverlaySnapshot {
+    /// The delta layer, then the joint index (which covers the base layer and the plan).
+    #[inline]
+    fn get_joint(&self, plan: &Plan, joint: &JointIndex, barcode: &[u8], hash: u64) -> Found<'_> {
+        if !self.delta.table.is_empty() {
+            if let Some(slot) = self.delta.find_in_table(barcode, hash) {
+                return Found::Overlay((self.delta.value(slot), slot.seq));
+            }
+        }
+        match joint.find(plan, |index| self.base_key(index), barcode, hash) {
+            None => Found::Nothing,
+            Some(JointHit::Plan(record)) => {
+                plan.exact_entry(record).map_or(Found::Nothing, Found::Plan)
+            }
+            Some(JointHit::Overlay(index)) => {
+                self.base_slot(index).map_or(Found::Nothing, Found::Overlay)
+            }
+        }
     }
 }
 
@@ -674,8 +777,9 @@ pub fn resolve_with_overlay(
     let (resolution, preadvice_seq) = if overlay.is_empty() {
         (plan.resolve(barcodes, destination), 0)
     } else {
+        let joint = overlay.joint_for(plan);
         plan.resolve_by(barcodes, destination, |barcode| {
-            exact_through(plan, overlay, barcode)
+            exact_through(plan, overlay, joint, barcode)
         })
     };
     OverlayResolution {
@@ -685,24 +789,66 @@ pub fn resolve_with_overlay(
     }
 }
 
-/// [`Plan::warm`] plus the overlay's filter block for each barcode: what
-/// [`resolve_with_overlay`] of the same parcel reads first. The hook beside `Plan::warm`
-/// in the ingress batch loop; prefetches only.
+/// [`Plan::warm`] with the overlay: what [`resolve_with_overlay`] of the same parcel
+/// reads first (the joint index's bucket, or the plan's bucket and the filter's word).
+/// The hook beside `Plan::warm` in the ingress batch loop; prefetches only.
 pub fn warm_with_overlay(
     plan: &Plan,
     overlay: &OverlaySnapshot,
     barcodes: &[&[u8]],
     destination: Option<&[u8]>,
 ) {
-    plan.warm(barcodes, destination);
-    if let Some(bloom) = overlay.base.bloom.as_ref().filter(|_| !overlay.is_empty()) {
-        for barcode in barcodes.iter().filter(|code| !code.is_empty()) {
-            let hash = format::key_hash(barcode);
-            if let Some(byte) = bloom.bytes().get(bloom.position(hash).0) {
-                crate::util::prefetch::prefetch_read(byte);
+    if overlay.is_empty() {
+        plan.warm(barcodes, destination);
+        return;
+    }
+    let joint = overlay.joint_for(plan);
+    let exact = plan.table(RuleKind::Exact);
+    for barcode in barcodes.iter().filter(|code| !code.is_empty()) {
+        let hash = format::key_hash(barcode);
+        match (joint, &overlay.base.bloom) {
+            (Some(joint), _) => joint.prefetch_bucket(hash),
+            (None, bloom) => {
+                exact.prefetch_bucket_hashed(hash);
+                if let Some(bloom) = bloom {
+                    bloom.prefetch(hash);
+                }
             }
         }
     }
+    plan.warm(&[], destination);
+}
+
+/// [`Plan::warm_records`] with the overlay: the second step of warming, after
+/// [`warm_with_overlay`] of the whole window. With a joint index it reads the index's
+/// buckets and prefetches the plan record or overlay slot each barcode's probe compares
+/// first.
+pub fn warm_records_with_overlay(
+    plan: &Plan,
+    overlay: &OverlaySnapshot,
+    barcodes: &[&[u8]],
+    destination: Option<&[u8]>,
+) {
+    let Some(joint) = overlay.joint_for(plan).filter(|_| !overlay.is_empty()) else {
+        plan.warm_records(barcodes, destination);
+        return;
+    };
+    let exact = plan.table(RuleKind::Exact);
+    for barcode in barcodes.iter().filter(|code| !code.is_empty()) {
+        let Some(reference) = joint.first_candidate(format::key_hash(barcode)) else {
+            continue;
+        };
+        if reference & OVERLAY_REFERENCE == 0 {
+            exact.prefetch_record_at(reference);
+        } else if let Some(slot) = overlay
+            .base
+            .slots
+            .get((reference & !OVERLAY_REFERENCE) as usize)
+        {
+            prefetch_read(slot);
+        }
+    }
+    plan.warm_records(&[], destination);
 }
 
 /// The chutes an entry gives over `plan` when folded into it: `None` for a removal, and

@@ -33,7 +33,8 @@ use super::format::NAME_BYTES_MAX;
 use super::open::Plan;
 use super::overlay::{
     BatchCounts, EntryError, OverlayReplay, OverlayResolution, OverlaySnapshot, PreAdviceEntry,
-    folded_chutes, resolve_with_overlay, validate_entry, warm_with_overlay,
+    folded_chutes, resolve_with_overlay, validate_entry, warm_records_with_overlay,
+    warm_with_overlay,
 };
 use super::preadvice_log::{BATCH_ENTRIES_MAX, RecordError, decode_record, encode_record};
 use super::types::{DefaultKind, RuleKind};
@@ -183,12 +184,12 @@ impl PlanView {
         warm_with_overlay(&self.plan, &self.overlay, barcodes, destination);
     }
 
-    /// Prefetch the plan records [`PlanView::resolve`] of the same parcel compares
-    /// ([`Plan::warm_records`]); call after [`PlanView::warm`] of the whole window. The
-    /// overlay's own entries are not prefetched: they are few and recent.
+    /// Prefetch the records [`PlanView::resolve`] of the same parcel compares
+    /// ([`warm_records_with_overlay`]); call after [`PlanView::warm`] of the whole
+    /// window. The delta layer's entries are not prefetched: they are few and recent.
     #[inline]
     pub fn warm_records(&self, barcodes: &[&[u8]], destination: Option<&[u8]>) {
-        self.plan.warm_records(barcodes, destination);
+        warm_records_with_overlay(&self.plan, &self.overlay, barcodes, destination);
     }
 }
 
@@ -594,27 +595,37 @@ impl PreAdvice {
         })
     }
 
-    /// True when the overlay's delta layer should be merged ([`PreAdvice::merge_delta`]).
+    /// True when the overlay's delta layer should be merged, or its base layer has no
+    /// joint index for the plan yet ([`PreAdvice::merge_delta`]).
     pub fn merge_due(&self) -> bool {
-        self.view.load().overlay.needs_merge()
+        let view = self.view.load();
+        view.overlay.needs_merge() || view.overlay.needs_index(&view.plan)
     }
 
-    /// Merge the overlay's delta layer into a new base layer, without holding the writer
-    /// lock while merging (linear in the overlay: about a second for 1 M entries on a
-    /// loaded 2-core VM), so applies keep taking effect at once. Run it from the same
-    /// background thread as [`PreAdvice::compact`] when [`PreAdvice::merge_due`].
-    /// Returns false when nothing was due or a compaction replaced the overlay meanwhile.
+    /// Merge the overlay's delta layer into a new base layer and build the base layer's
+    /// joint index with the plan ([`OverlaySnapshot::indexed`]), without holding the
+    /// writer lock meanwhile (linear in plan plus overlay: see benches/plan.rs), so
+    /// applies keep taking effect at once. Run it from the same background thread as
+    /// [`PreAdvice::compact`] when [`PreAdvice::merge_due`]. Returns false when nothing
+    /// was due, or a compaction or plan swap replaced what it worked on meanwhile.
     pub fn merge_delta(&self) -> bool {
         let from = {
             let _writer = self.writer();
             self.view.load_full()
         };
-        if !from.overlay.needs_merge() {
+        let merged = if from.overlay.needs_merge() {
+            from.overlay.merged()
+        } else if from.overlay.needs_index(&from.plan) {
+            from.overlay.clone()
+        } else {
             return false;
-        }
-        let merged = from.overlay.merged();
+        };
+        let merged = merged.indexed(&from.plan);
         let _writer = self.writer();
         let current = self.view.load_full();
+        if !Arc::ptr_eq(&current.plan, &from.plan) {
+            return false;
+        }
         let Some(overlay) = current.overlay.rebase(&from.overlay, &merged) else {
             return false;
         };

@@ -1,5 +1,6 @@
 //! Small helpers shared by several layers.
 
 pub mod fs;
+pub mod huge_pages;
 pub mod prefetch;
 pub mod rate_limit;

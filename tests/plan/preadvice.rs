@@ -648,3 +648,157 @@ fn the_plan_handle_decides_through_the_overlay_and_a_swap_keeps_it() {
     let decided = decide(&view, &states, ScanFlags::EMPTY, &[b"YT1".as_slice()], None);
     assert_eq!((decided.chute, decided.preadvice_seq), (7, 0));
 }
+
+/// A seeded plan of `exact_keys` tracking numbers `P<i>` and a few prefixes, and a
+/// seeded overlay over it: chutes, destination codes (some matching no prefix) and
+/// removals, on new tracking numbers and on the plan's own, in several batches so that
+/// both the base and the delta layer hold entries.
+fn seeded_plan_and_overlay(seed: u64, exact_keys: u64) -> (Plan, OverlaySnapshot) {
+    let mut csv = String::from("kind,key,chutes\nmeta,name,joint\nmeta,version,3\n");
+    csv.push_str("prefix,33,101\nprefix,3301,102\nprefix,5,103\n");
+    for index in 0..exact_keys {
+        csv.push_str(&format!("exact,P{index},{}\n", index % 200 + 1));
+    }
+    csv.push_str("default,no_read,998\ndefault,no_rule,999\ndefault,multi_read,997\n");
+    csv.push_str("default,late,996\n");
+    let plan = Plan::from_bytes(compile_str("joint.csv", &csv).expect("compiles")).expect("opens");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut overlay = OverlaySnapshot::empty();
+    for batch in 1..=6u64 {
+        let entries: Vec<PreAdviceEntry> = (0..rng.usize(200..2_000))
+            .map(|_| {
+                let barcode = if rng.bool() {
+                    format!("P{}", rng.u64(0..exact_keys))
+                } else {
+                    format!("N{}", rng.u64(0..exact_keys))
+                };
+                match rng.u8(0..4) {
+                    0 => to(&barcode, ["3301", "33", "77"][rng.usize(0..3)]),
+                    1 => remove(&barcode),
+                    _ => add(&barcode, &[rng.u16(1..300), rng.u16(300..600)]),
+                }
+            })
+            .collect();
+        overlay = overlay.with_batch(&entries, batch * 10, 1_000_000).0;
+        if batch == 4 {
+            overlay = overlay.merged();
+        }
+    }
+    (plan, overlay)
+}
+
+/// Every field a decision carries, for comparing two resolutions.
+fn decided(
+    plan: &Plan,
+    overlay: &OverlaySnapshot,
+    barcodes: &[&[u8]],
+    code: Option<&[u8]>,
+) -> String {
+    let got = resolve_with_overlay(plan, overlay, barcodes, code);
+    format!(
+        "{:?} {:?} {:?} {}",
+        got.resolution.outcome,
+        got.resolution.chutes.as_slice(),
+        got.resolution.rule,
+        got.preadvice_seq
+    )
+}
+
+#[test]
+fn the_joint_index_answers_exactly_as_the_filter_and_the_plan_do() {
+    for seed in [1u64, 2, 3] {
+        let (plan, overlay) = seeded_plan_and_overlay(seed, 5_000);
+        let indexed = overlay.indexed(&plan);
+        assert!(indexed.index_bytes() > 0, "seed {seed}: an index was built");
+        assert!(overlay.needs_index(&plan) && !indexed.needs_index(&plan));
+        let mut rng = fastrand::Rng::with_seed(seed + 100);
+        for _ in 0..20_000 {
+            let mut barcode = || match rng.u8(0..3) {
+                0 => format!("P{}", rng.u64(0..6_000)),
+                1 => format!("N{}", rng.u64(0..6_000)),
+                _ => String::new(),
+            };
+            let (first, second) = (barcode(), barcode());
+            let code = ["33011", "5", "9", ""][rng.usize(0..4)];
+            let barcodes: [&[u8]; 2] = [first.as_bytes(), second.as_bytes()];
+            let code = (!code.is_empty()).then_some(code.as_bytes());
+            for barcodes in [&barcodes[..1], &barcodes[..]] {
+                assert_eq!(
+                    decided(&plan, &indexed, barcodes, code),
+                    decided(&plan, &overlay, barcodes, code),
+                    "seed {seed}: {first} {second} {code:?}"
+                );
+            }
+        }
+        // Applies after the index was built land in the delta layer, which still
+        // answers first.
+        let later = [add("P7", &[555]), remove("P8"), add("N5999", &[556])];
+        let (with_later, _) = indexed.with_batch(&later, 1_000, 1_000_000);
+        let (without, _) = overlay.with_batch(&later, 1_000, 1_000_000);
+        for barcode in ["P7", "P8", "N5999", "P9"] {
+            let barcodes: [&[u8]; 1] = [barcode.as_bytes()];
+            assert_eq!(
+                decided(&plan, &with_later, &barcodes, None),
+                decided(&plan, &without, &barcodes, None)
+            );
+        }
+        assert_eq!(
+            decided(&plan, &with_later, &[b"P7"], None),
+            "Exact [555] None 1000"
+        );
+    }
+}
+
+#[test]
+fn a_joint_index_is_not_used_with_another_plan() {
+    let (plan, overlay) = seeded_plan_and_overlay(7, 3_000);
+    let (other_plan, _) = seeded_plan_and_overlay(7, 4_000);
+    let indexed = overlay.indexed(&plan);
+    assert!(indexed.needs_index(&other_plan));
+    for index in (0..4_000u64).step_by(7) {
+        let barcode = format!("P{index}");
+        let barcodes: [&[u8]; 1] = [barcode.as_bytes()];
+        assert_eq!(
+            decided(&other_plan, &indexed, &barcodes, None),
+            decided(&other_plan, &overlay, &barcodes, None),
+            "{barcode}"
+        );
+    }
+}
+
+#[test]
+fn the_background_merge_builds_the_joint_index_and_a_plan_swap_asks_for_another() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let preadvice = open(dir.path());
+    let many: Vec<PreAdviceEntry> = (0..9_000u32)
+        .map(|index| add(&format!("NEW{index}"), &[(index % 90 + 1) as u16]))
+        .chain([add("YT1", &[32])])
+        .collect();
+    preadvice.apply(&many, 1).expect("applies");
+    assert_eq!(preadvice.view().overlay.index_bytes(), 0);
+    assert!(preadvice.merge_due());
+    assert!(preadvice.merge_delta());
+    assert!(
+        preadvice.view().overlay.index_bytes() > 0,
+        "merged and indexed"
+    );
+    assert!(!preadvice.merge_due());
+    assert_eq!(answer(&preadvice, "YT1", None), (32, Outcome::Exact, 1));
+    assert_eq!(answer(&preadvice, "NEW91", None), (2, Outcome::Exact, 1));
+    assert_eq!(answer(&preadvice, "YT2", None), (8, Outcome::Exact, 0));
+    // A new base plan: the index no longer serves it, and the next merge builds one.
+    let swapped = CSV.replace("exact,YT2,8", "exact,YT2,18");
+    preadvice.swap_plan(
+        Plan::from_bytes(compile_str("plan.csv", &swapped).expect("compiles")).expect("opens"),
+    );
+    assert!(
+        preadvice.merge_due(),
+        "the index was built for the old plan"
+    );
+    assert_eq!(answer(&preadvice, "YT2", None), (18, Outcome::Exact, 0));
+    assert!(preadvice.merge_delta());
+    assert!(!preadvice.merge_due());
+    assert_eq!(answer(&preadvice, "YT2", None), (18, Outcome::Exact, 0));
+    assert_eq!(answer(&preadvice, "YT1", None), (32, Outcome::Exact, 1));
+    assert_eq!(answer(&preadvice, "NEW91", None), (2, Outcome::Exact, 1));
+}
