@@ -1,6 +1,7 @@
 //! Pre-advice on the daemon: opening the node's pre-advice log over the configured plan,
-//! and the background thread that merges the overlay's delta layer and compacts the
-//! overlay into a new compiled plan when they are due.
+//! and the background thread that merges the overlay's delta layer (and builds its joint
+//! index with the plan) and compacts the overlay into a new compiled plan when they are
+//! due.
 //!
 //! It does not receive pre-advice (the hub task `crate::export::preadvice_sub` calls
 //! [`PreAdvice::apply`]) and does not resolve parcels (the decide path reads the view
@@ -49,7 +50,9 @@ pub fn maintain(preadvice: &PreAdvice, stop: &AtomicBool, interval: Duration) ->
         }
         next = now + interval;
         if preadvice.merge_due() && preadvice.merge_delta() {
-            tracing::debug!("pre-advice: merged the overlay's delta layer");
+            tracing::debug!(
+                "pre-advice: merged the overlay's delta layer or built its joint index"
+            );
         }
         if preadvice.compaction_due() {
             match preadvice.compact() {

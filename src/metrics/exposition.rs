@@ -609,6 +609,22 @@ impl Collector for DaemonCollector {
             "Version of the sort plan deciding parcels now.",
             i64::from(plan.version()),
         )?;
+        let view = self.plan.view();
+        gauge(
+            e,
+            "sortd_preadvice_overlay_entries",
+            "Pre-advised tracking numbers in the overlay over the plan (not yet compacted \
+             into it).",
+            i64::try_from(view.overlay.len()).unwrap_or(i64::MAX),
+        )?;
+        gauge(
+            e,
+            "sortd_preadvice_index_bytes",
+            "Memory of the overlay's joint index with the plan; 0 while the filter path \
+             answers (no index built yet for this plan, or declined as too large).",
+            i64::try_from(view.overlay.index_bytes()).unwrap_or(i64::MAX),
+        )?;
+        drop(view);
         let since = ConstGauge::new(load(&c.plan_since_unix_ms) as f64 / 1000.0);
         since.encode(e.encode_descriptor(
             "sortd_plan_loaded_timestamp_seconds",
@@ -1180,5 +1196,49 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn the_overlay_and_its_joint_index_are_exposed() {
+        use crate::plan::{Chutes, PreAdvice, PreAdviceEntry, PreAdviceSettings, PreAdviceValue};
+        let csv = "kind,key,chutes\nexact,YT1,7\ndefault,no_read,998\ndefault,no_rule,999\n\
+                   default,multi_read,997\ndefault,late,996\n";
+        let bytes = crate::plan::compile_str("t.csv", csv).expect("plan compiles");
+        let plan = crate::plan::Plan::from_bytes(bytes).expect("plan opens");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (preadvice, _) =
+            PreAdvice::open(dir.path(), plan, PreAdviceSettings::default()).expect("opens");
+        let preadvice = Arc::new(preadvice);
+        let chutes = Chutes::new(&[5]).expect("valid chutes");
+        let batch: Vec<PreAdviceEntry> = (0..9_000u32)
+            .map(|index| PreAdviceEntry {
+                barcode: format!("N{index}").into_bytes().into(),
+                value: PreAdviceValue::Chutes(chutes),
+            })
+            .collect();
+        preadvice.apply(&batch, 1).expect("applies");
+        let handle = Arc::new(PlanHandle::with_preadvice(Arc::clone(&preadvice)));
+        let render = || {
+            let exposition = Exposition::new(Arc::new(Counters::default()), Arc::clone(&handle), 1);
+            let mut text = String::new();
+            exposition.render(&mut text).expect("renders");
+            text
+        };
+        let before = render();
+        assert!(
+            before.contains("sortd_preadvice_overlay_entries 9000\n"),
+            "{before}"
+        );
+        assert!(
+            before.contains("sortd_preadvice_index_bytes 0\n"),
+            "{before}"
+        );
+        assert!(preadvice.merge_delta(), "the delta is merged and indexed");
+        let after = render();
+        let bytes = after
+            .lines()
+            .find_map(|line| line.strip_prefix("sortd_preadvice_index_bytes "))
+            .and_then(|value| value.parse::<u64>().ok());
+        assert!(bytes.is_some_and(|bytes| bytes >= 9_001 * 16), "{after}");
     }
 }
