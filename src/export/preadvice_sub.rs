@@ -733,7 +733,7 @@ impl Subscriber<'_> {
         Ok(())
     }
 
-    /// The durable consumer, positioned after the last applied batch.
+    /// The durable consumer, positioned after the last durable batch.
     async fn consumer(
         &self,
         stream: &jetstream::stream::Stream,
