@@ -14,8 +14,8 @@
 //! [`PreAdvice::apply`] is both steps in one call. [`PreAdvice::open`] rebuilds the view
 //! after a restart: the compacted plan if there is one for this base plan, then every log
 //! record after it (a torn tail is cut, and what the last run wrote is synced before it
-//! counts as durable). [`PreAdvice::compact`] folds the overlay into a new compiled plan, swaps
-//! plan and remaining overlay in one store, then deletes the folded log segments.
+//! counts as durable). [`PreAdvice::compact`] folds the overlay into a new compiled plan,
+//! swaps plan and remaining overlay in one store, then deletes the folded log segments.
 //! [`PreAdvice::merge_delta`] keeps the overlay's small update layer small. The owner
 //! runs both from one background thread when [`PreAdvice::merge_due`] /
 //! [`PreAdvice::compaction_due`] say so.
@@ -23,8 +23,9 @@
 //! Files in `<dir>`: `log-<first seq, 20 digits>.padv` segments of
 //! [`super::preadvice_log`] records, and `compacted.sortplan`, whose name records the
 //! base plan and the last sequence folded into it. This module does no networking and
-//! starts no threads: the NATS subscriber calls `apply_unsynced` and `sync`, and whoever owns the schedule
-//! calls `compact` (on its own thread) when [`PreAdvice::compaction_due`] says so.
+//! starts no threads: the NATS subscriber calls `apply_unsynced` and `sync`, and whoever
+//! owns the schedule calls `compact` (on its own thread) when
+//! [`PreAdvice::compaction_due`] says so.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
