@@ -239,8 +239,8 @@ stage_table() {
       n = 0
       for (le in bounds) { key[++n] = (le == "+Inf") ? 1e99 : le + 0; name[key[n]] = le }
       for (i = 2; i <= n; i++) for (j = i; j > 1 && key[j - 1] > key[j]; j--) { t = key[j]; key[j] = key[j - 1]; key[j - 1] = t }
-      split("delivery wait parse log publish total", order, " ")
-      for (o = 1; o <= 6; o++) {
+      no = split("delivery wait parse log publish total sync durable", order, " ")
+      for (o = 1; o <= no; o++) {
         stage = order[o]; if (!(stage in stages)) continue
         total = count[stage, "+Inf"]; if (total == 0) continue
         p50 = p99 = p999 = ""; over = 0

@@ -4,7 +4,7 @@
 //! due.
 //!
 //! It does not receive pre-advice (the hub task `crate::export::preadvice_sub` calls
-//! [`PreAdvice::apply`]) and does not resolve parcels (the decide path reads the view
+//! [`PreAdvice::apply_unsynced`] and [`PreAdvice::sync`]) and does not resolve parcels (the decide path reads the view
 //! through the plan handle).
 
 use std::io;

@@ -5,14 +5,20 @@
 //! answered it.
 //!
 //! Exactly-once apply: the node's pre-advice log is the truth, not the consumer. A batch
-//! is applied through [`PreAdvice::apply`] (logged and synced, then published) and only
-//! then acknowledged; a message at or below the last applied sequence is a redelivery,
-//! acknowledged and skipped. At every (re)connection [`consumer_action`] compares the
-//! durable consumer's position with the log's last sequence and recreates the consumer at
-//! `last + 1` when it would skip something or sits on unacknowledged deliveries. A failed
-//! apply or a broken consumer ends the task; the hub thread ([`super::hub`]) then tears
-//! the session down, reconnects with backoff, and the next session resumes from the log.
-//! Sorting never waits for any of it: the decide path only reads the published view.
+//! is applied through [`PreAdvice::apply_unsynced`] (written to the log, then published:
+//! in effect without waiting for the disk), then the log is synced
+//! ([`PreAdvice::sync`]), and only then is the message acknowledged: the broker only ever
+//! hears of durable batches. Messages already delivered when a batch is in effect are
+//! applied too and share that one sync (a group commit, at most [`GROUP_MESSAGES_MAX`]).
+//! A message at or below the durable sequence is a redelivery, acknowledged and skipped;
+//! one that is applied but not durable (its sync failed) is synced again before it is
+//! acknowledged ([`classify`]). At every (re)connection the log is synced first, then
+//! [`consumer_action`] compares the durable consumer's position with the log's last
+//! sequence and recreates the consumer at `last + 1` when it would skip something or sits
+//! on unacknowledged deliveries. A failed apply or sync, or a broken consumer, ends the
+//! task unacknowledged; the hub thread ([`super::hub`]) then tears the session down,
+//! reconnects with backoff, and the next session resumes from the log. Sorting never
+//! waits for any of it: the decide path only reads the published view.
 //!
 //! [`task`] is the [`HubTask`] the daemon gives the hub thread; [`publish_batch`] is the
 //! operator's side (`sortd plan preadvice publish`). This module does not parse the
@@ -20,20 +26,20 @@
 //! ([`crate::plan::preadvice`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
 use async_nats::jetstream::{self, Context};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 
 use super::connection::connect;
 use super::counters::ExportState;
 use super::hub::{HubSession, HubTask, TaskEnd};
 use super::hub_config::{HubSettings, PREADVICE_STREAM_SUBJECTS_DEFAULT};
 use crate::plan::PreAdvice;
-use crate::plan::preadvice::Applied;
+use crate::plan::preadvice::{Applied, LogSeqs, Synced};
 use crate::plan::preadvice_msg::parse_message;
 
 /// How long the pre-advice stream keeps a batch when sortd creates it: a node offline
@@ -60,6 +66,10 @@ const PULL_EXPIRES: Duration = Duration::from_secs(30);
 const PULL_HEARTBEAT: Duration = Duration::from_secs(15);
 /// How long the server waits for an acknowledgement before delivering again.
 const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Most messages applied before one sync makes them durable and they are acknowledged
+/// (the messages already delivered when the first one is in effect; one pull request's
+/// worth).
+pub const GROUP_MESSAGES_MAX: usize = PULL_BATCH_MESSAGES;
 
 /// The durable consumer's name for `node`.
 pub fn consumer_name(node: &str) -> String {
@@ -90,20 +100,25 @@ pub enum PreadviceErrorKind {
     Stream = 1,
     /// The connection or the consumer's message flow broke.
     Disconnected = 2,
-    /// A batch could not be logged locally (it is not acknowledged, and comes again).
+    /// A batch could not be written to the local log (it is not in effect, not
+    /// acknowledged, and comes again).
     Apply = 3,
     /// A message without JetStream metadata (no stream sequence).
     Message = 4,
+    /// The log could not be synced: the batches are in effect, not durable, not
+    /// acknowledged; they come again and are synced before they are acknowledged.
+    Sync = 5,
 }
 
 impl PreadviceErrorKind {
     /// Every kind, in value order.
-    pub const ALL: [PreadviceErrorKind; 5] = [
+    pub const ALL: [PreadviceErrorKind; 6] = [
         PreadviceErrorKind::Connect,
         PreadviceErrorKind::Stream,
         PreadviceErrorKind::Disconnected,
         PreadviceErrorKind::Apply,
         PreadviceErrorKind::Message,
+        PreadviceErrorKind::Sync,
     ];
 
     /// The label value in metrics and logs.
@@ -114,6 +129,7 @@ impl PreadviceErrorKind {
             PreadviceErrorKind::Disconnected => "disconnected",
             PreadviceErrorKind::Apply => "apply",
             PreadviceErrorKind::Message => "message",
+            PreadviceErrorKind::Sync => "sync",
         }
     }
 }
@@ -134,8 +150,9 @@ const _: () = {
     }
 };
 
-/// A stage of a batch on its way from publication to the sorting threads' view; each is
-/// timed on its own, `Total` end to end (PLAN.md and docs/preadvice.md, "Speed").
+/// A stage of a batch on its way from publication to the sorting threads' view, then to
+/// the disk; each is timed on its own, `Total` end to end to the view (in effect),
+/// `Durable` end to end to the disk (PLAN.md and docs/preadvice.md, "Speed").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum LatencyStage {
@@ -147,24 +164,37 @@ pub enum LatencyStage {
     Wait = 1,
     /// Parsing the JSON lines.
     Parse = 2,
-    /// Writing the batch to the local log and syncing it (including the writer lock).
+    /// Writing the batch to the local log, not synced (including the writer lock).
     Log = 3,
     /// Building the new overlay and publishing it to the sorting threads.
     Publish = 4,
-    /// Publication to the batch being in the view the node sorts with.
+    /// Publication to the batch being in the view the node sorts with: in effect.
     Total = 5,
+    /// The sync that made the batch durable (shared by its group; writer lock included),
+    /// after it was in effect.
+    Sync = 6,
+    /// Publication to the batch being synced to the local log: what may be acknowledged.
+    Durable = 7,
 }
 
 impl LatencyStage {
     /// Every stage, in value order.
-    pub const ALL: [LatencyStage; 6] = [
+    pub const ALL: [LatencyStage; 8] = [
         LatencyStage::Delivery,
         LatencyStage::Wait,
         LatencyStage::Parse,
         LatencyStage::Log,
         LatencyStage::Publish,
         LatencyStage::Total,
+        LatencyStage::Sync,
+        LatencyStage::Durable,
     ];
+
+    /// The stages timed when the batch is in effect (the first six).
+    pub const TO_VISIBLE: &[LatencyStage] = LatencyStage::ALL.split_at(6).0;
+
+    /// The stages timed when the batch is durable (the last two).
+    pub const TO_DURABLE: &[LatencyStage] = LatencyStage::ALL.split_at(6).1;
 
     /// The label value in metrics.
     pub fn name(self) -> &'static str {
@@ -175,6 +205,8 @@ impl LatencyStage {
             LatencyStage::Log => "log",
             LatencyStage::Publish => "publish",
             LatencyStage::Total => "total",
+            LatencyStage::Sync => "sync",
+            LatencyStage::Durable => "durable",
         }
     }
 }
@@ -214,8 +246,11 @@ impl LatencyBuckets {
 #[derive(Debug, Default)]
 pub struct PreadviceCounters {
     state: AtomicU8,
-    /// The last pre-advice sequence applied (= the stream sequence of its message).
+    /// The last pre-advice sequence applied, i.e. in effect (= the stream sequence of its
+    /// message).
     pub last_applied_seq: AtomicU64,
+    /// The last pre-advice sequence synced to the local log (what may be acknowledged).
+    pub last_durable_seq: AtomicU64,
     /// Batches applied from the stream.
     pub batches_applied: AtomicU64,
     /// Entries stored in the overlay.
@@ -226,7 +261,8 @@ pub struct PreadviceCounters {
     pub bad_lines: AtomicU64,
     /// Messages over the size limit (applied as empty batches, so they are not retried).
     pub batches_too_large: AtomicU64,
-    /// Deliveries at or below the last applied sequence (acknowledged, skipped).
+    /// Deliveries at or below the last applied sequence (skipped; acknowledged once
+    /// durable).
     pub redeliveries: AtomicU64,
     /// Batches on the subject not yet delivered to this node (from the last delivery).
     pub pending_batches: AtomicU64,
@@ -245,6 +281,8 @@ pub struct PreadviceCounters {
     gap_reported_through: AtomicU64,
     /// Sequences reported gone unread, summed over the gaps.
     pub gap_sequences: AtomicU64,
+    /// The last sync of the log failed (a failure is logged when this turns true).
+    sync_failing: AtomicBool,
 }
 
 impl PreadviceCounters {
@@ -279,7 +317,8 @@ impl PreadviceCounters {
         self.anomalies[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The latency histogram of `stage`: one value per batch applied.
+    /// The latency histogram of `stage`: one value per batch applied (the
+    /// [`LatencyStage::TO_DURABLE`] ones when its sync succeeded).
     pub fn latency(&self, stage: LatencyStage) -> &LatencyBuckets {
         &self.latency[stage as usize]
     }
@@ -433,7 +472,7 @@ pub struct ConsumerPosition {
 /// What to do with the durable consumer before consuming.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsumerAction {
-    /// It resumes right after the last applied batch (or before it: redeliveries are
+    /// It resumes right after the last durable batch (or before it: redeliveries are
     /// skipped): use it.
     Use,
     /// Missing: create it, delivering from this stream sequence.
@@ -449,20 +488,21 @@ pub enum ConsumerAction {
     },
 }
 
-/// Decides, from the log's last applied sequence and the consumer's position, whether the
-/// durable consumer can be used as it is. Pure.
+/// Decides, from the log's last durable sequence (the session syncs the log first, so it
+/// is also the last applied one) and the consumer's position, whether the durable consumer
+/// can be used as it is. Pure.
 pub fn consumer_action(
-    last_applied: u64,
+    last_durable: u64,
     subject: &str,
     existing: Option<&ConsumerPosition>,
 ) -> ConsumerAction {
-    let start_seq = last_applied + 1;
+    let start_seq = last_durable + 1;
     match existing {
         None => ConsumerAction::Create { start_seq },
         Some(position)
             if position.filter_subject != subject
-                || position.ack_floor_stream_seq > last_applied
-                || position.delivered_stream_seq > last_applied =>
+                || position.ack_floor_stream_seq > last_durable
+                || position.delivered_stream_seq > last_durable =>
         {
             ConsumerAction::Recreate { start_seq }
         }
@@ -473,16 +513,28 @@ pub fn consumer_action(
 /// What to do with one delivered message. Pure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
-    /// At or below the last applied sequence: acknowledge and skip.
+    /// At or below the durable sequence: skip, acknowledge.
     Redelivery,
-    /// New: apply at this sequence, then acknowledge.
+    /// Applied but not durable (an earlier sync failed): skip, sync, then acknowledge.
+    RedeliveryNotDurable,
+    /// New: apply at this sequence, sync, then acknowledge.
     Apply(u64),
 }
 
-/// Classifies a message by its stream sequence against the last applied one.
-pub fn classify(stream_seq: u64, last_applied: u64) -> Delivery {
-    if stream_seq <= last_applied {
+impl Delivery {
+    /// True when the log must be synced before this message is acknowledged.
+    pub fn needs_sync(self) -> bool {
+        !matches!(self, Delivery::Redelivery)
+    }
+}
+
+/// Classifies a message by its stream sequence against the log's applied and durable
+/// sequences.
+pub fn classify(stream_seq: u64, log: LogSeqs) -> Delivery {
+    if stream_seq <= log.durable {
         Delivery::Redelivery
+    } else if stream_seq <= log.applied {
+        Delivery::RedeliveryNotDurable
     } else {
         Delivery::Apply(stream_seq)
     }
@@ -492,9 +544,13 @@ pub fn classify(stream_seq: u64, last_applied: u64) -> Delivery {
 /// thread on every connection ([`super::hub`]), sharing its client, runtime and
 /// reconnects.
 pub fn task(preadvice: Arc<PreAdvice>, counters: Arc<PreadviceCounters>) -> HubTask {
+    let seqs = preadvice.seqs();
     counters
         .last_applied_seq
-        .store(preadvice.last_seq(), Ordering::Relaxed);
+        .store(seqs.applied, Ordering::Relaxed);
+    counters
+        .last_durable_seq
+        .store(seqs.durable, Ordering::Relaxed);
     HubTask {
         name: "preadvice",
         start: Box::new(move |session| {
@@ -548,6 +604,12 @@ struct Subscriber<'a> {
 
 impl Subscriber<'_> {
     async fn run(&self, js: &Context) -> (PreadviceErrorKind, String) {
+        // A session starts with everything applied durable (a sync that failed in the
+        // last session is retried here), so the consumer is positioned after a durable
+        // log.
+        if let Err(end) = self.sync().await {
+            return end;
+        }
         let stream = match self.stream(js).await {
             Ok(stream) => stream,
             Err(detail) => return (PreadviceErrorKind::Stream, detail),
@@ -577,12 +639,21 @@ impl Subscriber<'_> {
         );
         self.counters.set_state(ExportState::Live);
         loop {
-            let message = match messages.next().await {
-                Some(Ok(message)) => message,
-                Some(Err(error)) => return (PreadviceErrorKind::Disconnected, error.to_string()),
-                None => return (PreadviceErrorKind::Disconnected, "consumer ended".into()),
-            };
-            if let Err(end) = self.handle(&message).await {
+            let mut group = Vec::with_capacity(GROUP_MESSAGES_MAX);
+            let mut end = self.take(messages.next().await, &mut group).await;
+            // Group commit: messages already delivered are applied too (each in effect at
+            // once) and share the first one's sync.
+            while end.is_none() && group.len() < GROUP_MESSAGES_MAX {
+                let Some(next) = messages.next().now_or_never() else {
+                    break;
+                };
+                end = self.take(next, &mut group).await;
+            }
+            // What was applied before something broke is still synced and acknowledged.
+            if let Err(end) = self.commit(group).await {
+                return end;
+            }
+            if let Some(end) = end {
                 return end;
             }
         }
@@ -633,6 +704,7 @@ impl Subscriber<'_> {
             StreamVerdict::Reset(kind) => {
                 counters.count_anomaly(kind);
                 counters.last_applied_seq.store(0, Ordering::Relaxed);
+                counters.last_durable_seq.store(0, Ordering::Relaxed);
                 counters.gap_reported_through.store(0, Ordering::Relaxed);
                 tracing::warn!(
                     stream = %stream_name,
@@ -661,7 +733,7 @@ impl Subscriber<'_> {
         Ok(())
     }
 
-    /// The durable consumer, positioned after the last applied batch.
+    /// The durable consumer, positioned after the last durable batch.
     async fn consumer(
         &self,
         stream: &jetstream::stream::Stream,
@@ -677,8 +749,9 @@ impl Subscriber<'_> {
             Err(error) if is_not_found(&error) => None,
             Err(error) => return Err(format!("consumer {name}: {error}")),
         };
-        let last_applied = self.preadvice.last_seq();
-        let action = consumer_action(last_applied, &settings.preadvice_subject, existing.as_ref());
+        // The session's first sync made everything applied durable: resume after it.
+        let last_durable = self.preadvice.seqs().durable;
+        let action = consumer_action(last_durable, &settings.preadvice_subject, existing.as_ref());
         let start_seq = match action {
             ConsumerAction::Use => {
                 return stream
@@ -691,7 +764,7 @@ impl Subscriber<'_> {
                 tracing::info!(
                     consumer = %name,
                     ?existing,
-                    last_applied,
+                    last_durable,
                     "pre-advice consumer does not resume after the local log; recreating it"
                 );
                 stream
@@ -722,12 +795,21 @@ impl Subscriber<'_> {
             .map_err(|error| format!("creating consumer {name}: {error}"))
     }
 
-    /// Applies one message (or skips a redelivery) and acknowledges it. An error ends
-    /// the session without acknowledging: the batch comes again.
-    async fn handle(
+    /// Takes one delivered message into `group`: applies a new batch (in effect when this
+    /// returns, not yet durable) or skips a redelivery; nothing is acknowledged yet.
+    /// Returns why the session ends, if it does (the message is then not in `group`).
+    async fn take<E: std::fmt::Display>(
         &self,
-        message: &jetstream::Message,
-    ) -> Result<(), (PreadviceErrorKind, String)> {
+        next: Option<Result<jetstream::Message, E>>,
+        group: &mut Vec<Taken>,
+    ) -> Option<(PreadviceErrorKind, String)> {
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => {
+                return Some((PreadviceErrorKind::Disconnected, error.to_string()));
+            }
+            None => return Some((PreadviceErrorKind::Disconnected, "consumer ended".into())),
+        };
         let received = Instant::now();
         let received_ns = unix_now_ns();
         let (stream_seq, pending, published_ns) = match message.info() {
@@ -736,13 +818,15 @@ impl Subscriber<'_> {
                 info.pending,
                 info.published.unix_timestamp_nanos(),
             ),
-            Err(error) => return Err((PreadviceErrorKind::Message, error.to_string())),
+            Err(error) => return Some((PreadviceErrorKind::Message, error.to_string())),
         };
         self.counters
             .pending_batches
             .store(pending, Ordering::Relaxed);
-        match classify(stream_seq, self.preadvice.last_seq()) {
-            Delivery::Redelivery => {
+        let delivery = classify(stream_seq, self.preadvice.seqs());
+        let mut applied_published_ns = None;
+        match delivery {
+            Delivery::Redelivery | Delivery::RedeliveryNotDurable => {
                 self.counters.redeliveries.fetch_add(1, Ordering::Relaxed);
             }
             Delivery::Apply(seq) => {
@@ -751,12 +835,44 @@ impl Subscriber<'_> {
                     received_ns,
                     received,
                 };
-                self.apply(seq, message.payload.clone(), times).await?
+                if let Err(end) = self.apply(seq, message.payload.clone(), times).await {
+                    return Some(end);
+                }
+                applied_published_ns = Some(published_ns);
             }
         }
-        // A lost acknowledgement only means a redelivery, which is skipped.
-        if let Err(error) = message.ack().await {
-            return Err((PreadviceErrorKind::Disconnected, error.to_string()));
+        group.push(Taken {
+            message,
+            pending,
+            needs_sync: delivery.needs_sync(),
+            applied_published_ns,
+        });
+        None
+    }
+
+    /// Makes `group` durable (one sync, when any of it needs one), times the sync of the
+    /// batches it applied, then acknowledges its messages in order. A failed sync ends the
+    /// session with none of them acknowledged.
+    async fn commit(&self, group: Vec<Taken>) -> Result<(), (PreadviceErrorKind, String)> {
+        let Some(last) = group.last() else {
+            return Ok(());
+        };
+        let pending = last.pending;
+        if group.iter().any(|taken| taken.needs_sync) {
+            let synced = self.sync().await?;
+            let synced_ns = unix_now_ns();
+            for published_ns in group.iter().filter_map(|taken| taken.applied_published_ns) {
+                let times = durable_stage_times(published_ns, synced_ns, synced.duration);
+                for (&stage, us) in LatencyStage::TO_DURABLE.iter().zip(times) {
+                    self.counters.latency(stage).record(us);
+                }
+            }
+        }
+        for taken in group {
+            // A lost acknowledgement only means a redelivery, which is skipped.
+            if let Err(error) = taken.message.ack().await {
+                return Err((PreadviceErrorKind::Disconnected, error.to_string()));
+            }
         }
         self.counters.set_state(if pending > 0 {
             ExportState::CatchingUp
@@ -766,20 +882,55 @@ impl Subscriber<'_> {
         Ok(())
     }
 
+    /// Syncs the log on a blocking thread. A failure is logged when failures start, and
+    /// the recovery once; each is counted as the session's end ([`PreadviceErrorKind::Sync`]).
+    async fn sync(&self) -> Result<Synced, (PreadviceErrorKind, String)> {
+        let preadvice = Arc::clone(self.preadvice);
+        let result = tokio::task::spawn_blocking(move || preadvice.sync())
+            .await
+            .map_err(|error| (PreadviceErrorKind::Sync, error.to_string()))?;
+        let counters = self.counters;
+        match result {
+            Ok(synced) => {
+                counters
+                    .last_durable_seq
+                    .store(synced.durable_seq, Ordering::Relaxed);
+                if counters.sync_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        durable_seq = synced.durable_seq,
+                        "pre-advice log synced again; its batches are acknowledged"
+                    );
+                }
+                Ok(synced)
+            }
+            Err(error) => {
+                if !counters.sync_failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        %error,
+                        "pre-advice: log sync failed; its batches are in effect but not acknowledged: they come again and are synced then"
+                    );
+                }
+                Err((PreadviceErrorKind::Sync, error.to_string()))
+            }
+        }
+    }
+
+    /// Parses and applies one batch (not synced) and records its
+    /// [`LatencyStage::TO_VISIBLE`] stages.
     async fn apply(
         &self,
         seq: u64,
         payload: bytes::Bytes,
         arrival: Arrival,
     ) -> Result<(), (PreadviceErrorKind, String)> {
-        // Parsing and the synced log write block: off the hub's runtime thread, so the
-        // other hub tasks are not held up by a disk sync.
+        // Parsing and the log write block: off the hub's runtime thread, so the other hub
+        // tasks are not held up by the disk.
         let preadvice = Arc::clone(self.preadvice);
         let (parsed, applied, steps) = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let parsed = parse_message(&payload);
             let parsed_at = Instant::now();
-            let applied = preadvice.apply(&parsed.entries, seq);
+            let applied = preadvice.apply_unsynced(&parsed.entries, seq);
             let steps = BlockingSteps {
                 started,
                 parse: parsed_at - started,
@@ -821,7 +972,7 @@ impl Subscriber<'_> {
             .fetch_add(applied.counts.refused_full, Ordering::Relaxed);
         counters.last_applied_seq.store(seq, Ordering::Relaxed);
         let stages = StageTimes::of(&arrival, &steps, &applied);
-        for stage in LatencyStage::ALL {
+        for &stage in LatencyStage::TO_VISIBLE {
             counters.latency(stage).record(stages.us(stage));
         }
         let delay_us = stages.us(LatencyStage::Total);
@@ -841,6 +992,17 @@ impl Subscriber<'_> {
     }
 }
 
+/// A message taken into a group: acknowledged after the group's sync.
+struct Taken {
+    message: jetstream::Message,
+    /// Messages pending on the consumer when it was delivered.
+    pending: u64,
+    /// It must be durable before it is acknowledged ([`Delivery::needs_sync`]).
+    needs_sync: bool,
+    /// Its publication time (broker clock) when this session applied it.
+    applied_published_ns: Option<i128>,
+}
+
 /// When a message was published (broker clock) and received by the subscriber.
 #[derive(Debug, Clone, Copy)]
 struct Arrival {
@@ -858,18 +1020,29 @@ struct BlockingSteps {
     visible_ns: i128,
 }
 
-/// The per-stage durations of one batch, in microseconds. Pure.
+/// Microseconds from `from_ns` to `to_ns` (wall clock). Differences against the broker's
+/// clock can be negative (clock steps, another host): they count as 0.
+fn wall_us(from_ns: i128, to_ns: i128) -> u64 {
+    u64::try_from((to_ns - from_ns).max(0) / 1_000).unwrap_or(u64::MAX)
+}
+
+fn duration_us(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The [`LatencyStage::TO_DURABLE`] times of a batch published at `published_ns` and
+/// synced by a sync of `sync` that ended at `synced_ns`, in microseconds. Pure.
+fn durable_stage_times(published_ns: i128, synced_ns: i128, sync: Duration) -> [u64; 2] {
+    [duration_us(sync), wall_us(published_ns, synced_ns)]
+}
+
+/// The [`LatencyStage::TO_VISIBLE`] durations of one batch, in microseconds. Pure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct StageTimes([u64; LatencyStage::ALL.len()]);
 
 impl StageTimes {
     fn of(arrival: &Arrival, steps: &BlockingSteps, applied: &Applied) -> StageTimes {
-        // Wall-clock differences against the broker's clock can be negative (clock
-        // steps, another host): they count as 0.
-        let wall_us = |from_ns: i128, to_ns: i128| {
-            u64::try_from((to_ns - from_ns).max(0) / 1_000).unwrap_or(u64::MAX)
-        };
-        let us = |duration: Duration| u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        let us = duration_us;
         let mut times = [0; LatencyStage::ALL.len()];
         times[LatencyStage::Delivery as usize] = wall_us(arrival.published_ns, arrival.received_ns);
         times[LatencyStage::Wait as usize] =
@@ -1189,12 +1362,13 @@ mod tests {
             timings: crate::plan::preadvice::ApplyTimings {
                 log: Duration::from_micros(6_000),
                 publish: Duration::from_micros(300),
+                sync: Duration::ZERO,
             },
             ..Applied::default()
         };
         let times = StageTimes::of(&arrival, &steps, &applied);
         let expected = [3_000, 200, 50, 6_000, 300, 10_000];
-        for (stage, us) in LatencyStage::ALL.into_iter().zip(expected) {
+        for (&stage, us) in LatencyStage::TO_VISIBLE.iter().zip(expected) {
             assert_eq!(times.us(stage), us, "{}", stage.name());
         }
         // A broker clock ahead of ours counts as 0, never as a huge value.
@@ -1209,10 +1383,37 @@ mod tests {
     }
 
     #[test]
-    fn deliveries_at_or_below_the_log_are_redeliveries() {
-        assert_eq!(classify(5, 5), Delivery::Redelivery);
-        assert_eq!(classify(4, 5), Delivery::Redelivery);
-        assert_eq!(classify(6, 5), Delivery::Apply(6));
-        assert_eq!(classify(1, 0), Delivery::Apply(1));
+    fn the_durable_stages_run_from_publication_to_the_sync() {
+        let sync = Duration::from_micros(14_000);
+        assert_eq!(
+            durable_stage_times(1_000_000_000, 1_025_000_000, sync),
+            [14_000, 25_000]
+        );
+        assert_eq!(
+            durable_stage_times(2_000_000_000, 1_000_000_000, sync)[1],
+            0
+        );
+        assert_eq!(LatencyStage::TO_VISIBLE.last(), Some(&LatencyStage::Total));
+        assert_eq!(
+            LatencyStage::TO_DURABLE,
+            [LatencyStage::Sync, LatencyStage::Durable]
+        );
+    }
+
+    #[test]
+    fn deliveries_at_or_below_the_durable_log_are_redeliveries() {
+        let log = |applied, durable| LogSeqs { applied, durable };
+        assert_eq!(classify(5, log(5, 5)), Delivery::Redelivery);
+        assert_eq!(classify(4, log(5, 5)), Delivery::Redelivery);
+        assert_eq!(classify(6, log(5, 5)), Delivery::Apply(6));
+        assert_eq!(classify(1, log(0, 0)), Delivery::Apply(1));
+        // Applied, but its sync failed: never acknowledged before a sync.
+        assert_eq!(classify(5, log(5, 3)), Delivery::RedeliveryNotDurable);
+        assert_eq!(classify(4, log(5, 3)), Delivery::RedeliveryNotDurable);
+        assert_eq!(classify(3, log(5, 3)), Delivery::Redelivery);
+        assert_eq!(classify(6, log(5, 3)), Delivery::Apply(6));
+        assert!(!Delivery::Redelivery.needs_sync());
+        assert!(Delivery::RedeliveryNotDurable.needs_sync());
+        assert!(Delivery::Apply(6).needs_sync());
     }
 }

@@ -872,8 +872,14 @@ impl Collector for HubPreadviceCollector {
         gauge(
             e,
             "sortd_hub_preadvice_last_seq",
-            "Stream sequence of the last pre-advice batch applied (its pre-advice sequence).",
+            "Stream sequence of the last pre-advice batch applied, i.e. in effect (its pre-advice sequence).",
             as_gauge(load(&x.last_applied_seq)),
+        )?;
+        gauge(
+            e,
+            "sortd_hub_preadvice_durable_seq",
+            "Stream sequence of the last pre-advice batch synced to the local log (acknowledged after this).",
+            as_gauge(load(&x.last_durable_seq)),
         )?;
         counter(
             e,
@@ -913,7 +919,7 @@ impl Collector for HubPreadviceCollector {
         counter(
             e,
             "sortd_hub_preadvice_redeliveries",
-            "Deliveries at or below the last applied batch, acknowledged and skipped.",
+            "Deliveries at or below the last applied batch, skipped (acknowledged once synced).",
             None,
             load(&x.redeliveries),
         )?;
@@ -948,8 +954,10 @@ impl Collector for HubPreadviceCollector {
             e,
             "sortd_hub_preadvice_latency",
             "Pre-advice batches by stage: delivery (publication, broker clock, to the \
-             subscriber), wait (to the apply starting), parse, log (write and sync), publish \
-             (into the view the node sorts with), total (publication to that view).",
+             subscriber), wait (to the apply starting), parse, log (write, no sync), publish \
+             (into the view the node sorts with), total (publication to that view: in \
+             effect), sync (the log sync after it, shared by the batches delivered \
+             together), durable (publication to synced: acknowledged after this).",
             Some(&Unit::Seconds),
             MetricType::Histogram,
             LatencyStage::ALL.map(|stage| {

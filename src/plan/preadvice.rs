@@ -1,13 +1,21 @@
 //! Pre-advice on a node: the durable log, the published plan-plus-overlay view, and
 //! compaction into a new compiled plan.
 //!
-//! [`PreAdvice::apply`] appends the batch to the log in `<dir>` and syncs it, then
-//! publishes a new [`PlanView`] (the plan and an [`OverlaySnapshot`] with the batch) in
-//! one `arc-swap` store: the batch takes effect for the next [`PreAdvice::view`], well
-//! within 100 ms. [`PreAdvice::open`] rebuilds the view after a restart: the compacted
-//! plan if there is one for this base plan, then every log record after it (a torn tail
-//! is cut). [`PreAdvice::compact`] folds the overlay into a new compiled plan, swaps
-//! plan and remaining overlay in one store, then deletes the folded log segments.
+//! [`PreAdvice::apply_unsynced`] writes the batch to the log in `<dir>` (the page cache:
+//! it survives a kill of the process), then publishes a new [`PlanView`] (the plan and an
+//! [`OverlaySnapshot`] with the batch) in one `arc-swap` store: the batch takes effect for
+//! the next [`PreAdvice::view`] without waiting for the disk. [`PreAdvice::sync`] then
+//! makes every batch written so far durable (one `fdatasync` for all of them: a group
+//! commit); only a durable batch may be acknowledged to its source. The two sequences
+//! are kept apart ([`PreAdvice::seqs`]): `applied` (in the view) and `durable` (synced).
+//! A failed write or sync leaves the segment to be cut back to its durable length and the
+//! unsynced records written again before the next write or sync, so neither a torn write
+//! nor a sync error that the kernel reports once can leave a hole in the log.
+//! [`PreAdvice::apply`] is both steps in one call. [`PreAdvice::open`] rebuilds the view
+//! after a restart: the compacted plan if there is one for this base plan, then every log
+//! record after it (a torn tail is cut, and what the last run wrote is synced before it
+//! counts as durable). [`PreAdvice::compact`] folds the overlay into a new compiled plan,
+//! swaps plan and remaining overlay in one store, then deletes the folded log segments.
 //! [`PreAdvice::merge_delta`] keeps the overlay's small update layer small. The owner
 //! runs both from one background thread when [`PreAdvice::merge_due`] /
 //! [`PreAdvice::compaction_due`] say so.
@@ -15,8 +23,9 @@
 //! Files in `<dir>`: `log-<first seq, 20 digits>.padv` segments of
 //! [`super::preadvice_log`] records, and `compacted.sortplan`, whose name records the
 //! base plan and the last sequence folded into it. This module does no networking and
-//! starts no threads: the NATS subscriber calls `apply`, and whoever owns the schedule
-//! calls `compact` (on its own thread) when [`PreAdvice::compaction_due`] says so.
+//! starts no threads: the NATS subscriber calls `apply_unsynced` and `sync`, and whoever
+//! owns the schedule calls `compact` (on its own thread) when
+//! [`PreAdvice::compaction_due`] says so.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -193,7 +202,7 @@ impl PlanView {
     }
 }
 
-/// What [`PreAdvice::apply`] did.
+/// What [`PreAdvice::apply`] and [`PreAdvice::apply_unsynced`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
     /// Entries stored and refused for lack of room.
@@ -203,17 +212,41 @@ pub struct Applied {
     pub duplicate: bool,
     /// Entries in the overlay afterwards.
     pub overlay_entries: usize,
-    /// How long the two steps took (zero for a duplicate).
+    /// How long the steps took (zero for a duplicate's write and publish).
     pub timings: ApplyTimings,
 }
 
 /// Where [`PreAdvice::apply`] spent its time, for the subscriber's per-stage latency.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ApplyTimings {
-    /// Waiting for the writer lock, encoding and writing the record, and its sync.
+    /// Waiting for the writer lock, encoding and writing the record (no sync).
     pub log: Duration,
     /// Building the new overlay snapshot and publishing it to the sorting threads.
     pub publish: Duration,
+    /// The sync that made it durable ([`PreAdvice::apply`] only; zero from
+    /// [`PreAdvice::apply_unsynced`]).
+    pub sync: Duration,
+}
+
+/// The two sequences of the log ([`PreAdvice::seqs`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogSeqs {
+    /// The last sequence written and published: in effect (0 = none).
+    pub applied: u64,
+    /// The last sequence synced to disk: what may be acknowledged (0 = none). Never above
+    /// `applied`.
+    pub durable: u64,
+}
+
+/// What [`PreAdvice::sync`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Synced {
+    /// Every batch through this sequence is durable.
+    pub durable_seq: u64,
+    /// False when there was nothing to sync (everything applied was durable already).
+    pub synced: bool,
+    /// Writer lock, any rewrite after an earlier failure, and the sync itself.
+    pub duration: Duration,
 }
 
 /// What [`PreAdvice::open`] found.
@@ -254,14 +287,57 @@ pub struct Compaction {
     pub segments_deleted: usize,
 }
 
+/// How the writer puts records into a log segment and syncs it: the file itself in the
+/// daemon; a unit test's version fails or observes the two steps.
+trait SegmentIo: Send + Sync + std::fmt::Debug {
+    /// Append `bytes` at the end of `segment` (opened in append mode).
+    fn append(&self, segment: &File, bytes: &[u8]) -> io::Result<()>;
+    /// Make everything written to `segment` durable.
+    fn sync(&self, segment: &File) -> io::Result<()>;
+}
+
+/// [`SegmentIo`] on the file: `write_all` and `fdatasync`.
+#[derive(Debug)]
+struct FileIo;
+
+impl SegmentIo for FileIo {
+    fn append(&self, mut segment: &File, bytes: &[u8]) -> io::Result<()> {
+        segment.write_all(bytes)
+    }
+
+    fn sync(&self, segment: &File) -> io::Result<()> {
+        segment.sync_data()
+    }
+}
+
+/// Unsynced log bytes beyond which [`PreAdvice::apply_unsynced`] syncs before writing (a
+/// caller that never syncs still keeps the copy in memory bounded).
+const UNSYNCED_BYTES_MAX: usize = 64 << 20;
+
 /// The writer side: the open log segment and counters. One at a time.
+///
+/// The segment holds `durable_bytes` synced bytes, then `unsynced` (the records written
+/// since, `segment_bytes - durable_bytes` bytes); with `rewrite` set, a write or sync
+/// failed and what follows `durable_bytes` on disk is unknown until
+/// [`PreAdvice::repair`] cuts it and writes `unsynced` again. Every record above
+/// `durable_seq` is in the current segment (a segment switch syncs first).
 #[derive(Debug)]
 struct Writer {
     segment: File,
     segment_path: PathBuf,
+    /// Bytes of whole records written to the segment: where the next one goes.
+    segment_bytes: u64,
+    /// Bytes of the segment known to be on disk.
+    durable_bytes: u64,
+    /// The records written after `durable_bytes`, kept to write again after a failure.
+    unsynced: Vec<u8>,
+    /// A write or sync failed: repair before the next write or sync.
+    rewrite: bool,
+    /// The last sequence written and published (applied).
     last_seq: u64,
+    /// The last sequence synced.
+    durable_seq: u64,
     log_bytes: u64,
-    encoded: Vec<u8>,
     /// The base plan's version as configured (carried through compactions).
     base_version: u32,
     /// The base plan (configured or last swapped in): what [`PreAdvice::reset`] goes
@@ -274,6 +350,7 @@ struct Writer {
 pub struct PreAdvice {
     dir: PathBuf,
     settings: PreAdviceSettings,
+    io: Box<dyn SegmentIo>,
     view: ArcSwap<PlanView>,
     writer: Mutex<Writer>,
     /// Held through a whole [`PreAdvice::compact`] and [`PreAdvice::reset`], so a reset
@@ -288,15 +365,19 @@ struct Loaded {
     last_seq: u64,
     log_bytes: u64,
     last_segment: Option<PathBuf>,
+    /// Bytes of whole records in the last segment.
+    last_segment_bytes: u64,
 }
 
-/// Rebuild the view from `dir` over `base`; with `cut_tail`, cut a damaged tail of the
-/// last segment off the file too.
+/// Rebuild the view from `dir` over `base`; with `for_writing`, cut a damaged tail of
+/// the last segment off the file too, and sync every segment (a previous run may have
+/// been killed after writing a record and before its sync: what is applied at start is
+/// durable).
 fn load(
     dir: &Path,
     base: Arc<Plan>,
     settings: PreAdviceSettings,
-    cut_tail: bool,
+    for_writing: bool,
 ) -> Result<Loaded, PreAdviceError> {
     let mut recovery = Recovery::default();
     let base_version = base.version();
@@ -324,8 +405,10 @@ fn load(
         Vec::new()
     };
     let last_index = found.len().checked_sub(1);
+    let mut last_segment_bytes = 0;
     for (index, (_, path)) in found.iter().enumerate() {
         let (records, good_bytes, damage) = read_segment(path)?;
+        last_segment_bytes = good_bytes;
         if let Some(error) = damage {
             if Some(index) != last_index {
                 return Err(PreAdviceError::LogCorrupt {
@@ -336,7 +419,7 @@ fn load(
             }
             let length = fs::metadata(path).map_err(io_error("reading", path))?.len();
             recovery.tail_cut_bytes = length - good_bytes;
-            if cut_tail {
+            if for_writing {
                 OpenOptions::new()
                     .write(true)
                     .open(path)
@@ -346,6 +429,11 @@ fn load(
                     })
                     .map_err(io_error("cutting the torn tail of", path))?;
             }
+        }
+        if for_writing {
+            File::open(path)
+                .and_then(|file| file.sync_data())
+                .map_err(io_error("syncing", path))?;
         }
         log_bytes += good_bytes;
         for (seq, entries) in records {
@@ -368,6 +456,7 @@ fn load(
         last_seq,
         log_bytes,
         last_segment: found.last().map(|(_, path)| path.clone()),
+        last_segment_bytes,
     })
 }
 
@@ -466,6 +555,16 @@ impl PreAdvice {
         base: Plan,
         settings: PreAdviceSettings,
     ) -> Result<(PreAdvice, Recovery), PreAdviceError> {
+        PreAdvice::open_with(dir, base, settings, Box::new(FileIo))
+    }
+
+    /// [`PreAdvice::open`] with the log's writes and syncs going through `io`.
+    fn open_with(
+        dir: &Path,
+        base: Plan,
+        settings: PreAdviceSettings,
+        io: Box<dyn SegmentIo>,
+    ) -> Result<(PreAdvice, Recovery), PreAdviceError> {
         crate::util::fs::create_private_dir(dir).map_err(io_error("creating", dir))?;
         let base_version = base.version();
         let base = Arc::new(base);
@@ -478,13 +577,19 @@ impl PreAdvice {
         let preadvice = PreAdvice {
             dir: dir.to_path_buf(),
             settings,
+            io,
             view: ArcSwap::from_pointee(loaded.view),
             writer: Mutex::new(Writer {
                 segment,
                 segment_path,
+                segment_bytes: loaded.last_segment_bytes,
+                durable_bytes: loaded.last_segment_bytes,
+                unsynced: Vec::new(),
+                rewrite: false,
+                // load() synced what it replayed.
                 last_seq: loaded.last_seq,
+                durable_seq: loaded.last_seq,
                 log_bytes: loaded.log_bytes,
-                encoded: Vec::new(),
                 base_version,
                 base,
             }),
@@ -517,19 +622,45 @@ impl PreAdvice {
         &self.dir
     }
 
-    /// The last sequence applied (0 = none).
+    /// The last sequence applied, i.e. in the view (0 = none); it may not be durable yet
+    /// ([`PreAdvice::seqs`]).
     pub fn last_seq(&self) -> u64 {
         self.writer().last_seq
+    }
+
+    /// The applied and the durable sequence, read together.
+    pub fn seqs(&self) -> LogSeqs {
+        let writer = self.writer();
+        LogSeqs {
+            applied: writer.last_seq,
+            durable: writer.durable_seq,
+        }
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
         lock(&self.writer)
     }
 
-    /// Log `batch` at sequence `seq` (synced to disk), then publish it. Sequences must
-    /// increase; a batch at or below the last sequence is a redelivery and is ignored.
-    /// An invalid entry refuses the whole batch (the parser drops bad lines before).
+    /// Log `batch` at sequence `seq`, publish it, and sync the log: durable when this
+    /// returns ([`PreAdvice::apply_unsynced`] then [`PreAdvice::sync`]). A redelivery (at
+    /// or below the last applied sequence) is ignored but still made durable.
     pub fn apply(&self, batch: &[PreAdviceEntry], seq: u64) -> Result<Applied, PreAdviceError> {
+        let mut applied = self.apply_unsynced(batch, seq)?;
+        applied.timings.sync = self.sync()?.duration;
+        Ok(applied)
+    }
+
+    /// Write `batch` at sequence `seq` to the log (not synced: it survives a kill of the
+    /// process, not a power loss), then publish it: in effect when this returns, durable
+    /// after the next [`PreAdvice::sync`]. Sequences must increase; a batch at or below
+    /// the last sequence is a redelivery and is ignored. An invalid entry refuses the
+    /// whole batch (the parser drops bad lines before). A failed write publishes nothing;
+    /// the partial record is cut before the next write.
+    pub fn apply_unsynced(
+        &self,
+        batch: &[PreAdviceEntry],
+        seq: u64,
+    ) -> Result<Applied, PreAdviceError> {
         if seq == 0 {
             return Err(PreAdviceError::ZeroSequence);
         }
@@ -550,19 +681,23 @@ impl PreAdvice {
                 ..Applied::default()
             });
         }
-        let Writer {
-            segment,
-            segment_path,
-            encoded,
-            ..
-        } = &mut *writer;
-        encoded.clear();
-        encode_record(seq, batch, encoded);
-        segment
-            .write_all(encoded)
-            .and_then(|()| segment.sync_data())
-            .map_err(io_error("appending to", segment_path))?;
-        writer.log_bytes += writer.encoded.len() as u64;
+        if writer.unsynced.len() >= UNSYNCED_BYTES_MAX {
+            self.make_durable(&mut writer)?;
+        }
+        self.repair(&mut writer)?;
+        let writer = &mut *writer;
+        let start = writer.unsynced.len();
+        encode_record(seq, batch, &mut writer.unsynced);
+        let record = writer.unsynced.get(start..).unwrap_or_default();
+        let record_bytes = record.len() as u64;
+        if let Err(source) = self.io.append(&writer.segment, record) {
+            // Part of the record may be in the file: cut it before anything else.
+            writer.unsynced.truncate(start);
+            writer.rewrite = true;
+            return Err(io_error("appending to", &writer.segment_path)(source));
+        }
+        writer.segment_bytes += record_bytes;
+        writer.log_bytes += record_bytes;
         writer.last_seq = seq;
         let logged = Instant::now();
         let current = self.view.load_full();
@@ -591,8 +726,60 @@ impl PreAdvice {
             timings: ApplyTimings {
                 log: logged - started,
                 publish: published - logged,
+                sync: Duration::ZERO,
             },
         })
+    }
+
+    /// Make every batch applied so far durable: one sync for all of them (a group
+    /// commit), or nothing when they are durable already. Only then may they be
+    /// acknowledged. After a failure the batches stay in effect and not durable; the
+    /// next call writes them again and syncs (a failed sync is not trusted to have kept
+    /// anything, and a retried sync alone could report success for pages the kernel
+    /// dropped).
+    pub fn sync(&self) -> Result<Synced, PreAdviceError> {
+        let started = Instant::now();
+        let mut writer = self.writer();
+        let synced = writer.durable_seq < writer.last_seq;
+        if synced {
+            self.make_durable(&mut writer)?;
+        }
+        Ok(Synced {
+            durable_seq: writer.durable_seq,
+            synced,
+            duration: started.elapsed(),
+        })
+    }
+
+    /// Repair if needed, sync the segment, and move the durable point to the end.
+    fn make_durable(&self, writer: &mut Writer) -> Result<(), PreAdviceError> {
+        self.repair(writer)?;
+        if let Err(source) = self.io.sync(&writer.segment) {
+            writer.rewrite = true;
+            return Err(io_error("syncing", &writer.segment_path)(source));
+        }
+        writer.durable_bytes = writer.segment_bytes;
+        writer.durable_seq = writer.last_seq;
+        writer.unsynced.clear();
+        Ok(())
+    }
+
+    /// After a failed write or sync: cut the segment back to its durable length and
+    /// write the unsynced records again, so the file holds exactly the records applied.
+    fn repair(&self, writer: &mut Writer) -> Result<(), PreAdviceError> {
+        if !writer.rewrite {
+            return Ok(());
+        }
+        writer
+            .segment
+            .set_len(writer.durable_bytes)
+            .and_then(|()| self.io.append(&writer.segment, &writer.unsynced))
+            .map_err(io_error(
+                "rewriting the unsynced tail of",
+                &writer.segment_path,
+            ))?;
+        writer.rewrite = false;
+        Ok(())
     }
 
     /// True when the overlay's delta layer should be merged, or its base layer has no
@@ -687,7 +874,12 @@ impl PreAdvice {
         // Appends go to the end of the (empty) segment.
         writer.segment = open_segment(&first_path)?;
         writer.segment_path = first_path;
+        writer.segment_bytes = 0;
+        writer.durable_bytes = 0;
+        writer.unsynced.clear();
+        writer.rewrite = false;
         writer.last_seq = 0;
+        writer.durable_seq = 0;
         writer.log_bytes = 0;
         self.view.store(Arc::new(PlanView {
             plan: Arc::clone(&writer.base),
@@ -723,8 +915,13 @@ impl PreAdvice {
             let old_segments = segments(&self.dir)?;
             let next_path = self.dir.join(segment_name(through_seq + 1));
             if next_path != writer.segment_path {
+                // Every record above the durable point must stay in the current segment
+                // (one sync makes them durable): sync the old one before leaving it.
+                self.make_durable(&mut writer)?;
                 writer.segment = open_segment(&next_path)?;
                 writer.segment_path = next_path;
+                writer.segment_bytes = 0;
+                writer.durable_bytes = 0;
                 sync_dir(&self.dir)?;
             }
             let current = writer.segment_path.clone();
@@ -771,11 +968,7 @@ impl PreAdvice {
                 fs::remove_file(segment).map_err(io_error("deleting", segment))?;
             }
             sync_dir(&self.dir)?;
-            writer.log_bytes = writer
-                .segment
-                .metadata()
-                .map_err(io_error("reading", &self.dir))?
-                .len();
+            writer.log_bytes = writer.segment_bytes;
             left
         };
         Ok(Some(Compaction {
@@ -843,4 +1036,259 @@ fn fold(
             .map_err(build_error)?;
     }
     Ok((builder, folded, unresolved))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::plan::{Chutes, PreAdviceValue, compile_str};
+
+    const CSV: &str = "kind,key,chutes
+meta,name,durability test
+meta,version,3
+prefix,33,101
+exact,YT1,7
+default,no_read,998
+default,no_rule,999
+default,multi_read,997
+default,late,996
+";
+
+    fn plan() -> Plan {
+        Plan::from_bytes(compile_str("plan.csv", CSV).expect("compiles")).expect("opens")
+    }
+
+    fn add(barcode: &str, chute: u16) -> PreAdviceEntry {
+        PreAdviceEntry {
+            barcode: barcode.as_bytes().into(),
+            value: PreAdviceValue::Chutes(Chutes::new(&[chute]).expect("valid")),
+        }
+    }
+
+    /// (primary chute, pre-advice seq) for a barcode.
+    fn answer(preadvice: &PreAdvice, barcode: &str) -> (u16, u64) {
+        let resolved = preadvice.view().resolve(&[barcode.as_bytes()], None);
+        (resolved.resolution.chutes.primary(), resolved.preadvice_seq)
+    }
+
+    /// The file operations with faults on demand; counts the syncs that reached the file.
+    #[derive(Debug, Default)]
+    struct Faults {
+        syncs: AtomicUsize,
+        /// The next N syncs fail (and do nothing).
+        failing_syncs: AtomicUsize,
+        /// The next append writes only this many bytes, then fails (a torn write).
+        torn_append_bytes: Mutex<Option<usize>>,
+    }
+
+    impl SegmentIo for Arc<Faults> {
+        fn append(&self, segment: &File, bytes: &[u8]) -> io::Result<()> {
+            if let Some(keep) = lock(&self.torn_append_bytes).take() {
+                FileIo.append(segment, bytes.get(..keep).unwrap_or(bytes))?;
+                return Err(io::Error::other("torn write (test)"));
+            }
+            FileIo.append(segment, bytes)
+        }
+
+        fn sync(&self, segment: &File) -> io::Result<()> {
+            let failing = self.failing_syncs.load(Ordering::Relaxed);
+            if failing > 0 {
+                self.failing_syncs.store(failing - 1, Ordering::Relaxed);
+                return Err(io::Error::other("sync failed (test)"));
+            }
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            FileIo.sync(segment)
+        }
+    }
+
+    fn open_faulty(dir: &Path) -> (PreAdvice, Arc<Faults>) {
+        let faults = Arc::new(Faults::default());
+        let (preadvice, _) = PreAdvice::open_with(
+            dir,
+            plan(),
+            PreAdviceSettings::default(),
+            Box::new(Arc::clone(&faults)),
+        )
+        .expect("opens");
+        (preadvice, faults)
+    }
+
+    /// The sequences a fresh reader finds in the directory's log (what a kill -9 keeps).
+    fn logged_seqs(dir: &Path) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        for (_, path) in segments(dir).expect("lists") {
+            let (records, _, damage) = read_segment(&path).expect("reads");
+            assert!(damage.is_none(), "{path:?}: {damage:?}");
+            seqs.extend(records.into_iter().map(|(seq, _)| seq));
+        }
+        seqs
+    }
+
+    fn the_segment(dir: &Path) -> PathBuf {
+        let found = segments(dir).expect("lists");
+        assert_eq!(found.len(), 1, "{found:?}");
+        found[0].1.clone()
+    }
+
+    #[test]
+    fn a_batch_is_written_then_in_effect_before_any_sync_and_one_sync_covers_a_group() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (preadvice, faults) = open_faulty(dir.path());
+        preadvice
+            .apply_unsynced(&[add("A", 40)], 1)
+            .expect("applies");
+        // In effect and in the log file (the page cache), with no sync yet.
+        assert_eq!(answer(&preadvice, "A"), (40, 1));
+        assert_eq!(logged_seqs(dir.path()), [1]);
+        assert_eq!(faults.syncs.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            preadvice.seqs(),
+            LogSeqs {
+                applied: 1,
+                durable: 0
+            }
+        );
+        preadvice
+            .apply_unsynced(&[add("B", 41)], 2)
+            .expect("applies");
+        let synced = preadvice.sync().expect("syncs");
+        assert_eq!((synced.durable_seq, synced.synced), (2, true));
+        assert_eq!(faults.syncs.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            preadvice.seqs(),
+            LogSeqs {
+                applied: 2,
+                durable: 2
+            }
+        );
+        // Nothing left to sync: no second sync.
+        let again = preadvice.sync().expect("syncs");
+        assert_eq!((again.durable_seq, again.synced), (2, false));
+        assert_eq!(faults.syncs.load(Ordering::Relaxed), 1);
+        // apply() is durable on return, a redelivery included.
+        preadvice.apply(&[add("C", 42)], 3).expect("applies");
+        assert_eq!(preadvice.seqs().durable, 3);
+    }
+
+    #[test]
+    fn a_failed_sync_leaves_the_batch_in_effect_not_durable_and_the_retry_writes_it_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (preadvice, faults) = open_faulty(dir.path());
+        preadvice.apply(&[add("A", 40)], 1).expect("applies");
+        let durable_bytes = fs::metadata(the_segment(dir.path())).expect("stat").len();
+        preadvice
+            .apply_unsynced(&[add("B", 41)], 2)
+            .expect("applies");
+        faults.failing_syncs.store(1, Ordering::Relaxed);
+        preadvice.sync().expect_err("the sync fails");
+        assert_eq!(answer(&preadvice, "B"), (41, 2));
+        assert_eq!(
+            preadvice.seqs(),
+            LogSeqs {
+                applied: 2,
+                durable: 1
+            }
+        );
+        // The kernel may have dropped the pages whose writeback failed: the retry must
+        // not trust them.
+        OpenOptions::new()
+            .write(true)
+            .open(the_segment(dir.path()))
+            .and_then(|file| file.set_len(durable_bytes))
+            .expect("drops the unsynced tail");
+        assert_eq!(logged_seqs(dir.path()), [1]);
+        let synced = preadvice.sync().expect("the retry syncs");
+        assert_eq!((synced.durable_seq, synced.synced), (2, true));
+        assert_eq!(logged_seqs(dir.path()), [1, 2]);
+        preadvice.apply(&[add("C", 42)], 3).expect("applies");
+        drop(preadvice);
+        let (preadvice, _) = open_faulty(dir.path());
+        assert_eq!(logged_seqs(dir.path()), [1, 2, 3]);
+        assert_eq!(answer(&preadvice, "B"), (41, 2));
+    }
+
+    #[test]
+    fn a_torn_write_is_cut_before_the_batch_comes_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (preadvice, faults) = open_faulty(dir.path());
+        preadvice.apply(&[add("A", 40)], 1).expect("applies");
+        *lock(&faults.torn_append_bytes) = Some(7);
+        preadvice
+            .apply_unsynced(&[add("B", 41)], 2)
+            .expect_err("the write fails");
+        // Nothing of it is in effect; the redelivery applies it.
+        assert_eq!(answer(&preadvice, "B"), (999, 0));
+        assert_eq!(preadvice.seqs().applied, 1);
+        preadvice.apply(&[add("B", 41)], 2).expect("applies");
+        drop(preadvice);
+        // The torn bytes are gone, not left between records 1 and 2 (where a restart
+        // would have cut record 2 off with them).
+        assert_eq!(logged_seqs(dir.path()), [1, 2]);
+        let (preadvice, recovery) =
+            PreAdvice::open(dir.path(), plan(), PreAdviceSettings::default()).expect("opens");
+        assert_eq!((recovery.records, recovery.tail_cut_bytes), (2, 0));
+        assert_eq!(answer(&preadvice, "B"), (41, 2));
+    }
+
+    #[test]
+    fn a_lost_unsynced_tail_is_applied_again_to_the_same_overlay() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (preadvice, _) = open_faulty(dir.path());
+        preadvice.apply(&[add("A", 40)], 1).expect("applies");
+        let durable_bytes = fs::metadata(the_segment(dir.path())).expect("stat").len();
+        let batch = [add("A", 41), add("B", 42)];
+        preadvice.apply_unsynced(&batch, 2).expect("applies");
+        let before = [answer(&preadvice, "A"), answer(&preadvice, "B")];
+        drop(preadvice);
+        // Power loss before the sync: half of record 2 reached the disk.
+        let segment = the_segment(dir.path());
+        let written = fs::metadata(&segment).expect("stat").len();
+        OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .and_then(|file| file.set_len((durable_bytes + written) / 2))
+            .expect("loses the tail");
+        let (preadvice, recovery) =
+            PreAdvice::open(dir.path(), plan(), PreAdviceSettings::default()).expect("opens");
+        assert!(recovery.tail_cut_bytes > 0);
+        assert_eq!(
+            preadvice.seqs(),
+            LogSeqs {
+                applied: 1,
+                durable: 1
+            }
+        );
+        assert_eq!(answer(&preadvice, "A"), (40, 1));
+        // JetStream redelivers the unacknowledged batch: same sequence, same result.
+        preadvice.apply(&batch, 2).expect("applies again");
+        assert_eq!([answer(&preadvice, "A"), answer(&preadvice, "B")], before);
+    }
+
+    #[test]
+    fn compaction_makes_the_batches_of_the_segment_it_leaves_durable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (preadvice, faults) = open_faulty(dir.path());
+        preadvice
+            .apply_unsynced(&[add("A", 40)], 1)
+            .expect("applies");
+        preadvice
+            .apply_unsynced(&[add("B", 41)], 2)
+            .expect("applies");
+        // The sync before the segment switch fails: no compaction, nothing lost.
+        faults.failing_syncs.store(1, Ordering::Relaxed);
+        preadvice.compact().expect_err("the sync fails");
+        assert_eq!(preadvice.seqs().durable, 0);
+        let compaction = preadvice.compact().expect("compacts").expect("folds");
+        assert_eq!(compaction.through_seq, 2);
+        assert_eq!(preadvice.seqs().durable, 2);
+        preadvice
+            .apply_unsynced(&[add("C", 42)], 3)
+            .expect("applies");
+        assert_eq!(preadvice.sync().expect("syncs").durable_seq, 3);
+        // Folded into the plan, and the later batch over it.
+        assert_eq!(answer(&preadvice, "A").0, 40);
+        assert_eq!(answer(&preadvice, "C"), (42, 3));
+    }
 }

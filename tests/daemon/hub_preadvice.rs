@@ -82,13 +82,21 @@ pub fn wait_applied(daemon: &DaemonProcess, seq: u64) {
     });
 }
 
-/// Every stage of the latency histogram holds one value per batch applied (no timings
-/// are asserted), and the buckets add up to the count.
+/// Once every batch applied is durable (synced after it was in effect), every stage of
+/// the latency histogram holds one value per batch applied (no timings are asserted), and
+/// the buckets add up to the count.
 pub fn assert_latency_counts_every_batch(daemon: &DaemonProcess) {
+    let applied = metric(daemon, "sortd_hub_preadvice_last_seq");
+    wait_until("the applied batches to be durable", || {
+        metric(daemon, "sortd_hub_preadvice_durable_seq") >= applied
+    });
     let scrape = scrape(daemon.metrics_address());
     let batches = scrape.value("sortd_hub_preadvice_batches_total", &[]);
     assert!(batches > 0.0);
-    for stage in ["delivery", "wait", "parse", "log", "publish", "total"] {
+    let stages = [
+        "delivery", "wait", "parse", "log", "publish", "total", "sync", "durable",
+    ];
+    for stage in stages {
         let labels = [("stage", stage)];
         let count = scrape.value("sortd_hub_preadvice_latency_seconds_count", &labels);
         assert_eq!(count, batches, "stage {stage}");
