@@ -52,20 +52,29 @@ pub(super) struct JointIndex {
 
 impl JointIndex {
     /// Builds the index of `plan`'s exact entries and `overlay` (slot index, key, hash
-    /// of each of the `overlay_count` live base entries, keys distinct). `overlay_key` reads a slot's key back.
+    /// of each of the `overlay_count` live base entries, keys distinct).
     /// `None` when the two hold more than [`JOINT_ENTRIES_MAX`] entries, or the plan's
     /// record offsets do not fit beside the overlay flag.
     pub(super) fn build<'k>(
         plan: &Plan,
         overlay_count: usize,
         overlay: impl Iterator<Item = (u32, &'k [u8], u64)>,
-        overlay_key: impl Fn(u32) -> Option<&'k [u8]>,
+    ) -> Option<JointIndex> {
+        JointIndex::build_within(plan, overlay_count, overlay, JOINT_ENTRIES_MAX)
+    }
+
+    /// [`JointIndex::build`] with the entry limit given.
+    fn build_within<'k>(
+        plan: &Plan,
+        overlay_count: usize,
+        overlay: impl Iterator<Item = (u32, &'k [u8], u64)>,
+        entries_max: usize,
     ) -> Option<JointIndex> {
         let stats = plan.stats();
         let entries = usize::try_from(stats.exact_keys)
             .ok()?
             .checked_add(overlay_count)?;
-        if entries > JOINT_ENTRIES_MAX || stats.exact_record_bytes >= u64::from(OVERLAY_REFERENCE) {
+        if entries > entries_max || stats.exact_record_bytes >= u64::from(OVERLAY_REFERENCE) {
             return None;
         }
         let bucket_count = (entries * 2).max(16) as u64;
@@ -76,30 +85,23 @@ impl JointIndex {
             bucket_count,
             probe_max: 0,
         };
-        let table = plan.table(RuleKind::Exact);
+        // The plan's keys are distinct (the compiler refuses duplicates; were one there
+        // twice, the first inserted comes first in its probe sequence and answers, as
+        // in the plan's own table). So are the overlay's, so an overlay key can only
+        // meet a plan record with the same key, whose bucket it takes over.
         for (key, _, rule) in plan.entries(RuleKind::Exact) {
-            // A key the plan holds twice answers with its first entry, as the plan's
-            // own probe does (the compiler refuses duplicates anyway).
-            let hash = format::key_hash(key);
-            index.insert(hash, rule.record_offset, |reference| {
-                reference & OVERLAY_REFERENCE == 0
-                    && table
-                        .record_at(reference)
-                        .is_some_and(|record| record.key == key)
-            });
+            index.place(format::key_hash(key), rule.record_offset, |_| false);
         }
+        let table = plan.table(RuleKind::Exact);
         for (slot, key, hash) in overlay {
             if slot & OVERLAY_REFERENCE != 0 {
                 return None;
             }
-            index.insert_or_replace(hash, slot | OVERLAY_REFERENCE, |reference| {
-                if reference & OVERLAY_REFERENCE == 0 {
-                    table
+            index.place(hash, slot | OVERLAY_REFERENCE, |reference| {
+                reference & OVERLAY_REFERENCE == 0
+                    && table
                         .record_at(reference)
                         .is_some_and(|record| record.key == key)
-                } else {
-                    overlay_key(reference & !OVERLAY_REFERENCE) == Some(key)
-                }
             });
         }
         Some(index)
@@ -117,17 +119,9 @@ impl JointIndex {
         self.buckets.len()
     }
 
-    /// Inserts `reference` unless a bucket for the same key (`same_key`) exists.
-    fn insert(&mut self, hash: u64, reference: u32, same_key: impl Fn(u32) -> bool) {
-        self.place(hash, reference, same_key, false);
-    }
-
-    /// Inserts `reference`, or points the same key's bucket (`same_key`) at it.
-    fn insert_or_replace(&mut self, hash: u64, reference: u32, same_key: impl Fn(u32) -> bool) {
-        self.place(hash, reference, same_key, true);
-    }
-
-    fn place(&mut self, hash: u64, reference: u32, same_key: impl Fn(u32) -> bool, replace: bool) {
+    /// Puts `reference` in the first empty bucket of `hash`'s probe sequence, or in the
+    /// bucket of the same key (`replaces` says which) when it comes first.
+    fn place(&mut self, hash: u64, reference: u32, replaces: impl Fn(u32) -> bool) {
         let tag = format::bucket_tag(hash);
         let word = u64::from(tag) | (u64::from(reference) << 32);
         let mut position = format::home_bucket(hash, self.bucket_count) as usize;
@@ -143,10 +137,8 @@ impl JointIndex {
                 self.probe_max = self.probe_max.max(probes);
                 return;
             }
-            if bucket_tag == tag && same_key((bucket >> 32) as u32) {
-                if replace {
-                    self.buckets.write_u64(offset, word);
-                }
+            if bucket_tag == tag && replaces((bucket >> 32) as u32) {
+                self.buckets.write_u64(offset, word);
                 return;
             }
             position += 1;
@@ -229,5 +221,80 @@ impl JointIndex {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(exact_keys: usize) -> Plan {
+        let mut csv = String::from("kind,key,chutes\nprefix,33,101\n");
+        for index in 0..exact_keys {
+            csv.push_str(&format!("exact,P{index},{}\n", index % 50 + 1));
+        }
+        csv.push_str("default,no_read,998\ndefault,no_rule,999\ndefault,multi_read,997\n");
+        csv.push_str("default,late,996\n");
+        let bytes = crate::plan::compile_str("joint.csv", &csv).expect("compiles");
+        Plan::from_bytes(bytes).expect("opens")
+    }
+
+    /// Overlay entries `(slot, key, hash)`: `P0`, `P1` (on the plan's keys) and `N0..`.
+    fn overlay_keys(new_keys: usize) -> Vec<Vec<u8>> {
+        let mut keys: Vec<Vec<u8>> = vec![b"P0".to_vec(), b"P1".to_vec()];
+        keys.extend((0..new_keys).map(|index| format!("N{index}").into_bytes()));
+        keys
+    }
+
+    fn build(plan: &Plan, keys: &[Vec<u8>], entries_max: usize) -> Option<JointIndex> {
+        let overlay = keys
+            .iter()
+            .enumerate()
+            .map(|(slot, key)| (slot as u32, &key[..], format::key_hash(key)));
+        JointIndex::build_within(plan, keys.len(), overlay, entries_max)
+    }
+
+    #[test]
+    fn the_index_is_declined_past_its_limit_and_sized_half_full() {
+        let plan = plan(100);
+        let keys = overlay_keys(20);
+        assert!(build(&plan, &keys, 121).is_none(), "122 entries over 121");
+        let index = build(&plan, &keys, 122).expect("122 entries fit");
+        assert_eq!(index.bytes(), 2 * 122 * BUCKET_BYTES);
+        assert!(index.serves(&plan));
+        assert!(!index.serves(&self::plan(101)));
+    }
+
+    #[test]
+    fn a_probe_finds_the_overlay_over_the_plan_and_the_plan_otherwise() {
+        let plan = plan(1_000);
+        let keys = overlay_keys(1_000);
+        let index = build(&plan, &keys, JOINT_ENTRIES_MAX).expect("builds");
+        let overlay_key = |slot: u32| keys.get(slot as usize).map(|key| &key[..]);
+        let find = |key: &[u8]| index.find(&plan, overlay_key, key, format::key_hash(key));
+        for (slot, key) in keys.iter().enumerate() {
+            assert!(
+                matches!(find(key), Some(JointHit::Overlay(found)) if found == slot as u32),
+                "{key:?}"
+            );
+            assert_eq!(
+                index.first_candidate(format::key_hash(key)),
+                Some(slot as u32 | OVERLAY_REFERENCE)
+            );
+        }
+        for number in 2..1_000 {
+            let key = format!("P{number}");
+            let Some(JointHit::Plan(record)) = find(key.as_bytes()) else {
+                panic!("{key} is the plan's");
+            };
+            assert_eq!(record.key, key.as_bytes());
+            assert_eq!(
+                index.first_candidate(format::key_hash(key.as_bytes())),
+                Some(record.offset)
+            );
+        }
+        for missing in ["P1000", "N1000", "X"] {
+            assert!(find(missing.as_bytes()).is_none(), "{missing}");
+        }
     }
 }

@@ -471,8 +471,7 @@ impl OverlaySnapshot {
             let slot = base.slots.get(index as usize)?;
             Some((index, base.key(slot), slot.hash))
         });
-        let overlay_key = |index: u32| base.slots.get(index as usize).map(|slot| base.key(slot));
-        let index = match JointIndex::build(plan, base.len(), live, overlay_key) {
+        let index = match JointIndex::build(plan, base.len(), live) {
             Some(joint) => BaseIndex::Joint(Arc::new(joint)),
             None => BaseIndex::Declined {
                 plan_checksum: plan.checksum(),
