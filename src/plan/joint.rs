@@ -111,7 +111,7 @@ impl JointIndex {
     #[inline]
     pub(super) fn serves(&self, plan: &Plan) -> bool {
         self.plan_checksum == plan.checksum()
-            && self.plan_exact_buckets == plan.stats().exact_buckets
+            && self.plan_exact_buckets == plan.header.exact_bucket_count
     }
 
     /// Bytes of memory the table takes.

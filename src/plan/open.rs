@@ -35,11 +35,21 @@ pub struct Plan {
     /// Prefix lengths present, longest first; only the first `prefix_length_count` count.
     pub(super) prefix_lengths_desc: [u8; KEY_BYTES_MAX],
     pub(super) prefix_length_count: usize,
+    /// The footer checksum as written, read once at open ([`Plan::checksum`]).
+    checksum: u64,
 }
 
 enum Backing {
     Mapped(Mmap),
     Owned(Vec<u8>),
+}
+
+#[inline]
+fn backing_bytes(backing: &Backing) -> &[u8] {
+    match backing {
+        Backing::Mapped(map) => map,
+        Backing::Owned(bytes) => bytes,
+    }
 }
 
 impl std::fmt::Debug for Plan {
@@ -112,6 +122,7 @@ impl Plan {
                 prefix_length_count += 1;
             }
         }
+        let checksum = format::read_u64(backing_bytes(&backing), layout.footer).unwrap_or(0);
         Ok(Plan {
             backing,
             header,
@@ -119,16 +130,14 @@ impl Plan {
             name,
             prefix_lengths_desc,
             prefix_length_count,
+            checksum,
         })
     }
 
     /// The whole file.
     #[inline]
     pub(super) fn data(&self) -> &[u8] {
-        match &self.backing {
-            Backing::Mapped(map) => map,
-            Backing::Owned(bytes) => bytes,
-        }
+        backing_bytes(&self.backing)
     }
 
     /// A section by its byte range; empty if out of range (cannot happen after open).
@@ -148,9 +157,10 @@ impl Plan {
     }
 
     /// The footer checksum (xxh3-64 of everything before the footer), as written: an id
-    /// of the plan's content. Cheap (reads 8 bytes); [`Plan::verify`] checks it.
+    /// of the plan's content, read once at open; [`Plan::verify`] checks it.
+    #[inline]
     pub fn checksum(&self) -> u64 {
-        format::read_u64(self.data(), self.layout.footer).unwrap_or(0)
+        self.checksum
     }
 
     /// One of the four default chutes.
