@@ -167,7 +167,9 @@ impl Layer {
         self.find_in_table(key, hash)
     }
 
-    /// [`Layer::find`] without the filter: the hash table probe.
+    /// [`Layer::find`] without the filter: the hash table probe. Kept out of line: on
+    /// the hot path most lookups stop at an empty delta, the filter or the joint index
+    /// before it, and the callers stay small enough to overlap their cache misses.
     #[inline(never)]
     fn find_in_table(&self, key: &[u8], hash: u64) -> Option<&Slot> {
         let slots = &self.slots;
