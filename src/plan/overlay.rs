@@ -369,18 +369,21 @@ impl OverlaySnapshot {
 
     #[inline(always)]
     fn get_hashed(&self, barcode: &[u8], hash: u64) -> Option<(OverlayValue<'_>, u64)> {
-        if !self.delta.table.is_empty() {
-            if let Some(slot) = self.delta.find_in_table(barcode, hash) {
-                return Some((self.delta.value(slot), slot.seq));
-            }
+        if let Some(entry) = self.delta_entry(barcode, hash) {
+            return Some(entry);
         }
-        if let Some(bloom) = &self.base.bloom {
-            if !bloom.may_contain(hash) {
-                return None;
-            }
-        }
-        let slot = self.base.find_in_table(barcode, hash)?;
+        let slot = self.base.find(barcode, hash)?;
         Some((self.base.value(slot), slot.seq))
+    }
+
+    /// The delta layer's entry for `barcode`, which answers before the base layer.
+    #[inline]
+    fn delta_entry(&self, barcode: &[u8], hash: u64) -> Option<(OverlayValue<'_>, u64)> {
+        if self.delta.table.is_empty() {
+            return None;
+        }
+        let slot = self.delta.find_in_table(barcode, hash)?;
+        Some((self.delta.value(slot), slot.seq))
     }
 
     /// Every entry (key, value, batch sequence); delta entries replace base ones.
@@ -747,10 +750,8 @@ impl OverlaySnapshot {
     /// The delta layer, then the joint index (which covers the base layer and the plan).
     #[inline]
     fn get_joint(&self, plan: &Plan, joint: &JointIndex, barcode: &[u8], hash: u64) -> Found<'_> {
-        if !self.delta.table.is_empty() {
-            if let Some(slot) = self.delta.find_in_table(barcode, hash) {
-                return Found::Overlay((self.delta.value(slot), slot.seq));
-            }
+        if let Some(entry) = self.delta_entry(barcode, hash) {
+            return Found::Overlay(entry);
         }
         match joint.find(plan, |index| self.base_key(index), barcode, hash) {
             None => Found::Nothing,
